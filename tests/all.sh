@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sluice's test command: formatting, lints, unit tests, and the end-to-end tests against a real
+# control plane and a real Prometheus. It builds nothing outside Cargo: the control plane comes
+# from tests/cluster/build.sh and Prometheus from Debian's package (.ci/run installs both), and a
+# missing one fails the run with a message saying how to get it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+timings=()
+phase() {
+  local name=$1
+  shift
+  local started=$SECONDS
+  printf '\n== %s: %s\n' "$name" "$*"
+  "$@"
+  timings+=("$(printf '%-12s %5ss' "$name" "$((SECONDS - started))")")
+}
+
+phase fmt cargo fmt --all -- --check
+phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+phase build cargo test --workspace --all-targets --locked --no-run
+phase unit cargo test --workspace --locked --lib --bins --examples
+phase doc cargo test --workspace --locked --doc
+phase e2e cargo test -p sluice-tests --locked --test e2e
+
+printf '\n== timings\n'
+printf '%s\n' "${timings[@]}"

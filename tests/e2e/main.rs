@@ -1,0 +1,30 @@
+//! Sluice's end-to-end tests, against a real control plane and a real Prometheus.
+//!
+//! One binary (`harness = false`) so that one control plane serves the whole run: it is started
+//! on first use, shared by tests running in parallel (each in a fresh namespace), and stopped at
+//! the end, whether the tests passed, failed or panicked, and on Ctrl-C or SIGTERM.
+
+/// A trial named after its module and function: `trial!(smoke::replica_set_endpoints)`.
+macro_rules! trial {
+    ($module:ident :: $test:ident) => {
+        $crate::support::trial(concat!(stringify!($module), "::", stringify!($test)), $test)
+    };
+}
+
+mod smoke;
+mod support;
+
+use std::process::ExitCode;
+
+use libtest_mimic::{Arguments, Trial};
+
+use support::ENV;
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let trials: Vec<Trial> = [smoke::trials()].into_iter().flatten().collect();
+    ENV.stop_on_signal();
+    let conclusion = libtest_mimic::run(&args, trials);
+    ENV.teardown(conclusion.has_failed());
+    conclusion.exit_code()
+}

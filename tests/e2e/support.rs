@@ -1,0 +1,162 @@
+//! What every e2e test shares: the runtime, the one control plane, fresh namespaces.
+
+use std::future::Future;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
+use libtest_mimic::{Failed, Trial};
+use serde_json::json;
+use sluice_tests::{ClusterOptions, ControlPlane, wait};
+use tokio::runtime::Runtime;
+use tokio::sync::OnceCell;
+
+pub static ENV: LazyLock<Env> = LazyLock::new(Env::new);
+
+/// A generous bound for the cluster to reach a state; tests pass in a few seconds.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it yields a value, for up to [`DEADLINE`]; the error names `what`.
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    wait::until::<T, anyhow::Error, F, Fut>(what, DEADLINE, check).await
+}
+
+pub struct Env {
+    runtime: Runtime,
+    cluster: OnceCell<Result<ControlPlane, String>>,
+    namespaces: AtomicUsize,
+}
+
+/// A namespace made for one test, deleted when the test ends.
+#[derive(Clone)]
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl Env {
+    fn new() -> Self {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("cannot start the tokio runtime: {e}");
+                std::process::exit(2);
+            }
+        };
+        Self {
+            runtime,
+            cluster: OnceCell::new(),
+            namespaces: AtomicUsize::new(0),
+        }
+    }
+
+    /// The control plane, started by the first test that asks for it. A failed start fails
+    /// every test that needs it, with the same message, and is not retried.
+    pub async fn cluster(&self) -> anyhow::Result<&ControlPlane> {
+        let started = self
+            .cluster
+            .get_or_init(|| async {
+                let options = ClusterOptions::from_env().map_err(|e| e.to_string())?;
+                match ControlPlane::start(options).await {
+                    Ok(cluster) => {
+                        eprintln!(
+                            "control plane up in {:.1}s at {} (kubeconfig {})",
+                            cluster.started_in().as_secs_f64(),
+                            cluster.api_server_url(),
+                            cluster.admin_kubeconfig().display()
+                        );
+                        Ok(cluster)
+                    }
+                    Err(e) => Err(format!("starting the control plane: {e}")),
+                }
+            })
+            .await;
+        started.as_ref().map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Runs `test` in a fresh namespace named after `prefix`, then deletes the namespace,
+    /// whatever the outcome.
+    pub async fn in_namespace<F, Fut>(&self, prefix: &str, test: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(TestNamespace) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let cluster = self.cluster().await?;
+        let client = cluster.admin_client().await?;
+        let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}-{n}");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace: Namespace = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"sluice.dev/e2e": "true"}}
+        }))?;
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        let outcome = test(TestNamespace {
+            name: name.clone(),
+            client,
+        })
+        .await;
+        if let Err(e) = namespaces.delete(&name, &DeleteParams::default()).await {
+            eprintln!("could not delete namespace {name}: {e}");
+        }
+        outcome
+    }
+
+    /// Stops the control plane on Ctrl-C or SIGTERM, so that an interrupted run leaves nothing
+    /// behind (its processes do not share our terminal's process group).
+    pub fn stop_on_signal(&'static self) {
+        self.runtime.spawn(async move {
+            let mut terminate =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(signal) => signal,
+                    Err(e) => {
+                        eprintln!("cannot listen for SIGTERM: {e}");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("interrupted: stopping the control plane");
+            if let Some(Ok(cluster)) = self.cluster.get() {
+                cluster.stop(false).await;
+            }
+            std::process::exit(130);
+        });
+    }
+
+    /// Stops the control plane; after a failure its logs are kept, and their place printed.
+    pub fn teardown(&self, failed: bool) {
+        if let Some(Ok(cluster)) = self.cluster.get()
+            && let Some(kept) = self.runtime.block_on(cluster.stop(failed))
+        {
+            eprintln!("control plane logs kept in {}", kept.join("logs").display());
+        }
+    }
+}
+
+/// A libtest-mimic trial that runs an async test on the shared runtime.
+pub fn trial<Fut>(name: &'static str, test: fn(&'static Env) -> Fut) -> Trial
+where
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    Trial::test(name, move || {
+        ENV.runtime
+            .block_on(test(&ENV))
+            .map_err(|e| Failed::from(format!("{e:#}")))
+    })
+}

@@ -1,0 +1,154 @@
+//! Where the Go-built control plane lives: a cache outside git, filled once per machine by
+//! `tests/cluster/build.sh` at the versions pinned in `tests/cluster/versions.env`.
+
+use std::path::{Path, PathBuf};
+
+use crate::{HarnessError, Result};
+
+const VERSIONS_ENV: &str = include_str!("../cluster/versions.env");
+
+/// The component versions pinned in `tests/cluster/versions.env`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versions {
+    pub kubernetes: String,
+    pub etcd: String,
+    pub kwok: String,
+}
+
+impl Versions {
+    pub fn pinned() -> Result<Self> {
+        Self::parse(VERSIONS_ENV)
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        let value = |key: &str| {
+            text.lines()
+                .filter_map(|line| line.split_once('='))
+                .find(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().to_owned())
+                .ok_or_else(|| HarnessError::Invalid {
+                    what: "tests/cluster/versions.env".into(),
+                    detail: format!("no {key}= line"),
+                })
+        };
+        Ok(Self {
+            kubernetes: value("K8S_VERSION")?,
+            etcd: value("ETCD_VERSION")?,
+            kwok: value("KWOK_VERSION")?,
+        })
+    }
+}
+
+/// The executables the control plane is made of.
+pub const CONTROL_PLANE: [&str; 6] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "kubectl",
+];
+
+const BUILD_HINT: &str = "build the control plane once with `tests/cluster/build.sh` \
+     (needs Go and the Go module proxy; takes a few minutes)";
+
+/// The directory holding the built control plane: `$SLUICE_K8S_BIN` when set, otherwise
+/// `$SLUICE_CACHE` (default `~/.cache/sluice`) `/k8s-<v>-etcd-<v>-kwok-<v>/bin`, as build.sh writes.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    dir: PathBuf,
+}
+
+impl Binaries {
+    pub fn locate() -> Result<Self> {
+        let dir = match std::env::var_os("SLUICE_K8S_BIN") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let v = Versions::pinned()?;
+                cache_root()?
+                    .join(format!(
+                        "k8s-{}-etcd-{}-kwok-{}",
+                        v.kubernetes, v.etcd, v.kwok
+                    ))
+                    .join("bin")
+            }
+        };
+        let binaries = Self { dir };
+        for name in CONTROL_PLANE {
+            binaries.require(name)?;
+        }
+        binaries.require_file(&binaries.kwok_stages_dir().join("pod-ready.yaml"))?;
+        Ok(binaries)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// kwok's own default lifecycle stages, copied from its module by build.sh.
+    pub fn kwok_stages_dir(&self) -> PathBuf {
+        self.dir.join("..").join("kwok-stages")
+    }
+
+    fn require(&self, name: &str) -> Result<()> {
+        self.require_file(&self.path(name))
+    }
+
+    fn require_file(&self, path: &Path) -> Result<()> {
+        if path.is_file() {
+            return Ok(());
+        }
+        Err(HarnessError::MissingBinary {
+            binary: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            hint: BUILD_HINT.into(),
+        })
+    }
+}
+
+fn cache_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SLUICE_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cache").join("sluice"))
+        .ok_or_else(|| HarnessError::Invalid {
+            what: "cache directory".into(),
+            detail: "neither SLUICE_CACHE nor HOME is set".into(),
+        })
+}
+
+/// Finds a program on PATH (Prometheus and promtool come from Debian's `prometheus` package).
+pub fn on_path(program: &str, hint: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| HarnessError::MissingBinary {
+            binary: program.into(),
+            dir: PathBuf::from("$PATH"),
+            hint: hint.into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_versions_parse() {
+        let v = Versions::pinned().unwrap();
+        assert!(v.kubernetes.starts_with("v1."), "{v:?}");
+        assert!(v.etcd.starts_with("v3.6."), "{v:?}");
+        assert!(v.kwok.starts_with('v'), "{v:?}");
+    }
+
+    #[test]
+    fn a_missing_version_is_named() {
+        let err = Versions::parse("K8S_VERSION=v1.37.2\nKWOK_VERSION=v0.8.0\n").unwrap_err();
+        assert!(err.to_string().contains("ETCD_VERSION"), "{err}");
+    }
+}

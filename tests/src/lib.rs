@@ -1,0 +1,29 @@
+//! Real parts for Sluice's end-to-end tests: a Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, and kwok simulating nodes) and Prometheus over a
+//! backfilled TSDB, all started as local processes listening on 127.0.0.1.
+//!
+//! Pod and Service IPs of this cluster come from documentation ranges (192.0.2.0/24 for pods,
+//! 198.51.100.0/24 for Services, 203.0.113.0/24 for nodes). They exist only as data: nothing
+//! here, and nothing a test does, may ever connect to them.
+
+pub mod binaries;
+pub mod cluster;
+mod error;
+pub mod pki;
+mod ports;
+pub mod process;
+pub mod prometheus;
+pub mod wait;
+
+pub use cluster::{ClusterOptions, ControlPlane};
+pub use error::HarnessError;
+pub use prometheus::BackfilledPrometheus;
+
+pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
+
+/// Pods get addresses from here (kwok's `--cidr`).
+pub const POD_CIDR: &str = "192.0.2.0/24";
+/// Services get cluster IPs from here (kube-apiserver's `--service-cluster-ip-range`).
+pub const SERVICE_CIDR: &str = "198.51.100.0/24";
+/// Nodes report this InternalIP (kwok's `--node-ip`).
+pub const NODE_IP: &str = "203.0.113.1";
