@@ -19,7 +19,8 @@ phase() {
 phase fmt cargo fmt --all -- --check
 phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 phase build cargo test --workspace --all-targets --locked --no-run
-phase unit cargo test --workspace --locked --lib --bins --examples
+phase unit cargo test --workspace --locked --exclude sluice-tests --all-targets
+phase harness cargo test -p sluice-tests --locked --lib --bins
 phase doc cargo test --workspace --locked --doc
 phase e2e cargo test -p sluice-tests --locked --test e2e
 

@@ -11,6 +11,7 @@ macro_rules! trial {
     };
 }
 
+mod rollouts;
 mod smoke;
 mod support;
 
@@ -22,7 +23,10 @@ use support::ENV;
 
 fn main() -> ExitCode {
     let args = Arguments::from_args();
-    let trials: Vec<Trial> = [smoke::trials()].into_iter().flatten().collect();
+    let trials: Vec<Trial> = [smoke::trials(), rollouts::trials()]
+        .into_iter()
+        .flatten()
+        .collect();
     ENV.stop_on_signal();
     let conclusion = libtest_mimic::run(&args, trials);
     ENV.teardown(conclusion.has_failed());

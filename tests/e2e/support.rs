@@ -7,9 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::Client;
-use kube::api::{Api, DeleteParams, PostParams};
+use std::net::SocketAddr;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, CustomResourceExt, ResourceExt};
 use libtest_mimic::{Failed, Trial};
+use rollout_controller::controller::{Options, run};
+use rollout_controller::crd::Rollout;
 use serde_json::json;
 use sluice_tests::{ClusterOptions, ControlPlane, wait};
 use tokio::runtime::Runtime;
@@ -32,6 +37,7 @@ where
 pub struct Env {
     runtime: Runtime,
     cluster: OnceCell<Result<ControlPlane, String>>,
+    crds: OnceCell<Result<(), String>>,
     namespaces: AtomicUsize,
 }
 
@@ -57,6 +63,7 @@ impl Env {
         Self {
             runtime,
             cluster: OnceCell::new(),
+            crds: OnceCell::new(),
             namespaces: AtomicUsize::new(0),
         }
     }
@@ -83,6 +90,40 @@ impl Env {
             })
             .await;
         started.as_ref().map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Sluice's CRDs, installed once per run with server-side apply, as users install them.
+    pub async fn install_crds(&self) -> anyhow::Result<()> {
+        let installed = self
+            .crds
+            .get_or_init(|| async {
+                let install = async {
+                    let client = self.cluster().await?.admin_client().await?;
+                    let crds: Api<CustomResourceDefinition> = Api::all(client);
+                    let crd = Rollout::crd();
+                    let name = crd.name_any();
+                    crds.patch(
+                        &name,
+                        &PatchParams::apply("sluice-e2e").force(),
+                        &Patch::Apply(&crd),
+                    )
+                    .await?;
+                    eventually("the Rollout CRD to be Established", || async {
+                        let crd = crds.get(&name).await?;
+                        let established = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
+                            c.iter()
+                                .any(|c| c.type_ == "Established" && c.status == "True")
+                        });
+                        Ok(established.then_some(()))
+                    })
+                    .await
+                };
+                install
+                    .await
+                    .map_err(|e: anyhow::Error| format!("installing the CRDs: {e:#}"))
+            })
+            .await;
+        installed.clone().map_err(|e| anyhow!("{e}"))
     }
 
     /// Runs `test` in a fresh namespace named after `prefix`, then deletes the namespace,
@@ -146,6 +187,30 @@ impl Env {
         {
             eprintln!("control plane logs kept in {}", kept.join("logs").display());
         }
+    }
+}
+
+/// The controller, running in this process and watching one namespace, until dropped.
+pub struct RunningController(tokio::task::JoinHandle<()>);
+
+impl RunningController {
+    pub fn start(client: Client, namespace: &str) -> Self {
+        let options = Options {
+            namespace: Some(namespace.to_owned()),
+            health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let namespace = namespace.to_owned();
+        Self(tokio::spawn(async move {
+            if let Err(e) = run(client, options).await {
+                eprintln!("controller for {namespace} stopped: {e}");
+            }
+        }))
+    }
+}
+
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

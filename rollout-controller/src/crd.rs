@@ -1,0 +1,420 @@
+//! The `Rollout` custom resource (`sluice.dev/v1alpha1`).
+//!
+//! What the apiserver can check, the schema and its CEL rules check: exactly one strategy,
+//! weights within 0..=100, maxSurge and maxUnavailable not both zero, durations in humantime
+//! form. What only the controller can see (a missing Service) becomes an `InvalidSpec` condition.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The API group of every Sluice kind.
+pub const GROUP: &str = "sluice.dev";
+/// Label on ReplicaSets, their selectors and their pods: the pod-template hash.
+pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
+/// Annotation on ReplicaSets: the revision number, growing with every new template.
+pub const REVISION_ANNOTATION: &str = "sluice.dev/revision";
+
+/// A humantime duration such as `30s`, `2m` or `1h30m`.
+const DURATION_PATTERN: &str = r"^([0-9]+(ns|us|ms|s|m|h|d))+$";
+
+// Every printcolumn names its own `type_`, which clippy takes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "Rollout",
+    namespaced,
+    status = "RolloutStatus",
+    shortname = "ro",
+    category = "sluice",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Strategy", type_ = "string", json_path = ".status.strategy"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Step",
+        type_ = "integer",
+        json_path = ".status.currentStepIndex"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".status.canary.weight"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Desired number of pods of the stable version (default 1).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+    /// Selects the pods of every version; must match the template's labels.
+    pub selector: LabelSelector,
+    pub template: PodTemplateSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_ready_seconds: Option<i32>,
+    /// Old ReplicaSets kept for undo (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub revision_history_limit: Option<i32>,
+    /// Time spent waiting for pods without progress before the rollout is Degraded (default
+    /// 600). Paused and analysing time do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: Option<i32>,
+    /// Abort when the progress deadline passes (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_abort: Option<bool>,
+    /// Pause: no step advances until resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// What a person or pipeline decided about one revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    pub strategy: Strategy,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// A decision about one revision (pod-template hash); ignored for any other, so that it never
+/// leaks onto the next release. Every field is idempotent: two pipelines that both promote step
+/// 3 move the rollout one step.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    /// The pod-template hash this decision is about.
+    pub revision: String,
+    /// Steps up to and including this index are approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub promoted_step: Option<i32>,
+    /// Skip the remaining steps and analyses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<bool>,
+    /// Abort this revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<bool>,
+    /// Raise to retry this revision after an abort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub retry: Option<i32>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.rollingUpdate) ? 1 : 0) + (has(self.blueGreen) ? 1 : 0) + (has(self.canary) ? 1 : 0) == 1"
+).message("exactly one of strategy.rollingUpdate, strategy.blueGreen or strategy.canary must be set"))]
+pub struct Strategy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<RollingUpdate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreen>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+}
+
+const SURGE_RULE: &str =
+    "!(string(self.maxSurge) in ['0', '0%'] && string(self.maxUnavailable) in ['0', '0%'])";
+const SURGE_MESSAGE: &str = "maxSurge and maxUnavailable must not both be 0";
+
+/// Replace pods in batches, as a Deployment does.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(SURGE_RULE).message(SURGE_MESSAGE))]
+pub struct RollingUpdate {
+    /// Pods above the desired count while replacing (count or percentage; default 25%).
+    #[serde(default = "default_max_surge")]
+    pub max_surge: IntOrString,
+    /// Pods below the desired count while replacing (count or percentage; default 0).
+    #[serde(default = "default_max_unavailable")]
+    pub max_unavailable: IntOrString,
+}
+
+impl Default for RollingUpdate {
+    fn default() -> Self {
+        Self {
+            max_surge: default_max_surge(),
+            max_unavailable: default_max_unavailable(),
+        }
+    }
+}
+
+fn default_max_surge() -> IntOrString {
+    IntOrString::String("25%".into())
+}
+
+fn default_max_unavailable() -> IntOrString {
+    IntOrString::Int(0)
+}
+
+/// Run the new version beside the old one, then switch the active Service at once.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreen {
+    /// Its selector gets the active version's pod-template hash.
+    #[schemars(length(min = 1))]
+    pub active_service: String,
+    /// Its selector gets the new version's pod-template hash while it is previewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_service: Option<String>,
+    /// Pods of the new version before promotion (default: full size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub preview_replica_count: Option<i32>,
+    /// Promote without a decision once the new version is ready (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_promotion_enabled: Option<bool>,
+    /// Wait this long after the new version is ready before promoting it by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub auto_promotion_seconds: Option<i32>,
+    /// The old version is kept this long after the switch (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_seconds: Option<i32>,
+    /// After an abort, the new version is kept this long (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub abort_scale_down_delay_seconds: Option<i32>,
+}
+
+/// Move traffic to the new version step by step. Without a traffic router the weight is made of
+/// replica counts, and traffic flows through the user's own Service selecting both versions.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(SURGE_RULE).message(SURGE_MESSAGE))]
+pub struct Canary {
+    /// Its selector gets the stable version's pod-template hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_service: Option<String>,
+    /// Its selector gets the canary's pod-template hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_service: Option<String>,
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub steps: Vec<CanaryStep>,
+    /// Labels and annotations put on the canary's pods, moved when it is promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_metadata: Option<PodMetadata>,
+    /// Labels and annotations put on the stable version's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_metadata: Option<PodMetadata>,
+    #[serde(default = "default_max_surge")]
+    pub max_surge: IntOrString,
+    #[serde(default = "default_max_unavailable")]
+    pub max_unavailable: IntOrString,
+    /// After promotion, the old version is kept this long (default 30; router only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_seconds: Option<i32>,
+    /// After an abort, the canary is kept this long (default 30; router only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub abort_scale_down_delay_seconds: Option<i32>,
+}
+
+impl Default for Canary {
+    fn default() -> Self {
+        Self {
+            stable_service: None,
+            canary_service: None,
+            steps: Vec::new(),
+            canary_metadata: None,
+            stable_metadata: None,
+            max_surge: default_max_surge(),
+            max_unavailable: default_max_unavailable(),
+            scale_down_delay_seconds: None,
+            abort_scale_down_delay_seconds: None,
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One step of a canary: exactly one of its fields.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.setCanaryScale) ? 1 : 0) == 1"
+).message("a canary step sets exactly one of setWeight, pause or setCanaryScale"))]
+pub struct CanaryStep {
+    /// Percentage of traffic for the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub set_weight: Option<i32>,
+    /// Wait: for `duration`, or, without one, for a decision promoting this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStep>,
+    /// Size the canary apart from its traffic weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_canary_scale: Option<SetCanaryScale>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStep {
+    /// A humantime duration: `30s`, `2m`, `1h30m`. None: wait for a decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.replicas) ? 1 : 0) + (has(self.weight) ? 1 : 0) + (has(self.matchTrafficWeight) ? 1 : 0) == 1"
+).message("setCanaryScale sets exactly one of replicas, weight or matchTrafficWeight"))]
+pub struct SetCanaryScale {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub weight: Option<i32>,
+    /// Back to sizing the canary by its traffic weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_traffic_weight: Option<bool>,
+}
+
+/// Where a rollout stands.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum Phase {
+    #[default]
+    Progressing,
+    Paused,
+    Healthy,
+    Degraded,
+    Aborted,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Healthy => "Healthy",
+            Phase::Degraded => "Degraded",
+            Phase::Aborted => "Aborted",
+        }
+    }
+}
+
+/// Written by the controller alone. All progress lives here: a restarted controller continues
+/// from it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// `rollingUpdate`, `blueGreen` or `canary`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub strategy: String,
+    /// The label selector in string form, for the scale subresource.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
+    /// Pod-template hash of the stable version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// Pod-template hash of the desired version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_index: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pause_conditions: Vec<PauseCondition>,
+    #[serde(default)]
+    pub abort: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_at: Option<Time>,
+    /// The `spec.decision.retry` value already acted on, so that a retry happens once.
+    #[serde(default)]
+    pub retries: i32,
+    /// Since when the rollout waits for pods without progress (for the progress deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Time>,
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub updated_replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    #[serde(default)]
+    pub available_replicas: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// Percentage of traffic on the canary (without a router: made of ready replicas).
+    pub weight: i32,
+    /// Canary size set by a setCanaryScale step, in replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_override: Option<i32>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenStatus {
+    /// Pod-template hash the active Service selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_selector: Option<String>,
+    /// Pod-template hash the preview Service selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_selector: Option<String>,
+    /// When the new version became ready for promotion (for autoPromotionSeconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<Time>,
+    /// When the previous version is scaled down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_at: Option<Time>,
+    /// The previous version, kept until `scaleDownAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_revision: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseCondition {
+    /// `CanaryPauseStep`, `BlueGreenPause`, `ProgressDeadline` or `UserPause`.
+    pub reason: String,
+    pub start_time: Time,
+}

@@ -1,0 +1,87 @@
+//! The rollout controller binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use rollout_controller::controller::{Options, run};
+
+#[derive(Parser)]
+#[command(about = "Sluice: progressive delivery for Kubernetes")]
+struct Cli {
+    /// A kubeconfig file; without one, $KUBECONFIG, ~/.kube/config or the in-cluster config.
+    #[arg(long, env = "KUBECONFIG", global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// Watch one namespace only (default: all).
+    #[arg(long, env = "SLUICE_NAMESPACE")]
+    namespace: Option<String>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Where /healthz, /readyz and /metrics are served.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    health_addr: SocketAddr,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the CRDs (YAML) to deploy/crds/, or to stdout with `-`.
+    Crdgen {
+        #[arg(default_value = "deploy/crds")]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Crdgen { out }) = &cli.command {
+        let yaml = rollout_controller::crds_yaml()?;
+        if out.as_os_str() == "-" {
+            print!("{yaml}");
+        } else {
+            std::fs::create_dir_all(out)?;
+            let path = out.join("rollout.yaml");
+            std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Text => subscriber.init(),
+    }
+    let config = match &cli.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+    };
+    let client = Client::try_from(config)?;
+    run(
+        client,
+        Options {
+            namespace: cli.namespace,
+            health_addr: cli.health_addr,
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The controller's own metrics (names as in API.md), served on `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InfoLabels {
+    pub namespace: String,
+    pub name: String,
+    pub strategy: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    info: Family<InfoLabels, Gauge>,
+    step: Family<RolloutLabels, Gauge>,
+    canary_weight: Family<RolloutLabels, Gauge>,
+    pub reconcile_duration: Histogram,
+    pub reconcile_errors: Family<ReasonLabels, Counter>,
+    pub aborts: Family<ReasonLabels, Counter>,
+    pub transitions: Family<ReasonLabels, Counter>,
+    /// The info series each rollout has now, so that a phase change replaces it.
+    current_info: Mutex<HashMap<RolloutLabels, InfoLabels>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let info = Family::<InfoLabels, Gauge>::default();
+        let step = Family::<RolloutLabels, Gauge>::default();
+        let canary_weight = Family::<RolloutLabels, Gauge>::default();
+        let reconcile_duration = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        let aborts = Family::<ReasonLabels, Counter>::default();
+        let transitions = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "rollout_info",
+            "Each rollout, with its strategy and phase",
+            info.clone(),
+        );
+        registry.register("rollout_step", "Index of the current step", step.clone());
+        registry.register(
+            "rollout_canary_weight",
+            "Percentage of traffic on the canary",
+            canary_weight.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by reason",
+            reconcile_errors.clone(),
+        );
+        registry.register("aborts", "Rollouts aborted, by reason", aborts.clone());
+        registry.register(
+            "rollout_transitions",
+            "Rollout transitions (Events), by reason",
+            transitions.clone(),
+        );
+        Self {
+            registry,
+            info,
+            step,
+            canary_weight,
+            reconcile_duration,
+            reconcile_errors,
+            aborts,
+            transitions,
+            current_info: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_rollout(&self, info: InfoLabels, step: i64, weight: i64) {
+        let key = RolloutLabels {
+            namespace: info.namespace.clone(),
+            name: info.name.clone(),
+        };
+        let mut current = self.current_info.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(previous) = current.insert(key.clone(), info.clone())
+            && previous != info
+        {
+            self.info.remove(&previous);
+        }
+        self.info.get_or_create(&info).set(1);
+        self.step.get_or_create(&key).set(step);
+        self.canary_weight.get_or_create(&key).set(weight);
+    }
+
+    pub fn forget_rollout(&self, namespace: &str, name: &str) {
+        let key = RolloutLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let mut current = self.current_info.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(previous) = current.remove(&key) {
+            self.info.remove(&previous);
+        }
+        self.step.remove(&key);
+        self.canary_weight.remove(&key);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+pub fn reason(reason: &str) -> ReasonLabels {
+    ReasonLabels {
+        reason: reason.to_owned(),
+    }
+}

@@ -1,0 +1,1143 @@
+//! Deciding, purely: `plan(&Rollout, &Observed, now) -> Plan`. No I/O, no clock reads, no
+//! randomness; everything a reconcile does follows from what this returns.
+
+mod conditions;
+pub mod replicas;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::crd::{
+    BlueGreenStatus, CanaryStatus, CanaryStep, Decision, PauseCondition, Phase, Rollout,
+    RolloutSpec, RolloutStatus,
+};
+use crate::hash::pod_template_hash;
+use conditions::set_condition;
+use replicas::{Bounds, replicas_for_weight, step_towards};
+
+/// A ReplicaSet of the Rollout, as the reflector store sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedReplicaSet {
+    pub name: String,
+    pub hash: String,
+    pub revision: u64,
+    /// `spec.replicas`.
+    pub replicas: i32,
+    pub ready: i32,
+    pub available: i32,
+}
+
+/// What a reconcile read from the stores.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    pub replica_sets: Vec<ObservedReplicaSet>,
+    /// The Services the spec names that exist, by name, with their selectors.
+    pub services: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Observed {
+    fn replica_set(&self, hash: &str) -> Option<&ObservedReplicaSet> {
+        self.replica_sets.iter().find(|rs| rs.hash == hash)
+    }
+
+    fn available(&self, hash: &str) -> i32 {
+        self.replica_set(hash)
+            .map_or(0, |rs| rs.available.min(rs.replicas))
+    }
+}
+
+/// The replica count one ReplicaSet should have after this reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSetTarget {
+    pub hash: String,
+    pub replicas: i32,
+    /// `Some` when the ReplicaSet does not exist yet and is created from the Rollout's template
+    /// with this revision number, or when an existing one becomes the newest revision again.
+    pub revision: Option<u64>,
+}
+
+/// Point `service`'s selector at pods of `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectorChange {
+    pub service: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedEvent {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What to do, in order: grow ReplicaSets, move selectors, shrink ReplicaSets, write status.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub scale_up: Vec<ReplicaSetTarget>,
+    pub selectors: Vec<SelectorChange>,
+    pub scale_down: Vec<ReplicaSetTarget>,
+    pub status: RolloutStatus,
+    pub events: Vec<PlannedEvent>,
+    pub requeue_after: Option<Duration>,
+}
+
+/// The field and reason of a spec the controller cannot act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSpec {
+    pub field: String,
+    pub message: String,
+}
+
+pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
+pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
+const REASON_CANARY_PAUSE: &str = "CanaryPauseStep";
+const REASON_BLUE_GREEN_PAUSE: &str = "BlueGreenPause";
+const REASON_USER_PAUSE: &str = "UserPause";
+
+/// Decides the next move of `rollout` given what was `observed` at `now`.
+pub fn plan(rollout: &Rollout, observed: &Observed, now: Timestamp) -> Plan {
+    let mut planner = Planner::new(rollout, observed, now);
+    planner.run();
+    planner.finish()
+}
+
+struct Planner<'a> {
+    spec: &'a RolloutSpec,
+    observed: &'a Observed,
+    now: Timestamp,
+    previous: RolloutStatus,
+    status: RolloutStatus,
+    events: Vec<PlannedEvent>,
+    requeue: Option<Timestamp>,
+    updated: String,
+    /// ReplicaSet targets of this reconcile, and which to grow first.
+    targets: BTreeMap<String, i32>,
+    order: Vec<String>,
+    urgent: bool,
+    selectors: Vec<SelectorChange>,
+    /// True while the rollout waits for pods (the progress deadline runs).
+    waiting_for_pods: bool,
+    invalid: Option<InvalidSpec>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(rollout: &'a Rollout, observed: &'a Observed, now: Timestamp) -> Self {
+        let previous = rollout.status.clone().unwrap_or_default();
+        let mut status = previous.clone();
+        status.observed_generation = rollout.metadata.generation;
+        status.strategy = strategy_name(&rollout.spec).into();
+        status.selector = selector_string(&rollout.spec);
+        Self {
+            spec: &rollout.spec,
+            observed,
+            now,
+            previous,
+            status,
+            events: Vec::new(),
+            requeue: None,
+            updated: pod_template_hash(&rollout.spec.template),
+            targets: BTreeMap::new(),
+            order: Vec::new(),
+            urgent: false,
+            selectors: Vec::new(),
+            waiting_for_pods: false,
+            invalid: None,
+        }
+    }
+
+    fn replicas(&self) -> i32 {
+        self.spec.replicas.max(0)
+    }
+
+    fn event(&mut self, type_: EventType, reason: &'static str, message: impl Into<String>) {
+        self.events.push(PlannedEvent {
+            type_,
+            reason,
+            message: message.into(),
+        });
+    }
+
+    fn wake_at(&mut self, at: Timestamp) {
+        if self.requeue.is_none_or(|current| at < current) {
+            self.requeue = Some(at);
+        }
+    }
+
+    /// The decision, when it is about the revision being rolled out.
+    fn decision(&self) -> Option<&'a Decision> {
+        self.spec
+            .decision
+            .as_ref()
+            .filter(|d| d.revision == self.updated)
+    }
+
+    fn approved(&self, step: usize) -> bool {
+        self.decision().is_some_and(|d| {
+            d.full == Some(true)
+                || d.promoted_step
+                    .is_some_and(|p| p >= 0 && p as usize >= step)
+        })
+    }
+
+    fn run(&mut self) {
+        if let Err(invalid) = validate(self.spec, self.observed) {
+            self.invalid = Some(invalid);
+            return;
+        }
+        // The phase is decided afresh each time; only progress carries over.
+        self.status.phase = Phase::Progressing;
+        self.track_revision();
+        self.apply_decisions();
+        let stable = self.status.stable_revision.clone().unwrap_or_default();
+        if stable == self.updated {
+            self.finish_on_stable(&stable);
+        } else if self.status.abort {
+            self.hold_aborted(&stable);
+        } else if let Some(canary) = &self.spec.strategy.canary {
+            self.canary(&stable, &canary.steps);
+        } else if self.spec.strategy.blue_green.is_some() {
+            self.blue_green(&stable);
+        } else {
+            self.rolling(&stable);
+        }
+        self.check_progress_deadline();
+    }
+
+    /// A new template starts from step 0; the first template ever is stable from the start.
+    fn track_revision(&mut self) {
+        let stable_exists = self
+            .status
+            .stable_revision
+            .as_deref()
+            .is_some_and(|hash| self.observed.replica_set(hash).is_some());
+        if !stable_exists {
+            let previous_stable = self.status.stable_revision.clone();
+            // No stable version (a first rollout, or its ReplicaSet was deleted by hand): the
+            // newest ReplicaSet that still has pods is the best stand-in, else the new template.
+            let stand_in = self
+                .observed
+                .replica_sets
+                .iter()
+                .filter(|rs| rs.available > 0 && Some(&rs.hash) != previous_stable.as_ref())
+                .max_by_key(|rs| rs.revision)
+                .map(|rs| rs.hash.clone())
+                .unwrap_or_else(|| self.updated.clone());
+            self.status.stable_revision = Some(stand_in);
+        }
+        if self.status.updated_revision.as_deref() != Some(self.updated.as_str()) {
+            let fresh = self.status.updated_revision.is_some();
+            self.status.updated_revision = Some(self.updated.clone());
+            self.status.current_step_index = Some(0);
+            self.status.abort = false;
+            self.status.aborted_at = None;
+            self.status.pause_conditions.clear();
+            self.status.waiting_since = None;
+            self.status.canary = self
+                .spec
+                .strategy
+                .canary
+                .as_ref()
+                .map(|_| CanaryStatus::default());
+            if let Some(bg) = self.status.blue_green.as_mut() {
+                bg.ready_since = None;
+            }
+            self.status.retries = self.decision().and_then(|d| d.retry).unwrap_or(0);
+            if fresh || self.status.stable_revision.as_deref() != Some(self.updated.as_str()) {
+                let message = format!("rolling out revision {}", self.updated);
+                self.event(EventType::Normal, "NewRevision", message);
+            }
+        }
+    }
+
+    fn apply_decisions(&mut self) {
+        let Some(decision) = self.decision() else {
+            return;
+        };
+        let retry = decision.retry.unwrap_or(0);
+        if retry > self.status.retries {
+            self.status.retries = retry;
+            if self.status.abort && decision.abort != Some(true) {
+                self.status.abort = false;
+                self.status.aborted_at = None;
+                self.status.current_step_index = Some(0);
+                self.status.pause_conditions.clear();
+                self.status.waiting_since = None;
+                if let Some(canary) = self.status.canary.as_mut() {
+                    canary.scale_override = None;
+                }
+                let message = format!("retrying revision {}", self.updated);
+                self.event(EventType::Normal, "Retried", message);
+            }
+        }
+        if decision.abort == Some(true) && !self.status.abort && !self.is_stable_updated() {
+            self.abort("AbortedByUser", "aborted by a decision".into());
+        }
+    }
+
+    fn is_stable_updated(&self) -> bool {
+        self.status.stable_revision.as_deref() == Some(self.updated.as_str())
+    }
+
+    fn abort(&mut self, reason: &'static str, why: String) {
+        self.status.abort = true;
+        self.status.aborted_at = Some(Time(self.now));
+        self.status.pause_conditions.clear();
+        let message = format!("revision {} aborted: {why}", self.updated);
+        self.event(EventType::Warning, reason, message);
+    }
+
+    /// The template is the stable one (finished, or changed back): stable at full size, every
+    /// other version scaled down (a blue-green's previous one after its delay).
+    fn finish_on_stable(&mut self, stable: &str) {
+        let replicas = self.replicas();
+        self.targets.insert(stable.to_owned(), replicas);
+        self.order = vec![stable.to_owned()];
+        self.keep_blue_green_previous();
+        let steps = self.steps_len();
+        self.status.current_step_index = steps.map(|n| n as i32);
+        self.status.abort = false;
+        self.status.aborted_at = None;
+        self.status.pause_conditions.clear();
+        if let Some(canary) = self.status.canary.as_mut() {
+            canary.weight = 0;
+            canary.scale_override = None;
+        }
+        self.pin_services(stable, stable);
+        if self.observed.available(stable) < replicas {
+            self.waiting_for_pods = true;
+        }
+    }
+
+    /// Keeps a blue-green's previous version at its size until `scaleDownAt`.
+    fn keep_blue_green_previous(&mut self) {
+        let Some(bg) = self.status.blue_green.clone() else {
+            return;
+        };
+        let (Some(previous), Some(at)) = (bg.scale_down_revision, bg.scale_down_at) else {
+            return;
+        };
+        if self.now < at.0
+            && let Some(rs) = self.observed.replica_set(&previous)
+        {
+            self.targets.insert(previous, rs.replicas);
+            self.wake_at(at.0);
+        } else if let Some(bg) = self.status.blue_green.as_mut() {
+            bg.scale_down_at = None;
+            bg.scale_down_revision = None;
+        }
+    }
+
+    /// Aborted: all traffic on stable, stable at full size first, the new version down after.
+    fn hold_aborted(&mut self, stable: &str) {
+        let replicas = self.replicas();
+        self.targets.insert(stable.to_owned(), replicas);
+        self.order = vec![stable.to_owned()];
+        self.urgent = true;
+        if let Some(canary) = self.status.canary.as_mut() {
+            canary.weight = 0;
+        }
+        if self.spec.strategy.blue_green.is_some() {
+            // The new version stays up for abortScaleDownDelaySeconds, for a look at it.
+            let delay = self
+                .spec
+                .strategy
+                .blue_green
+                .as_ref()
+                .and_then(|bg| bg.abort_scale_down_delay_seconds)
+                .unwrap_or(DEFAULT_SCALE_DOWN_DELAY_SECONDS);
+            let aborted_at = self.status.aborted_at.as_ref().map_or(self.now, |t| t.0);
+            let until = aborted_at + SignedDuration::from_secs(i64::from(delay));
+            if self.now < until
+                && let Some(rs) = self.observed.replica_set(&self.updated)
+            {
+                self.targets.insert(self.updated.clone(), rs.replicas);
+                self.wake_at(until);
+            }
+        }
+        self.pin_services(stable, stable);
+        self.status.phase = Phase::Aborted;
+    }
+
+    /// Pins the stable/active and canary/preview Services, each only to a version with pods
+    /// ready to take its traffic.
+    fn pin_services(&mut self, stable: &str, canary: &str) {
+        let replicas = self.replicas();
+        if let Some(bg) = &self.spec.strategy.blue_green {
+            let active = bg.active_service.clone();
+            if self.observed.available(stable) >= replicas.max(1) {
+                self.select(&active, stable);
+                self.blue_green_status().active_selector = Some(stable.to_owned());
+            }
+            if let Some(preview) = bg.preview_service.clone() {
+                let preview_count = bg.preview_replica_count.unwrap_or(replicas).min(replicas);
+                let target = if self.observed.available(canary) >= preview_count.max(1) {
+                    canary
+                } else {
+                    stable
+                };
+                if self.observed.available(target) > 0 {
+                    self.select(&preview, target);
+                    self.blue_green_status().preview_selector = Some(target.to_owned());
+                }
+            }
+        }
+        if let Some(c) = &self.spec.strategy.canary {
+            if let Some(service) = c.stable_service.clone()
+                && self.observed.available(stable) > 0
+            {
+                self.select(&service, stable);
+            }
+            if let Some(service) = c.canary_service.clone() {
+                let target = if self.observed.available(canary) > 0 {
+                    canary
+                } else {
+                    stable
+                };
+                if self.observed.available(target) > 0 {
+                    self.select(&service, target);
+                }
+            }
+        }
+    }
+
+    fn blue_green_status(&mut self) -> &mut BlueGreenStatus {
+        self.status
+            .blue_green
+            .get_or_insert_with(BlueGreenStatus::default)
+    }
+
+    fn select(&mut self, service: &str, hash: &str) {
+        let current = self
+            .observed
+            .services
+            .get(service)
+            .and_then(|selector| selector.get(crate::crd::POD_TEMPLATE_HASH_LABEL));
+        if current.map(String::as_str) != Some(hash) {
+            self.selectors.push(SelectorChange {
+                service: service.to_owned(),
+                hash: hash.to_owned(),
+            });
+        }
+    }
+
+    fn steps_len(&self) -> Option<usize> {
+        self.spec.strategy.canary.as_ref().map(|c| c.steps.len())
+    }
+
+    fn user_paused(&mut self) -> bool {
+        let paused = self.spec.paused == Some(true);
+        let has = self
+            .status
+            .pause_conditions
+            .iter()
+            .any(|p| p.reason == REASON_USER_PAUSE);
+        if paused && !has {
+            self.status.pause_conditions.push(PauseCondition {
+                reason: REASON_USER_PAUSE.into(),
+                start_time: Time(self.now),
+            });
+            self.event(EventType::Normal, "Paused", "paused by the user");
+        } else if !paused && has {
+            self.status
+                .pause_conditions
+                .retain(|p| p.reason != REASON_USER_PAUSE);
+            self.event(EventType::Normal, "Resumed", "resumed by the user");
+        }
+        paused
+    }
+
+    fn canary(&mut self, stable: &str, steps: &[CanaryStep]) {
+        let replicas = self.replicas();
+        let paused = self.user_paused();
+        let mut index = self.status.current_step_index.unwrap_or(0).max(0) as usize;
+        if self.decision().is_some_and(|d| d.full == Some(true)) {
+            index = index.max(steps.len());
+        }
+        let mut canary_status = self.status.canary.clone().unwrap_or_default();
+        let mut blocked_on_pause = false;
+        let mut waiting = false;
+        while index < steps.len() && !paused {
+            let step = &steps[index];
+            if let Some(weight) = step.set_weight {
+                let (canary_want, stable_want) =
+                    canary_split(weight, canary_status.scale_override, replicas);
+                if self.split_reached(stable, canary_want, stable_want) {
+                    canary_status.weight = weight;
+                    self.step_done(index, steps.len(), format!("setWeight {weight}"));
+                    index += 1;
+                    continue;
+                }
+                waiting = true;
+                break;
+            }
+            if let Some(scale) = &step.set_canary_scale {
+                canary_status.scale_override = if scale.match_traffic_weight == Some(true) {
+                    None
+                } else if let Some(n) = scale.replicas {
+                    Some(n)
+                } else {
+                    scale.weight.map(|w| replicas_for_weight(w, replicas))
+                };
+                self.step_done(index, steps.len(), "setCanaryScale".into());
+                index += 1;
+                continue;
+            }
+            if let Some(pause) = &step.pause {
+                if self.approved(index) {
+                    self.status
+                        .pause_conditions
+                        .retain(|p| p.reason != REASON_CANARY_PAUSE);
+                    self.step_done(index, steps.len(), "pause (promoted)".into());
+                    index += 1;
+                    continue;
+                }
+                let started = match self
+                    .status
+                    .pause_conditions
+                    .iter()
+                    .find(|p| p.reason == REASON_CANARY_PAUSE)
+                {
+                    Some(p) => p.start_time.0,
+                    None => {
+                        self.status.pause_conditions.push(PauseCondition {
+                            reason: REASON_CANARY_PAUSE.into(),
+                            start_time: Time(self.now),
+                        });
+                        self.now
+                    }
+                };
+                let duration = pause
+                    .duration
+                    .as_deref()
+                    .and_then(|d| humantime::parse_duration(d).ok());
+                if let Some(duration) = duration {
+                    let ends =
+                        started + SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX);
+                    if self.now >= ends {
+                        self.status
+                            .pause_conditions
+                            .retain(|p| p.reason != REASON_CANARY_PAUSE);
+                        self.step_done(
+                            index,
+                            steps.len(),
+                            format!("pause {}", pause.duration.as_deref().unwrap_or_default()),
+                        );
+                        index += 1;
+                        continue;
+                    }
+                    self.wake_at(ends);
+                }
+                blocked_on_pause = true;
+                break;
+            }
+            // A step with no action (rejected by the schema) is passed over.
+            index += 1;
+        }
+        self.status.current_step_index = Some(index as i32);
+
+        if index >= steps.len() && !paused {
+            // Every step done: the canary becomes stable once it runs at full size.
+            let (canary_want, stable_want) = (replicas, 0);
+            self.set_split(stable, canary_want, stable_want);
+            if self.split_reached(stable, canary_want, stable_want) {
+                self.promote(stable);
+                canary_status.weight = 100;
+                canary_status.scale_override = None;
+                self.status.canary = Some(canary_status);
+                self.finish_on_stable(&self.updated.clone());
+                return;
+            }
+            self.waiting_for_pods = true;
+            self.status.phase = Phase::Progressing;
+            self.status.message = format!(
+                "promoting: {} of {replicas} pods of the new version available",
+                self.observed.available(&self.updated)
+            );
+        } else {
+            // Hold the split of the step we are at (its weight, or the last one reached).
+            let weight = match steps.get(index).and_then(|s| s.set_weight) {
+                Some(w) if !paused => w,
+                _ => canary_status.weight,
+            };
+            let (canary_want, stable_want) =
+                canary_split(weight, canary_status.scale_override, replicas);
+            self.set_split(stable, canary_want, stable_want);
+            self.waiting_for_pods = waiting;
+            self.status.phase = if paused || blocked_on_pause {
+                Phase::Paused
+            } else {
+                Phase::Progressing
+            };
+            self.status.message = format!(
+                "step {}/{}: {}",
+                index + 1,
+                steps.len(),
+                describe_step(steps.get(index), paused)
+            );
+        }
+        self.status.canary = Some(canary_status);
+        self.pin_services(stable, &self.updated.clone());
+    }
+
+    fn step_done(&mut self, index: usize, count: usize, what: String) {
+        let message = format!("step {}/{count} done: {what}", index + 1);
+        self.event(EventType::Normal, "StepCompleted", message);
+    }
+
+    /// Targets: the new version `canary` pods, stable `stable_pods`, every other version 0.
+    fn set_split(&mut self, stable: &str, canary: i32, stable_pods: i32) {
+        self.targets.insert(self.updated.clone(), canary);
+        self.targets.insert(stable.to_owned(), stable_pods);
+        // Growing stable first keeps it whole when the canary shrinks; otherwise the canary.
+        let stable_grows = self
+            .observed
+            .replica_set(stable)
+            .map_or(0, |rs| rs.replicas)
+            < stable_pods;
+        self.order = if stable_grows {
+            vec![stable.to_owned(), self.updated.clone()]
+        } else {
+            vec![self.updated.clone(), stable.to_owned()]
+        };
+    }
+
+    /// The new version has `canary` pods, all available, and every other version has shrunk
+    /// to its target.
+    fn split_reached(&self, stable: &str, canary: i32, stable_pods: i32) -> bool {
+        let canary_ok = self
+            .observed
+            .replica_set(&self.updated)
+            .map_or(canary == 0, |rs| {
+                rs.replicas == canary && rs.available >= canary
+            });
+        let stable_ok = self
+            .observed
+            .replica_set(stable)
+            .map_or(stable_pods == 0, |rs| {
+                rs.replicas == stable_pods && rs.available >= stable_pods
+            });
+        let others_gone = self
+            .observed
+            .replica_sets
+            .iter()
+            .filter(|rs| rs.hash != stable && rs.hash != self.updated)
+            .all(|rs| rs.replicas == 0);
+        canary_ok && stable_ok && others_gone
+    }
+
+    fn promote(&mut self, previous: &str) {
+        self.status.stable_revision = Some(self.updated.clone());
+        let message = format!(
+            "revision {} promoted to stable (was {previous})",
+            self.updated
+        );
+        self.event(EventType::Normal, "Promoted", message);
+    }
+
+    fn blue_green(&mut self, stable: &str) {
+        let Some(bg) = self.spec.strategy.blue_green.clone() else {
+            return;
+        };
+        let replicas = self.replicas();
+        let paused = self.user_paused();
+        let preview_count = bg.preview_replica_count.unwrap_or(replicas).min(replicas);
+        let new_available = self.observed.available(&self.updated);
+        let preview_ready = new_available >= preview_count;
+        if preview_ready && self.blue_green_status().ready_since.is_none() {
+            self.blue_green_status().ready_since = Some(Time(self.now));
+        }
+        let auto_at = self
+            .status
+            .blue_green
+            .as_ref()
+            .and_then(|s| s.ready_since.clone())
+            .map(|t| {
+                t.0 + SignedDuration::from_secs(i64::from(bg.auto_promotion_seconds.unwrap_or(0)))
+            });
+        let decided = self.approved(0);
+        let auto =
+            bg.auto_promotion_enabled != Some(false) && auto_at.is_some_and(|at| self.now >= at);
+        let promoting = !paused && preview_ready && (decided || auto);
+        if !promoting
+            && preview_ready
+            && bg.auto_promotion_enabled != Some(false)
+            && let Some(at) = auto_at
+        {
+            self.wake_at(at);
+        }
+
+        let new_target = if promoting || decided {
+            replicas
+        } else {
+            preview_count
+        };
+        self.targets.insert(self.updated.clone(), new_target);
+        self.targets.insert(stable.to_owned(), replicas);
+        self.order = vec![stable.to_owned(), self.updated.clone()];
+        self.urgent = true;
+
+        if promoting && new_available >= replicas {
+            // Switch the active Service, then keep the old version for scaleDownDelaySeconds.
+            let delay = bg
+                .scale_down_delay_seconds
+                .unwrap_or(DEFAULT_SCALE_DOWN_DELAY_SECONDS);
+            let until = self.now + SignedDuration::from_secs(i64::from(delay));
+            let status = self.blue_green_status();
+            status.scale_down_revision = Some(stable.to_owned());
+            status.scale_down_at = Some(Time(until));
+            self.promote(stable);
+            self.status
+                .pause_conditions
+                .retain(|p| p.reason != REASON_BLUE_GREEN_PAUSE);
+            let updated = self.updated.clone();
+            self.targets.clear();
+            self.finish_on_stable(&updated);
+            return;
+        }
+        self.waiting_for_pods = new_available < new_target;
+        let waiting_for_decision =
+            preview_ready && !promoting && bg.auto_promotion_enabled == Some(false);
+        if waiting_for_decision
+            && !self
+                .status
+                .pause_conditions
+                .iter()
+                .any(|p| p.reason == REASON_BLUE_GREEN_PAUSE)
+        {
+            self.status.pause_conditions.push(PauseCondition {
+                reason: REASON_BLUE_GREEN_PAUSE.into(),
+                start_time: Time(self.now),
+            });
+        }
+        self.status.phase = if paused || waiting_for_decision {
+            Phase::Paused
+        } else {
+            Phase::Progressing
+        };
+        self.status.message = if waiting_for_decision {
+            format!("preview of {} ready: waiting for promotion", self.updated)
+        } else if promoting {
+            format!("promoting: {new_available} of {replicas} pods of the new version available")
+        } else {
+            format!("preview: {new_available} of {preview_count} pods of the new version available")
+        };
+        self.pin_services(stable, &self.updated.clone());
+    }
+
+    fn rolling(&mut self, stable: &str) {
+        let replicas = self.replicas();
+        let paused = self.user_paused();
+        if paused {
+            // Hold the current sizes.
+            for rs in &self.observed.replica_sets {
+                self.targets.insert(rs.hash.clone(), rs.replicas);
+            }
+            self.status.phase = Phase::Paused;
+            self.status.message = "paused".into();
+            return;
+        }
+        self.targets.insert(self.updated.clone(), replicas);
+        self.order = vec![self.updated.clone()];
+        let done = self
+            .observed
+            .replica_set(&self.updated)
+            .is_some_and(|rs| rs.replicas == replicas && rs.available >= replicas)
+            && self
+                .observed
+                .replica_sets
+                .iter()
+                .filter(|rs| rs.hash != self.updated)
+                .all(|rs| rs.replicas == 0);
+        if done {
+            self.promote(stable);
+            self.finish_on_stable(&self.updated.clone());
+            return;
+        }
+        self.waiting_for_pods = true;
+        self.status.phase = Phase::Progressing;
+        self.status.message = format!(
+            "rolling: {} of {replicas} pods of the new version available",
+            self.observed.available(&self.updated)
+        );
+    }
+
+    /// Time waiting for pods counts toward progressDeadlineSeconds; any new available pod of
+    /// the new version, or a step, restarts the count.
+    fn check_progress_deadline(&mut self) {
+        let progressed = self.status.current_step_index != self.previous.current_step_index
+            || self
+                .observed
+                .replica_set(&self.updated)
+                .map_or(0, |rs| rs.ready)
+                != self.previous.updated_replicas;
+        if !self.waiting_for_pods || self.status.abort {
+            self.status.waiting_since = None;
+            return;
+        }
+        let since = match (&self.status.waiting_since, progressed) {
+            (Some(t), false) => t.0,
+            _ => self.now,
+        };
+        self.status.waiting_since = Some(Time(since));
+        let deadline = self
+            .spec
+            .progress_deadline_seconds
+            .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS);
+        let at = since + SignedDuration::from_secs(i64::from(deadline));
+        if self.now >= at {
+            let why = format!("no progress for {deadline}s while waiting for pods");
+            if self.spec.progress_deadline_abort != Some(false) && !self.is_stable_updated() {
+                self.abort("ProgressDeadlineExceeded", why);
+                let stable = self.status.stable_revision.clone().unwrap_or_default();
+                self.targets.clear();
+                self.selectors.clear();
+                self.hold_aborted(&stable);
+            } else {
+                self.status.phase = Phase::Degraded;
+                self.status.message = why;
+            }
+        } else {
+            self.wake_at(at);
+        }
+    }
+
+    fn finish(mut self) -> Plan {
+        let now = self.now;
+        let generation = self.status.observed_generation;
+        if let Some(invalid) = self.invalid.take() {
+            let message = format!("{}: {}", invalid.field, invalid.message);
+            let changed =
+                !self.previous.conditions.iter().any(|c| {
+                    c.type_ == "InvalidSpec" && c.status == "True" && c.message == message
+                });
+            self.status.phase = Phase::Degraded;
+            self.status.message = message.clone();
+            set_condition(
+                &mut self.status.conditions,
+                "InvalidSpec",
+                true,
+                "InvalidSpec",
+                &message,
+                now,
+                generation,
+            );
+            if changed {
+                self.event(EventType::Warning, "InvalidSpec", message);
+            }
+            return Plan {
+                status: self.status,
+                events: self.events,
+                ..Plan::default()
+            };
+        }
+        set_condition(
+            &mut self.status.conditions,
+            "InvalidSpec",
+            false,
+            "Valid",
+            "",
+            now,
+            generation,
+        );
+
+        let replicas = self.replicas();
+        let bounds = self.bounds();
+        let order: Vec<&str> = self.order.iter().map(String::as_str).collect();
+        let next = step_towards(
+            &self.observed.replica_sets,
+            &self.targets,
+            &order,
+            replicas,
+            bounds,
+            self.urgent,
+        );
+        let max_revision = self
+            .observed
+            .replica_sets
+            .iter()
+            .map(|rs| rs.revision)
+            .max()
+            .unwrap_or(0);
+        let mut scale_up = Vec::new();
+        let mut scale_down = Vec::new();
+        for (hash, want) in next {
+            let existing = self.observed.replica_set(&hash);
+            let revision = match existing {
+                None => Some(max_revision + 1),
+                Some(rs) if hash == self.updated && rs.revision < max_revision => {
+                    Some(max_revision + 1)
+                }
+                Some(_) => None,
+            };
+            if existing.is_none() && hash != self.updated {
+                continue;
+            }
+            let current = existing.map_or(-1, |rs| rs.replicas);
+            let target = ReplicaSetTarget {
+                hash,
+                replicas: want,
+                revision,
+            };
+            if want > current || target.revision.is_some() {
+                scale_up.push(target);
+            } else if want < current {
+                scale_down.push(target);
+            }
+        }
+
+        // Counts and conditions for people and the scale subresource.
+        let updated = self.observed.replica_set(&self.updated);
+        self.status.replicas = self
+            .observed
+            .replica_sets
+            .iter()
+            .map(|rs| rs.replicas)
+            .sum();
+        self.status.ready_replicas = self.observed.replica_sets.iter().map(|rs| rs.ready).sum();
+        self.status.available_replicas = self
+            .observed
+            .replica_sets
+            .iter()
+            .map(|rs| rs.available.min(rs.replicas))
+            .sum();
+        self.status.updated_replicas = updated.map_or(0, |rs| rs.ready);
+        let healthy = self.is_stable_updated()
+            && updated.is_some_and(|rs| rs.available >= replicas && rs.replicas == replicas)
+            && scale_down.is_empty();
+        if self.is_stable_updated() && self.status.phase != Phase::Degraded {
+            self.status.phase = if healthy {
+                Phase::Healthy
+            } else {
+                Phase::Progressing
+            };
+            self.status.message = if healthy {
+                format!("revision {} healthy", self.updated)
+            } else {
+                format!(
+                    "revision {}: {} of {replicas} pods available",
+                    self.updated,
+                    self.observed.available(&self.updated)
+                )
+            };
+        }
+        if self.status.phase == Phase::Aborted {
+            self.status.message = format!(
+                "revision {} aborted; traffic on stable {}",
+                self.updated,
+                self.status.stable_revision.clone().unwrap_or_default()
+            );
+        }
+        if healthy && self.previous.phase != Phase::Healthy {
+            let message = format!("revision {} is healthy", self.updated);
+            self.event(EventType::Normal, "Healthy", message);
+        }
+        let available = self.status.available_replicas >= replicas - bounds.unavailable;
+        let phase = self.status.phase;
+        set_condition(
+            &mut self.status.conditions,
+            "Available",
+            available,
+            if available {
+                "MinimumReplicasAvailable"
+            } else {
+                "MinimumReplicasUnavailable"
+            },
+            "",
+            now,
+            generation,
+        );
+        set_condition(
+            &mut self.status.conditions,
+            "Healthy",
+            healthy,
+            phase.as_str(),
+            &self.status.message.clone(),
+            now,
+            generation,
+        );
+        let paused = phase == Phase::Paused;
+        set_condition(
+            &mut self.status.conditions,
+            "Paused",
+            paused,
+            if paused { "Paused" } else { "NotPaused" },
+            "",
+            now,
+            generation,
+        );
+        let progressing = matches!(phase, Phase::Progressing | Phase::Paused | Phase::Healthy);
+        let reason = match phase {
+            Phase::Healthy => "RolloutCompleted",
+            Phase::Aborted => "RolloutAborted",
+            Phase::Degraded => "ProgressDeadlineExceeded",
+            _ => "RolloutProgressing",
+        };
+        set_condition(
+            &mut self.status.conditions,
+            "Progressing",
+            progressing,
+            reason,
+            &self.status.message.clone(),
+            now,
+            generation,
+        );
+
+        let requeue_after = self.requeue.map(|at| {
+            let wait = at.duration_since(now);
+            Duration::try_from(wait).unwrap_or(Duration::ZERO)
+        });
+        Plan {
+            scale_up,
+            selectors: self.selectors,
+            scale_down,
+            status: self.status,
+            events: self.events,
+            requeue_after,
+        }
+    }
+
+    fn bounds(&self) -> Bounds {
+        let replicas = self.replicas();
+        let strategy = &self.spec.strategy;
+        if let Some(c) = &strategy.canary {
+            Bounds::resolve(&c.max_surge, &c.max_unavailable, replicas)
+        } else if let Some(r) = &strategy.rolling_update {
+            Bounds::resolve(&r.max_surge, &r.max_unavailable, replicas)
+        } else {
+            // Blue-green keeps the active version whole: its old pods go only after the switch.
+            Bounds {
+                surge: replicas,
+                unavailable: 0,
+            }
+        }
+    }
+}
+
+/// Canary and stable pods for a weight: the canary gets whole pods for its share (or the
+/// setCanaryScale override), stable the rest of the desired count.
+pub fn canary_split(weight: i32, scale_override: Option<i32>, replicas: i32) -> (i32, i32) {
+    let by_weight = replicas_for_weight(weight, replicas);
+    let canary = scale_override.unwrap_or(by_weight);
+    (canary, replicas - by_weight)
+}
+
+fn describe_step(step: Option<&CanaryStep>, paused: bool) -> String {
+    let what = match step {
+        Some(CanaryStep {
+            set_weight: Some(w),
+            ..
+        }) => format!("setWeight {w}"),
+        Some(CanaryStep { pause: Some(p), .. }) => match &p.duration {
+            Some(d) => format!("pause {d}"),
+            None => "paused until promoted".into(),
+        },
+        Some(CanaryStep {
+            set_canary_scale: Some(_),
+            ..
+        }) => "setCanaryScale".into(),
+        _ => "promoting".into(),
+    };
+    if paused {
+        format!("{what} (rollout paused)")
+    } else {
+        what
+    }
+}
+
+fn strategy_name(spec: &RolloutSpec) -> &'static str {
+    if spec.strategy.canary.is_some() {
+        "canary"
+    } else if spec.strategy.blue_green.is_some() {
+        "blueGreen"
+    } else {
+        "rollingUpdate"
+    }
+}
+
+/// `app=web,tier=front`, for the scale subresource and `kubectl get -l`.
+pub fn selector_string(spec: &RolloutSpec) -> String {
+    let mut parts: Vec<String> = spec
+        .selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for expr in spec.selector.match_expressions.iter().flatten() {
+        let values = expr.values.clone().unwrap_or_default().join(",");
+        parts.push(match expr.operator.as_str() {
+            "In" => format!("{} in ({values})", expr.key),
+            "NotIn" => format!("{} notin ({values})", expr.key),
+            "Exists" => expr.key.clone(),
+            _ => format!("!{}", expr.key),
+        });
+    }
+    parts.join(",")
+}
+
+/// What the schema cannot check: Services that must exist, a selector that matches the
+/// template, durations that parse.
+pub fn validate(spec: &RolloutSpec, observed: &Observed) -> Result<(), InvalidSpec> {
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    for (key, value) in spec.selector.match_labels.iter().flatten() {
+        if labels.get(key) != Some(value) {
+            return Err(InvalidSpec {
+                field: "spec.selector".into(),
+                message: format!(
+                    "selects {key}={value}, which spec.template.metadata.labels does not have"
+                ),
+            });
+        }
+    }
+    let require = |field: &str, name: &Option<String>| -> Result<(), InvalidSpec> {
+        match name {
+            Some(name) if !observed.services.contains_key(name) => Err(InvalidSpec {
+                field: field.into(),
+                message: format!("Service {name} not found"),
+            }),
+            _ => Ok(()),
+        }
+    };
+    if let Some(bg) = &spec.strategy.blue_green {
+        require(
+            "spec.strategy.blueGreen.activeService",
+            &Some(bg.active_service.clone()),
+        )?;
+        require(
+            "spec.strategy.blueGreen.previewService",
+            &bg.preview_service,
+        )?;
+    }
+    if let Some(c) = &spec.strategy.canary {
+        require("spec.strategy.canary.stableService", &c.stable_service)?;
+        require("spec.strategy.canary.canaryService", &c.canary_service)?;
+        for (i, step) in c.steps.iter().enumerate() {
+            if let Some(d) = step.pause.as_ref().and_then(|p| p.duration.as_deref())
+                && let Err(e) = humantime::parse_duration(d)
+            {
+                return Err(InvalidSpec {
+                    field: format!("spec.strategy.canary.steps[{i}].pause.duration"),
+                    message: format!("{d:?} is not a duration: {e}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

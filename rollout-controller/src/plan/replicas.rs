@@ -1,0 +1,231 @@
+//! How many pods each ReplicaSet gets on the way to its target, within maxSurge and
+//! maxUnavailable: the arithmetic a Deployment does, shared by the rolling update and by the
+//! canary without a traffic router (where the weight is made of replica counts).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::ObservedReplicaSet;
+
+/// maxSurge and maxUnavailable resolved against the desired replica count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub surge: i32,
+    pub unavailable: i32,
+}
+
+impl Bounds {
+    /// Percentages round up for surge and down for unavailable, as for Deployments; when both
+    /// come to 0, one pod may be unavailable so that the rollout can move at all.
+    pub fn resolve(max_surge: &IntOrString, max_unavailable: &IntOrString, replicas: i32) -> Self {
+        let surge = resolve(max_surge, replicas, true);
+        let mut unavailable = resolve(max_unavailable, replicas, false);
+        if surge == 0 && unavailable == 0 {
+            unavailable = 1;
+        }
+        Self { surge, unavailable }
+    }
+}
+
+fn resolve(value: &IntOrString, replicas: i32, round_up: bool) -> i32 {
+    match value {
+        IntOrString::Int(n) => (*n).max(0),
+        IntOrString::String(s) => {
+            let percent: i64 = s.trim_end_matches('%').trim().parse().unwrap_or(0);
+            let scaled = i64::from(replicas) * percent.max(0);
+            let count = if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            };
+            i32::try_from(count).unwrap_or(i32::MAX)
+        }
+    }
+}
+
+/// Pods for a weight: any weight above 0 gets at least one pod; 100 gets them all.
+/// With 5 replicas, 20/40/60/80 give 1/2/3/4.
+pub fn replicas_for_weight(weight: i32, replicas: i32) -> i32 {
+    if weight <= 0 || replicas <= 0 {
+        return 0;
+    }
+    let scaled = i64::from(weight.min(100)) * i64::from(replicas);
+    i32::try_from((scaled + 99) / 100).unwrap_or(replicas)
+}
+
+/// One step towards `targets` (pod-template hash → desired replicas; hashes absent from it go to
+/// 0). ReplicaSets below target grow first, as far as `replicas + surge` total pods allow
+/// (without limit when `urgent`, for an abort); those above target shrink, dropping pods that are
+/// not available for free (the ReplicaSet controller deletes unready pods first) and available
+/// ones only while `replicas - unavailable` pods stay available. `order` lists the hashes to grow
+/// first and shrink last.
+pub fn step_towards(
+    observed: &[ObservedReplicaSet],
+    targets: &BTreeMap<String, i32>,
+    order: &[&str],
+    replicas: i32,
+    bounds: Bounds,
+    urgent: bool,
+) -> BTreeMap<String, i32> {
+    let mut next: BTreeMap<String, i32> = observed
+        .iter()
+        .map(|rs| (rs.hash.clone(), rs.replicas))
+        .collect();
+    for hash in targets.keys() {
+        next.entry(hash.clone()).or_insert(0);
+    }
+    let target_of = |hash: &str| targets.get(hash).copied().unwrap_or(0);
+    let rank = |hash: &str| order.iter().position(|h| *h == hash).unwrap_or(order.len());
+    let mut hashes: Vec<String> = next.keys().cloned().collect();
+    hashes.sort_by_key(|h| (rank(h), h.clone()));
+
+    let mut total: i32 = next.values().sum();
+    let max_total = replicas.saturating_add(bounds.surge);
+    for hash in &hashes {
+        let current = next[hash];
+        let want = target_of(hash);
+        if want > current {
+            let room = if urgent {
+                want - current
+            } else {
+                (max_total - total).max(0)
+            };
+            let add = (want - current).min(room);
+            next.insert(hash.clone(), current + add);
+            total += add;
+        }
+    }
+
+    let available_of = |hash: &str| {
+        observed
+            .iter()
+            .find(|rs| rs.hash == hash)
+            .map(|rs| rs.available.min(rs.replicas))
+            .unwrap_or(0)
+    };
+    let available: i32 = observed
+        .iter()
+        .map(|rs| rs.available.min(rs.replicas))
+        .sum();
+    let mut budget = (available - (replicas - bounds.unavailable)).max(0);
+    for hash in hashes.iter().rev() {
+        let current = next[hash];
+        let want = target_of(hash);
+        if want < current {
+            let excess = current - want;
+            let unavailable = (current - available_of(hash)).max(0);
+            let free = excess.min(unavailable);
+            let paid = (excess - free).min(budget);
+            budget -= paid;
+            next.insert(hash.clone(), current - free - paid);
+        }
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(hash: &str, replicas: i32, available: i32) -> ObservedReplicaSet {
+        ObservedReplicaSet {
+            name: format!("web-{hash}"),
+            hash: hash.into(),
+            revision: 1,
+            replicas,
+            ready: available,
+            available,
+        }
+    }
+
+    fn targets(pairs: &[(&str, i32)]) -> BTreeMap<String, i32> {
+        pairs.iter().map(|(h, n)| (h.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn weights_round_up_to_whole_pods() {
+        let counts: Vec<i32> = [0, 1, 20, 40, 60, 80, 100]
+            .iter()
+            .map(|w| replicas_for_weight(*w, 5))
+            .collect();
+        assert_eq!(counts, vec![0, 1, 1, 2, 3, 4, 5]);
+        assert_eq!(replicas_for_weight(10, 10), 1);
+        assert_eq!(replicas_for_weight(11, 10), 2);
+        assert_eq!(replicas_for_weight(50, 0), 0);
+    }
+
+    #[test]
+    fn bounds_resolve_like_a_deployment() {
+        let pct = |s: &str| IntOrString::String(s.into());
+        assert_eq!(
+            Bounds::resolve(&pct("25%"), &IntOrString::Int(0), 10),
+            Bounds {
+                surge: 3,
+                unavailable: 0
+            }
+        );
+        assert_eq!(
+            Bounds::resolve(&pct("0%"), &pct("0%"), 10),
+            Bounds {
+                surge: 0,
+                unavailable: 1
+            }
+        );
+        assert_eq!(
+            Bounds::resolve(&IntOrString::Int(2), &pct("15%"), 10),
+            Bounds {
+                surge: 2,
+                unavailable: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_rolling_update_surges_then_trades_pods() {
+        let bounds = Bounds {
+            surge: 2,
+            unavailable: 1,
+        };
+        let want = targets(&[("new", 10)]);
+        // Start: 10 old available.
+        let next = step_towards(&[rs("old", 10, 10)], &want, &["new"], 10, bounds, false);
+        assert_eq!(next, targets(&[("new", 2), ("old", 9)]));
+        // The two new pods are not ready yet: one more fits the surge, but no old pod may go.
+        let next = step_towards(
+            &[rs("old", 9, 9), rs("new", 2, 0)],
+            &want,
+            &["new"],
+            10,
+            bounds,
+            false,
+        );
+        assert_eq!(next, targets(&[("new", 3), ("old", 9)]));
+        // Ready: 12 available, so three old pods may go while 9 stay available.
+        let next = step_towards(
+            &[rs("old", 9, 9), rs("new", 3, 3)],
+            &want,
+            &["new"],
+            10,
+            bounds,
+            false,
+        );
+        assert_eq!(next, targets(&[("new", 3), ("old", 6)]));
+    }
+
+    #[test]
+    fn an_abort_restores_stable_before_the_canary_shrinks() {
+        let bounds = Bounds {
+            surge: 1,
+            unavailable: 0,
+        };
+        let want = targets(&[("stable", 5)]);
+        let observed = [rs("stable", 2, 2), rs("canary", 3, 3)];
+        let next = step_towards(&observed, &want, &["stable"], 5, bounds, true);
+        // Stable back to full at once; the canary keeps its pods until stable's are available.
+        assert_eq!(next, targets(&[("stable", 5), ("canary", 3)]));
+        let observed = [rs("stable", 5, 5), rs("canary", 3, 3)];
+        let next = step_towards(&observed, &want, &["stable"], 5, bounds, true);
+        assert_eq!(next, targets(&[("stable", 5), ("canary", 0)]));
+    }
+}

@@ -1,0 +1,879 @@
+//! Table tests of each strategy, and property tests of ARCHITECTURE.md's invariants over random
+//! event sequences, all against a small simulated cluster that carries plans out write by write.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::crd::{Decision, POD_TEMPLATE_HASH_LABEL};
+
+// ---- fixtures ----------------------------------------------------------------------------
+
+fn rollout(strategy: serde_json::Value, replicas: i32) -> Rollout {
+    let mut rollout: Rollout = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": "shop", "generation": 1},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "web:1"}]},
+            },
+            "strategy": strategy,
+        },
+    }))
+    .unwrap();
+    rollout.status = None;
+    rollout
+}
+
+fn canary_rollout(replicas: i32, steps: serde_json::Value) -> Rollout {
+    rollout(
+        json!({"canary": {"steps": steps, "maxSurge": 1, "maxUnavailable": 0,
+                           "stableService": "web-stable", "canaryService": "web-canary"}}),
+        replicas,
+    )
+}
+
+fn blue_green_rollout(replicas: i32, auto: bool) -> Rollout {
+    rollout(
+        json!({"blueGreen": {"activeService": "web-active", "previewService": "web-preview",
+                              "autoPromotionEnabled": auto, "scaleDownDelaySeconds": 30}}),
+        replicas,
+    )
+}
+
+fn rolling_rollout(replicas: i32, surge: i32, unavailable: i32) -> Rollout {
+    rollout(
+        json!({"rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}),
+        replicas,
+    )
+}
+
+fn set_image(rollout: &mut Rollout, image: &str) {
+    if let Some(spec) = rollout.spec.template.spec.as_mut() {
+        spec.containers[0].image = Some(image.into());
+    }
+    rollout.metadata.generation = rollout.metadata.generation.map(|g| g + 1);
+}
+
+fn hash_of(rollout: &Rollout) -> String {
+    pod_template_hash(&rollout.spec.template)
+}
+
+// ---- a simulated cluster -----------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct SimReplicaSet {
+    hash: String,
+    revision: u64,
+    replicas: i32,
+    /// Pods that exist and are ready; the rest (up to `replicas`) are starting.
+    ready: i32,
+}
+
+/// Pods become ready only when the test says so; every write of a plan is applied one at a
+/// time, and the invariants are checked after each.
+struct Sim {
+    rollout: Rollout,
+    replica_sets: Vec<SimReplicaSet>,
+    services: BTreeMap<String, BTreeMap<String, String>>,
+    now: Timestamp,
+    writes: usize,
+    /// The most pods that existed at once.
+    peak_pods: i32,
+    /// The first invariant broken, if any.
+    violation: Option<String>,
+}
+
+impl Sim {
+    fn new(rollout: Rollout) -> Self {
+        let services = ["web-stable", "web-canary", "web-active", "web-preview"]
+            .iter()
+            .map(|name| {
+                let selector = BTreeMap::from([("app".to_string(), "web".to_string())]);
+                (name.to_string(), selector)
+            })
+            .collect();
+        Self {
+            rollout,
+            replica_sets: Vec::new(),
+            services,
+            now: Timestamp::from_second(1_800_000_000).unwrap(),
+            writes: 0,
+            peak_pods: 0,
+            violation: None,
+        }
+    }
+
+    fn observed(&self) -> Observed {
+        Observed {
+            replica_sets: self
+                .replica_sets
+                .iter()
+                .map(|rs| ObservedReplicaSet {
+                    name: format!("web-{}", rs.hash),
+                    hash: rs.hash.clone(),
+                    revision: rs.revision,
+                    replicas: rs.replicas,
+                    ready: rs.ready,
+                    available: rs.ready,
+                })
+                .collect(),
+            services: self.services.clone(),
+        }
+    }
+
+    fn rs(&self, hash: &str) -> Option<&SimReplicaSet> {
+        self.replica_sets.iter().find(|rs| rs.hash == hash)
+    }
+
+    fn replicas_of(&self, hash: &str) -> i32 {
+        self.rs(hash).map_or(0, |rs| rs.replicas)
+    }
+
+    fn ready_of(&self, hash: &str) -> i32 {
+        self.rs(hash).map_or(0, |rs| rs.ready)
+    }
+
+    fn selector_of(&self, service: &str) -> Option<String> {
+        self.services
+            .get(service)
+            .and_then(|s| s.get(POD_TEMPLATE_HASH_LABEL).cloned())
+    }
+
+    fn status(&self) -> RolloutStatus {
+        self.rollout.status.clone().unwrap_or_default()
+    }
+
+    fn violate(&mut self, what: String) {
+        if self.violation.is_none() {
+            self.violation = Some(what);
+        }
+    }
+
+    fn total_available(&self) -> i32 {
+        self.replica_sets
+            .iter()
+            .map(|rs| rs.ready.min(rs.replicas))
+            .sum()
+    }
+
+    fn bounds(&self) -> Bounds {
+        let replicas = self.rollout.spec.replicas;
+        let s = &self.rollout.spec.strategy;
+        if let Some(c) = &s.canary {
+            Bounds::resolve(&c.max_surge, &c.max_unavailable, replicas)
+        } else if let Some(r) = &s.rolling_update {
+            Bounds::resolve(&r.max_surge, &r.max_unavailable, replicas)
+        } else {
+            Bounds {
+                surge: replicas,
+                unavailable: 0,
+            }
+        }
+    }
+
+    fn write_replicas(&mut self, target: &ReplicaSetTarget, aborting: bool) {
+        self.writes += 1;
+        let replicas = self.rollout.spec.replicas;
+        let bounds = self.bounds();
+        let before_available = self.total_available();
+        let grows = target.replicas > self.replicas_of(&target.hash);
+        match self
+            .replica_sets
+            .iter_mut()
+            .find(|rs| rs.hash == target.hash)
+        {
+            Some(rs) => {
+                rs.replicas = target.replicas;
+                rs.ready = rs.ready.min(rs.replicas);
+                if let Some(revision) = target.revision {
+                    rs.revision = revision;
+                }
+            }
+            None => self.replica_sets.push(SimReplicaSet {
+                hash: target.hash.clone(),
+                revision: target.revision.unwrap_or(1),
+                replicas: target.replicas,
+                ready: 0,
+            }),
+        }
+        let total: i32 = self.replica_sets.iter().map(|rs| rs.replicas).sum();
+        self.peak_pods = self.peak_pods.max(total);
+        let router_less_split = self.rollout.spec.strategy.blue_green.is_none();
+        if router_less_split && grows && !aborting && total > replicas + bounds.surge {
+            self.violate(format!(
+                "{total} pods exceed replicas {replicas} + maxSurge {}",
+                bounds.surge
+            ));
+        }
+        let floor = (replicas - bounds.unavailable).min(before_available);
+        if self.total_available() < floor {
+            self.violate(format!(
+                "available pods fell to {} (floor {floor}) when {} was scaled to {}",
+                self.total_available(),
+                target.hash,
+                target.replicas
+            ));
+        }
+    }
+
+    fn write_selector(&mut self, change: &SelectorChange) {
+        self.writes += 1;
+        let replicas = self.rollout.spec.replicas;
+        let ready = self.ready_of(&change.hash);
+        let need = if change.service == "web-active" {
+            replicas.max(1)
+        } else {
+            1
+        };
+        if ready < need {
+            self.violate(format!(
+                "Service {} pointed at {} with {ready} ready pods (needs {need})",
+                change.service, change.hash
+            ));
+        }
+        if let Some(selector) = self.services.get_mut(&change.service) {
+            selector.insert(POD_TEMPLATE_HASH_LABEL.into(), change.hash.clone());
+        }
+    }
+
+    /// One reconcile: plan, then each write in the plan's order, checking after each.
+    fn reconcile(&mut self) -> Plan {
+        let plan = plan(&self.rollout, &self.observed(), self.now);
+        let aborting = plan.status.abort;
+        for target in &plan.scale_up {
+            self.write_replicas(target, aborting);
+        }
+        for change in &plan.selectors {
+            self.write_selector(change);
+        }
+        for target in &plan.scale_down {
+            self.write_replicas(target, aborting);
+        }
+        self.writes += 1;
+        self.check_status(&plan.status);
+        self.rollout.status = Some(plan.status.clone());
+        plan
+    }
+
+    /// A weight may only grow onto ready pods (pods going unready later is the world's doing).
+    fn check_status(&mut self, status: &RolloutStatus) {
+        let replicas = self.rollout.spec.replicas;
+        let previous_weight = self.status().canary.map_or(0, |c| c.weight);
+        if let (Some(canary), Some(updated)) = (&status.canary, &status.updated_revision)
+            && canary.weight > previous_weight
+        {
+            let need = replicas_for_weight(canary.weight, replicas);
+            let stable_is_updated = status.stable_revision.as_ref() == Some(updated);
+            if canary.weight > 0 && !stable_is_updated && self.ready_of(updated) < need {
+                self.violate(format!(
+                    "weight {} claimed with {} ready canary pods (needs {need})",
+                    canary.weight,
+                    self.ready_of(updated)
+                ));
+            }
+        }
+        if self.rollout.spec.strategy.blue_green.is_some()
+            && let Some(stable) = &status.stable_revision
+            && status.updated_revision.as_ref() != Some(stable)
+            && self.replicas_of(stable) < replicas
+            && self.rs(stable).is_some()
+        {
+            self.violate(format!(
+                "blue-green stable {stable} has {} pods before promotion (wants {replicas})",
+                self.replicas_of(stable)
+            ));
+        }
+    }
+
+    /// Every starting pod becomes ready.
+    fn pods_ready(&mut self) {
+        for rs in &mut self.replica_sets {
+            rs.ready = rs.replicas;
+        }
+    }
+
+    fn advance(&mut self, seconds: i64) {
+        self.now += SignedDuration::from_secs(seconds);
+    }
+
+    /// Reconciles with every pod becoming ready in between, until nothing changes.
+    fn settle(&mut self) {
+        for _ in 0..50 {
+            let before = (
+                self.status(),
+                self.replica_sets
+                    .iter()
+                    .map(|r| r.replicas)
+                    .collect::<Vec<_>>(),
+            );
+            self.reconcile();
+            self.pods_ready();
+            let after = (
+                self.status(),
+                self.replica_sets
+                    .iter()
+                    .map(|r| r.replicas)
+                    .collect::<Vec<_>>(),
+            );
+            if before == after {
+                return;
+            }
+        }
+    }
+
+    fn decide(&mut self, change: impl FnOnce(&mut Decision)) {
+        let hash = hash_of(&self.rollout);
+        let mut decision = self
+            .rollout
+            .spec
+            .decision
+            .clone()
+            .filter(|d| d.revision == hash)
+            .unwrap_or(Decision {
+                revision: hash,
+                ..Decision::default()
+            });
+        change(&mut decision);
+        self.rollout.spec.decision = Some(decision);
+    }
+
+    fn assert_ok(&self) {
+        assert_eq!(self.violation, None, "invariant broken");
+    }
+}
+
+/// A rollout that reached Healthy on its first template.
+fn deployed(rollout: Rollout) -> Sim {
+    let mut sim = Sim::new(rollout);
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Healthy, "{:?}", sim.status());
+    sim
+}
+
+// ---- table tests -------------------------------------------------------------------------
+
+#[test]
+fn the_first_template_is_stable_at_once() {
+    let sim = deployed(canary_rollout(5, json!([{"setWeight": 20}])));
+    let hash = hash_of(&sim.rollout);
+    assert_eq!(sim.status().stable_revision.as_deref(), Some(hash.as_str()));
+    assert_eq!(sim.replicas_of(&hash), 5);
+    assert_eq!(
+        sim.selector_of("web-stable").as_deref(),
+        Some(hash.as_str())
+    );
+    assert_eq!(sim.rs(&hash).unwrap().revision, 1);
+    sim.assert_ok();
+}
+
+#[test]
+fn canary_weights_become_replica_counts() {
+    let steps = json!([{"setWeight": 20}, {"setWeight": 40}, {"setWeight": 60}, {"setWeight": 80}]);
+    let mut sim = deployed(canary_rollout(5, steps));
+    let stable = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        sim.reconcile();
+        sim.pods_ready();
+        let split = (sim.replicas_of(&canary), sim.replicas_of(&stable));
+        if seen.last() != Some(&split) {
+            seen.push(split);
+        }
+        if sim.status().phase == Phase::Healthy {
+            break;
+        }
+    }
+    for split in [(1, 4), (2, 3), (3, 2), (4, 1), (5, 0)] {
+        assert!(seen.contains(&split), "{split:?} never reached: {seen:?}");
+    }
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(canary.as_str())
+    );
+    assert_eq!(
+        sim.selector_of("web-stable").as_deref(),
+        Some(canary.as_str())
+    );
+    assert_eq!(
+        sim.selector_of("web-canary").as_deref(),
+        Some(canary.as_str())
+    );
+    sim.assert_ok();
+}
+
+#[test]
+fn a_canary_pauses_for_a_time_and_for_a_decision() {
+    let steps =
+        json!([{"setWeight": 20}, {"pause": {"duration": "5s"}}, {"setWeight": 60}, {"pause": {}}]);
+    let mut sim = deployed(canary_rollout(5, steps));
+    let stable = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    sim.settle();
+    assert_eq!(sim.status().current_step_index, Some(1));
+    assert_eq!(sim.status().phase, Phase::Paused);
+    assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (1, 4));
+    let plan = sim.reconcile();
+    assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(5)));
+
+    sim.advance(5);
+    sim.settle();
+    assert_eq!(sim.status().current_step_index, Some(3));
+    assert_eq!(sim.status().phase, Phase::Paused);
+    assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (3, 2));
+    assert_eq!(sim.status().canary.as_ref().map(|c| c.weight), Some(60));
+
+    // Hours later it still waits: only a decision moves it.
+    sim.advance(36_000);
+    sim.settle();
+    assert_eq!(sim.status().current_step_index, Some(3));
+    sim.decide(|d| d.promoted_step = Some(3));
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(canary.as_str())
+    );
+    assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (5, 0));
+    sim.assert_ok();
+}
+
+#[test]
+fn an_aborted_canary_goes_back_to_stable_and_stays_there() {
+    let steps =
+        json!([{"setWeight": 20}, {"pause": {"duration": "5s"}}, {"setWeight": 60}, {"pause": {}}]);
+    let mut sim = deployed(canary_rollout(5, steps));
+    let stable = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    sim.advance(5);
+    sim.settle();
+    sim.advance(5);
+    sim.settle();
+    assert_eq!(sim.status().current_step_index, Some(3));
+    sim.decide(|d| d.abort = Some(true));
+    let plan = sim.reconcile();
+    assert!(plan.events.iter().any(|e| e.reason == "AbortedByUser"));
+    // Stable back to full size before the canary shrinks, in the same reconcile where possible.
+    assert_eq!(sim.replicas_of(&stable), 5);
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Aborted);
+    assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (0, 5));
+    assert_eq!(
+        sim.selector_of("web-canary").as_deref(),
+        Some(stable.as_str())
+    );
+    assert_eq!(sim.status().canary.as_ref().map(|c| c.weight), Some(0));
+
+    sim.advance(3600);
+    sim.settle();
+    assert_eq!(
+        sim.status().phase,
+        Phase::Aborted,
+        "an abort stays until a retry"
+    );
+
+    sim.decide(|d| {
+        d.abort = Some(false);
+        d.retry = Some(1);
+    });
+    sim.settle();
+    assert_eq!(sim.status().current_step_index, Some(1));
+    assert_eq!(sim.status().phase, Phase::Paused);
+    assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (1, 4));
+    sim.assert_ok();
+}
+
+#[test]
+fn a_decision_for_another_revision_is_ignored() {
+    let mut sim = deployed(canary_rollout(4, json!([{"setWeight": 50}, {"pause": {}}])));
+    set_image(&mut sim.rollout, "web:2");
+    sim.rollout.spec.decision = Some(Decision {
+        revision: "someotherx".into(),
+        full: Some(true),
+        abort: Some(true),
+        ..Decision::default()
+    });
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Paused);
+    assert_eq!(sim.status().current_step_index, Some(1));
+}
+
+#[test]
+fn full_promotion_skips_the_remaining_steps() {
+    let mut sim = deployed(canary_rollout(
+        4,
+        json!([{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]),
+    ));
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    sim.settle();
+    sim.decide(|d| d.full = Some(true));
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(canary.as_str())
+    );
+}
+
+#[test]
+fn a_new_template_mid_canary_starts_over_from_stable() {
+    let mut sim = deployed(canary_rollout(5, json!([{"setWeight": 40}, {"pause": {}}])));
+    let stable = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let abandoned = hash_of(&sim.rollout);
+    sim.settle();
+    assert_eq!(sim.replicas_of(&abandoned), 2);
+    set_image(&mut sim.rollout, "web:3");
+    let next = hash_of(&sim.rollout);
+    sim.settle();
+    assert_eq!(sim.status().current_step_index, Some(1));
+    assert_eq!(sim.replicas_of(&abandoned), 0);
+    assert_eq!((sim.replicas_of(&next), sim.replicas_of(&stable)), (2, 3));
+    assert_eq!(sim.rs(&next).unwrap().revision, 3);
+    sim.assert_ok();
+}
+
+#[test]
+fn changing_back_to_stable_finishes_at_once() {
+    let mut sim = deployed(canary_rollout(5, json!([{"setWeight": 40}, {"pause": {}}])));
+    let stable = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    sim.settle();
+    set_image(&mut sim.rollout, "web:1");
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (0, 5));
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(stable.as_str())
+    );
+    sim.assert_ok();
+}
+
+#[test]
+fn blue_green_previews_then_switches_then_scales_down_after_the_delay() {
+    let mut sim = deployed(blue_green_rollout(3, false));
+    let blue = hash_of(&sim.rollout);
+    assert_eq!(
+        sim.selector_of("web-active").as_deref(),
+        Some(blue.as_str())
+    );
+    set_image(&mut sim.rollout, "web:2");
+    let green = hash_of(&sim.rollout);
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Paused);
+    assert_eq!(
+        sim.selector_of("web-preview").as_deref(),
+        Some(green.as_str())
+    );
+    assert_eq!(
+        sim.selector_of("web-active").as_deref(),
+        Some(blue.as_str())
+    );
+    assert_eq!((sim.replicas_of(&green), sim.replicas_of(&blue)), (3, 3));
+
+    sim.decide(|d| d.promoted_step = Some(0));
+    sim.settle();
+    assert_eq!(
+        sim.selector_of("web-active").as_deref(),
+        Some(green.as_str())
+    );
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(green.as_str())
+    );
+    assert_eq!(sim.replicas_of(&blue), 3, "kept for scaleDownDelaySeconds");
+    sim.advance(30);
+    sim.settle();
+    assert_eq!(sim.replicas_of(&blue), 0);
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    sim.assert_ok();
+}
+
+#[test]
+fn blue_green_promotes_by_itself_after_auto_promotion_seconds() {
+    let mut r = blue_green_rollout(2, true);
+    if let Some(bg) = r.spec.strategy.blue_green.as_mut() {
+        bg.auto_promotion_seconds = Some(20);
+    }
+    let mut sim = deployed(r);
+    set_image(&mut sim.rollout, "web:2");
+    let green = hash_of(&sim.rollout);
+    sim.settle();
+    assert_ne!(
+        sim.status().stable_revision.as_deref(),
+        Some(green.as_str())
+    );
+    sim.advance(20);
+    sim.settle();
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(green.as_str())
+    );
+    sim.assert_ok();
+}
+
+#[test]
+fn rolling_stays_within_surge_and_unavailability() {
+    let mut sim = deployed(rolling_rollout(10, 2, 1));
+    let old = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let new = hash_of(&sim.rollout);
+    sim.peak_pods = 0;
+    for _ in 0..40 {
+        sim.reconcile();
+        sim.pods_ready();
+        if sim.status().phase == Phase::Healthy {
+            break;
+        }
+    }
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    assert_eq!(sim.peak_pods, 12, "the surge reaches maxSurge");
+    assert_eq!((sim.replicas_of(&new), sim.replicas_of(&old)), (10, 0));
+    sim.assert_ok();
+}
+
+#[test]
+fn a_missing_service_is_an_invalid_spec_and_changes_nothing() {
+    let mut sim = Sim::new(blue_green_rollout(2, true));
+    sim.services.remove("web-active");
+    let plan = sim.reconcile();
+    assert!(plan.scale_up.is_empty() && plan.selectors.is_empty() && plan.scale_down.is_empty());
+    assert_eq!(plan.status.phase, Phase::Degraded);
+    let condition = plan
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "InvalidSpec")
+        .unwrap();
+    assert_eq!(condition.status, "True");
+    assert!(
+        condition
+            .message
+            .contains("spec.strategy.blueGreen.activeService"),
+        "{}",
+        condition.message
+    );
+    assert!(
+        condition.message.contains("web-active"),
+        "{}",
+        condition.message
+    );
+    assert!(plan.events.iter().any(|e| e.reason == "InvalidSpec"));
+    // The same invalid spec again: no second event.
+    let again = sim.reconcile();
+    assert!(again.events.is_empty());
+}
+
+#[test]
+fn a_selector_that_misses_the_template_is_an_invalid_spec() {
+    let mut r = rolling_rollout(2, 1, 0);
+    r.spec.selector.match_labels = Some(BTreeMap::from([("app".into(), "other".into())]));
+    let plan = plan(&r, &Observed::default(), Timestamp::UNIX_EPOCH);
+    assert!(
+        plan.status.message.starts_with("spec.selector"),
+        "{}",
+        plan.status.message
+    );
+    assert!(plan.scale_up.is_empty());
+}
+
+#[test]
+fn the_progress_deadline_counts_only_waiting_and_aborts() {
+    let mut r = canary_rollout(2, json!([{"setWeight": 50}, {"pause": {}}]));
+    r.spec.progress_deadline_seconds = Some(60);
+    let mut sim = deployed(r);
+    set_image(&mut sim.rollout, "web:2");
+    // Paused for a long time: no deadline.
+    sim.settle();
+    sim.advance(600);
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Paused);
+    // Waiting for pods that never become ready.
+    sim.decide(|d| d.promoted_step = Some(1));
+    sim.reconcile();
+    sim.advance(30);
+    sim.reconcile();
+    assert_eq!(sim.status().phase, Phase::Progressing);
+    sim.advance(31);
+    let plan = sim.reconcile();
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == "ProgressDeadlineExceeded")
+    );
+    assert_eq!(sim.status().phase, Phase::Aborted);
+}
+
+#[test]
+fn an_undo_to_an_old_template_reuses_its_replica_set_as_the_newest_revision() {
+    let mut sim = deployed(rolling_rollout(2, 1, 0));
+    let v1 = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    sim.settle();
+    set_image(&mut sim.rollout, "web:1");
+    sim.settle();
+    assert_eq!(sim.status().stable_revision.as_deref(), Some(v1.as_str()));
+    assert_eq!(sim.rs(&v1).unwrap().revision, 3);
+    assert_eq!(sim.replica_sets.len(), 2);
+}
+
+// ---- property tests ----------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Event {
+    Reconcile,
+    PodsReady { replica_set: usize, count: i32 },
+    PodUnready { replica_set: usize },
+    Advance { seconds: i64 },
+    Promote,
+    PromoteFull,
+    Abort,
+    Retry,
+    Pause(bool),
+    NewTemplate { image: u8 },
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        6 => Just(Event::Reconcile),
+        4 => (0..4usize, 1..4i32).prop_map(|(replica_set, count)| Event::PodsReady { replica_set, count }),
+        1 => (0..4usize).prop_map(|replica_set| Event::PodUnready { replica_set }),
+        2 => (1..120i64).prop_map(|seconds| Event::Advance { seconds }),
+        1 => Just(Event::Promote),
+        1 => Just(Event::PromoteFull),
+        1 => Just(Event::Abort),
+        1 => Just(Event::Retry),
+        1 => any::<bool>().prop_map(Event::Pause),
+        1 => (1..4u8).prop_map(|image| Event::NewTemplate { image }),
+    ]
+}
+
+fn play(mut sim: Sim, events: &[Event]) -> Sim {
+    for event in events {
+        match event {
+            Event::Reconcile => {
+                sim.reconcile();
+            }
+            Event::PodsReady { replica_set, count } => {
+                if let Some(rs) = sim.replica_sets.get_mut(*replica_set) {
+                    rs.ready = (rs.ready + count).min(rs.replicas);
+                }
+                sim.reconcile();
+            }
+            Event::PodUnready { replica_set } => {
+                if let Some(rs) = sim.replica_sets.get_mut(*replica_set) {
+                    rs.ready = (rs.ready - 1).max(0);
+                }
+                sim.reconcile();
+            }
+            Event::Advance { seconds } => {
+                sim.advance(*seconds);
+                sim.reconcile();
+            }
+            Event::Promote => {
+                let step = sim.status().current_step_index.unwrap_or(0);
+                sim.decide(|d| d.promoted_step = Some(step));
+                sim.reconcile();
+            }
+            Event::PromoteFull => {
+                sim.decide(|d| d.full = Some(true));
+                sim.reconcile();
+            }
+            Event::Abort => {
+                sim.decide(|d| d.abort = Some(true));
+                sim.reconcile();
+            }
+            Event::Retry => {
+                sim.decide(|d| {
+                    d.abort = Some(false);
+                    d.retry = Some(d.retry.unwrap_or(0) + 1);
+                });
+                sim.reconcile();
+            }
+            Event::Pause(paused) => {
+                sim.rollout.spec.paused = Some(*paused);
+                sim.reconcile();
+            }
+            Event::NewTemplate { image } => {
+                set_image(&mut sim.rollout, &format!("web:{image}"));
+                sim.reconcile();
+            }
+        }
+        if sim.violation.is_some() {
+            break;
+        }
+    }
+    sim
+}
+
+/// After any history, a calm period (pods ready, decisions made) ends Healthy or Aborted, with
+/// every pod on one version.
+fn assert_converges(mut sim: Sim) {
+    sim.rollout.spec.paused = Some(false);
+    sim.decide(|d| d.full = Some(true));
+    sim.advance(3600);
+    sim.settle();
+    // Past any scale-down delay the calm period may have started.
+    sim.advance(120);
+    sim.settle();
+    let status = sim.status();
+    assert!(
+        matches!(status.phase, Phase::Healthy | Phase::Aborted),
+        "{status:?}"
+    );
+    let stable = status.stable_revision.clone().unwrap_or_default();
+    assert_eq!(
+        sim.replicas_of(&stable),
+        sim.rollout.spec.replicas,
+        "{status:?}"
+    );
+    let others: i32 = sim
+        .replica_sets
+        .iter()
+        .filter(|rs| rs.hash != stable)
+        .map(|rs| rs.replicas)
+        .sum();
+    assert_eq!(others, 0, "{:?} {status:?}", sim.replica_sets);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn canary_invariants_hold(replicas in 1..8i32, events in proptest::collection::vec(event(), 1..60)) {
+        let steps = json!([{"setWeight": 20}, {"pause": {"duration": "30s"}}, {"setCanaryScale": {"replicas": 1}},
+                           {"setWeight": 60}, {"pause": {}}, {"setCanaryScale": {"matchTrafficWeight": true}}]);
+        let sim = play(deployed(canary_rollout(replicas, steps)), &events);
+        prop_assert_eq!(sim.violation.clone(), None);
+        assert_converges(sim);
+    }
+
+    #[test]
+    fn blue_green_invariants_hold(replicas in 1..6i32, auto in any::<bool>(), events in proptest::collection::vec(event(), 1..60)) {
+        let sim = play(deployed(blue_green_rollout(replicas, auto)), &events);
+        prop_assert_eq!(sim.violation.clone(), None);
+        assert_converges(sim);
+    }
+
+    #[test]
+    fn rolling_invariants_hold(replicas in 1..12i32, surge in 0..3i32, unavailable in 0..3i32,
+                               events in proptest::collection::vec(event(), 1..60)) {
+        let sim = play(deployed(rolling_rollout(replicas, surge, unavailable)), &events);
+        prop_assert_eq!(sim.violation.clone(), None);
+        assert_converges(sim);
+    }
+}

@@ -1,0 +1,337 @@
+//! The thin edge: observe from the reflector stores, plan, then carry the plan out in a safe
+//! order (grow, move traffic, shrink, status) with idempotent writes under one field manager.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+use traffic::ServiceSelectorRouter;
+
+use crate::crd::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout};
+use crate::metrics::{InfoLabels, Metrics, reason};
+use crate::plan::{EventType, Observed, ObservedReplicaSet, Plan, ReplicaSetTarget, plan};
+
+/// The one field manager every write of the controller goes through.
+pub const FIELD_MANAGER: &str = "sluice";
+/// How often a quiet rollout is looked at again, in case a watch event was missed.
+const RESYNC: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("rollout has no namespace")]
+    NoNamespace,
+    #[error("{action}: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Traffic(#[from] traffic::TrafficError),
+    #[error("building ReplicaSet {name}: {detail}")]
+    Manifest { name: String, detail: String },
+}
+
+impl ReconcileError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::NoNamespace => "NoNamespace",
+            ReconcileError::Kube { .. } => "KubeApi",
+            ReconcileError::Traffic(_) => "Traffic",
+            ReconcileError::Manifest { .. } => "Manifest",
+        }
+    }
+}
+
+fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let action = action.into();
+    move |source| ReconcileError::Kube { action, source }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub replica_sets: Store<ReplicaSet>,
+    pub services: Store<Service>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+}
+
+/// What the stores say about `rollout`: its ReplicaSets (by controller owner reference) and the
+/// Services its spec names.
+pub fn observe(rollout: &Rollout, namespace: &str, ctx: &Context) -> Observed {
+    let uid = rollout.uid();
+    let replica_sets = ctx
+        .replica_sets
+        .state()
+        .iter()
+        .filter(|rs| rs.namespace().as_deref() == Some(namespace))
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+        })
+        .filter_map(|rs| {
+            let hash = rs.labels().get(POD_TEMPLATE_HASH_LABEL)?.clone();
+            let status = rs.status.as_ref();
+            Some(ObservedReplicaSet {
+                name: rs.name_any(),
+                hash,
+                revision: rs
+                    .annotations()
+                    .get(REVISION_ANNOTATION)
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0),
+                replicas: rs.spec.replicas.unwrap_or(1),
+                ready: status.and_then(|s| s.ready_replicas).unwrap_or(0),
+                available: status.and_then(|s| s.available_replicas).unwrap_or(0),
+            })
+        })
+        .collect();
+    let mut services = BTreeMap::new();
+    for name in referenced_services(rollout) {
+        let key = ObjectRef::<Service>::new(&name).within(namespace);
+        if let Some(service) = ctx.services.get(&key) {
+            let selector = service
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.clone())
+                .unwrap_or_default();
+            services.insert(name, selector);
+        }
+    }
+    Observed {
+        replica_sets,
+        services,
+    }
+}
+
+/// The Services a rollout's spec names.
+pub fn referenced_services(rollout: &Rollout) -> Vec<String> {
+    let strategy = &rollout.spec.strategy;
+    let mut names = Vec::new();
+    if let Some(bg) = &strategy.blue_green {
+        names.push(bg.active_service.clone());
+        names.extend(bg.preview_service.clone());
+    }
+    if let Some(c) = &strategy.canary {
+        names.extend(c.stable_service.clone());
+        names.extend(c.canary_service.clone());
+    }
+    names
+}
+
+pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let namespace = rollout.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let name = rollout.name_any();
+    if rollout.metadata.deletion_timestamp.is_some() {
+        ctx.metrics.forget_rollout(&namespace, &name);
+        return Ok(Action::await_change());
+    }
+    let observed = observe(&rollout, &namespace, &ctx);
+    let plan = plan(&rollout, &observed, Timestamp::now());
+    act(&rollout, &namespace, &plan, &ctx).await?;
+
+    ctx.metrics.observe_rollout(
+        InfoLabels {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            strategy: plan.status.strategy.clone(),
+            phase: plan.status.phase.as_str().into(),
+        },
+        i64::from(plan.status.current_step_index.unwrap_or(0)),
+        i64::from(plan.status.canary.as_ref().map_or(0, |c| c.weight)),
+    );
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Action::requeue(plan.requeue_after.map_or(RESYNC, |d| {
+        d.min(RESYNC).max(Duration::from_millis(100))
+    })))
+}
+
+/// Carries out `plan`: grow, move traffic, shrink, then status and Events.
+async fn act(
+    rollout: &Rollout,
+    namespace: &str,
+    plan: &Plan,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+    for target in &plan.scale_up {
+        write_replica_set(rollout, &replica_sets, target).await?;
+    }
+    let router = ServiceSelectorRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
+    for change in &plan.selectors {
+        router
+            .select(&change.service, POD_TEMPLATE_HASH_LABEL, &change.hash)
+            .await?;
+        info!(service = %change.service, hash = %change.hash, "Service selector moved");
+    }
+    for target in &plan.scale_down {
+        write_replica_set(rollout, &replica_sets, target).await?;
+    }
+
+    if rollout.status.as_ref() != Some(&plan.status) {
+        let rollouts: Api<Rollout> = Api::namespaced(ctx.client.clone(), namespace);
+        let patch = json!({
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "Rollout",
+            "status": plan.status,
+        });
+        rollouts
+            .patch_status(
+                &rollout.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(kube_err("writing status"))?;
+    }
+
+    let reference = rollout.object_ref(&());
+    for event in &plan.events {
+        ctx.metrics
+            .transitions
+            .get_or_create(&reason(event.reason))
+            .inc();
+        if matches!(event.reason, "AbortedByUser" | "ProgressDeadlineExceeded") {
+            ctx.metrics
+                .aborts
+                .get_or_create(&reason(event.reason))
+                .inc();
+        }
+        let type_ = match event.type_ {
+            EventType::Normal => KubeEventType::Normal,
+            EventType::Warning => KubeEventType::Warning,
+        };
+        match event.type_ {
+            EventType::Normal => info!(reason = event.reason, "{}", event.message),
+            EventType::Warning => warn!(reason = event.reason, "{}", event.message),
+        }
+        let published = ctx
+            .recorder
+            .publish(
+                &Event {
+                    type_,
+                    reason: event.reason.into(),
+                    note: Some(event.message.clone()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
+        if let Err(e) = published {
+            // An Event that cannot be written must not stop the rollout.
+            warn!(reason = event.reason, error = %e, "could not publish an Event");
+        }
+    }
+    Ok(())
+}
+
+/// Creates the new version's ReplicaSet with server-side apply, or changes the size (and, for
+/// an undo, the revision) of an existing one with a merge patch that touches nothing else.
+async fn write_replica_set(
+    rollout: &Rollout,
+    api: &Api<ReplicaSet>,
+    target: &ReplicaSetTarget,
+) -> Result<(), ReconcileError> {
+    let name = format!("{}-{}", rollout.name_any(), target.hash);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading ReplicaSet {name}")))?;
+    match existing {
+        Some(_) => {
+            let mut patch = json!({"spec": {"replicas": target.replicas}});
+            if let Some(revision) = target.revision {
+                patch["metadata"] =
+                    json!({"annotations": {REVISION_ANNOTATION: revision.to_string()}});
+            }
+            api.patch(&name, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(kube_err(format!("scaling ReplicaSet {name}")))?;
+        }
+        None => {
+            let replica_set = new_replica_set(rollout, target, &name)?;
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&replica_set),
+            )
+            .await
+            .map_err(kube_err(format!("creating ReplicaSet {name}")))?;
+        }
+    }
+    info!(replica_set = %name, replicas = target.replicas, "ReplicaSet scaled");
+    Ok(())
+}
+
+/// The ReplicaSet of the Rollout's current template: its labels plus the pod-template hash on
+/// the ReplicaSet, its selector and its pods; owned by the Rollout.
+pub fn new_replica_set(
+    rollout: &Rollout,
+    target: &ReplicaSetTarget,
+    name: &str,
+) -> Result<ReplicaSet, ReconcileError> {
+    let mut template = rollout.spec.template.clone();
+    let metadata = template.metadata.get_or_insert_with(ObjectMeta::default);
+    let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
+    labels.insert(POD_TEMPLATE_HASH_LABEL.into(), target.hash.clone());
+    let labels = labels.clone();
+    let mut selector = rollout.spec.selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(POD_TEMPLATE_HASH_LABEL.into(), target.hash.clone());
+    let owner = rollout
+        .controller_owner_ref(&())
+        .ok_or_else(|| ReconcileError::Manifest {
+            name: name.into(),
+            detail: "the Rollout has no uid yet".into(),
+        })?;
+    let value = json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {REVISION_ANNOTATION: target.revision.unwrap_or(1).to_string()},
+            "ownerReferences": [owner],
+        },
+        "spec": {
+            "replicas": target.replicas,
+            "minReadySeconds": rollout.spec.min_ready_seconds.unwrap_or(0),
+            "selector": selector,
+            "template": template,
+        },
+    });
+    serde_json::from_value(value).map_err(|e| ReconcileError::Manifest {
+        name: name.into(),
+        detail: e.to_string(),
+    })
+}
+
+pub fn error_policy(rollout: Arc<Rollout>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    warn!(rollout = %rollout.name_any(), error = %error, "reconcile failed");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&reason(error.reason()))
+        .inc();
+    Action::requeue(Duration::from_secs(2))
+}

@@ -1,0 +1,469 @@
+//! The controller against the real control plane: blue-green, canary without a router,
+//! rolling within its bounds, and bad input.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail, ensure};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use libtest_mimic::Trial;
+use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Phase, Rollout, RolloutStatus};
+use serde_json::{Value, json};
+
+use crate::support::{Env, RunningController, TestNamespace, eventually};
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial!(rollouts::blue_green_previews_then_switches_on_promotion),
+        trial!(rollouts::canary_without_router_moves_by_replica_counts),
+        trial!(rollouts::rolling_stays_within_surge_and_unavailability),
+        trial!(rollouts::a_missing_service_is_an_invalid_spec),
+        trial!(rollouts::the_apiserver_rejects_invalid_specs),
+    ]
+}
+
+fn rollout_manifest(name: &str, replicas: i32, image: &str, strategy: Value) -> Value {
+    json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+            "strategy": strategy,
+        },
+    })
+}
+
+async fn create_service(client: &Client, ns: &str, name: &str, app: &str) -> anyhow::Result<()> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }))?;
+    services.create(&PostParams::default(), &service).await?;
+    Ok(())
+}
+
+async fn create_rollout(client: &Client, ns: &str, manifest: Value) -> anyhow::Result<Rollout> {
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
+    Ok(rollouts
+        .create(&PostParams::default(), &serde_json::from_value(manifest)?)
+        .await?)
+}
+
+async fn set_image(client: &Client, ns: &str, name: &str, image: &str) -> anyhow::Result<()> {
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
+    let patch =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+    rollouts
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Writes `spec.decision`, as the REST API and the CLI do.
+async fn decide(client: &Client, ns: &str, name: &str, decision: Value) -> anyhow::Result<()> {
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
+    let patch = json!({"spec": {"decision": decision}});
+    rollouts
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn status(client: &Client, ns: &str, name: &str) -> anyhow::Result<RolloutStatus> {
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
+    Ok(rollouts.get(name).await?.status.unwrap_or_default())
+}
+
+/// Waits until the rollout's status satisfies `check`, and returns it.
+async fn status_until(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&RolloutStatus) -> bool,
+) -> anyhow::Result<RolloutStatus> {
+    let check = &check;
+    eventually(what, || async move {
+        let status = status(client, ns, name).await?;
+        Ok(check(&status).then_some(status))
+    })
+    .await
+}
+
+/// spec.replicas of each ReplicaSet, by pod-template hash.
+async fn replica_counts(client: &Client, ns: &str) -> anyhow::Result<BTreeMap<String, i32>> {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    Ok(replica_sets
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(|rs| {
+            let hash = rs.labels().get(POD_TEMPLATE_HASH_LABEL)?.clone();
+            Some((hash, rs.spec.replicas.unwrap_or(0)))
+        })
+        .collect())
+}
+
+async fn counts_until(
+    client: &Client,
+    ns: &str,
+    what: &str,
+    want: &[(&str, i32)],
+) -> anyhow::Result<()> {
+    eventually(what, || async {
+        let counts = replica_counts(client, ns).await?;
+        let reached = want
+            .iter()
+            .all(|(hash, n)| counts.get(*hash).copied().unwrap_or(0) == *n);
+        Ok(reached.then_some(()))
+    })
+    .await
+}
+
+async fn selector_hash(client: &Client, ns: &str, service: &str) -> anyhow::Result<Option<String>> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let service = services.get(service).await?;
+    Ok(service
+        .spec
+        .and_then(|s| s.selector)
+        .and_then(|s| s.get(POD_TEMPLATE_HASH_LABEL).cloned()))
+}
+
+/// Names of the pods behind `service`'s ready endpoints.
+async fn endpoint_pods(client: &Client, ns: &str, service: &str) -> anyhow::Result<Vec<String>> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let list = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .filter_map(|e| e.target_ref.as_ref().and_then(|t| t.name.clone()))
+        .collect())
+}
+
+async fn endpoints_until(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    pod_prefix: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    let what = format!("{count} ready endpoints of {service}, all pods {pod_prefix}*");
+    eventually(&what, || async {
+        let pods = endpoint_pods(client, ns, service).await?;
+        Ok((pods.len() == count && pods.iter().all(|p| p.starts_with(pod_prefix))).then_some(()))
+    })
+    .await
+}
+
+async fn blue_green_previews_then_switches_on_promotion(env: &'static Env) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("bluegreen", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        create_service(&client, &ns, "web-active", "web").await?;
+        create_service(&client, &ns, "web-preview", "web").await?;
+        let strategy = json!({"blueGreen": {
+            "activeService": "web-active", "previewService": "web-preview",
+            "autoPromotionEnabled": false, "scaleDownDelaySeconds": 3,
+        }});
+        create_rollout(&client, &ns, rollout_manifest("web", 2, "web:1", strategy)).await?;
+        let v1 = status_until(&client, &ns, "web", "v1 Healthy", |s| {
+            s.phase == Phase::Healthy
+        })
+        .await?;
+        let blue = v1.stable_revision.context("no stable revision")?;
+        endpoints_until(&client, &ns, "web-active", &format!("web-{blue}-"), 2).await?;
+
+        set_image(&client, &ns, "web", "web:2").await?;
+        let previewing = status_until(&client, &ns, "web", "v2 previewed and paused", |s| {
+            s.phase == Phase::Paused && s.updated_revision != s.stable_revision
+        })
+        .await?;
+        let green = previewing.updated_revision.context("no updated revision")?;
+        eventually("the preview Service to select v2", || async {
+            Ok(
+                (selector_hash(&client, &ns, "web-preview").await?.as_deref()
+                    == Some(green.as_str()))
+                .then_some(()),
+            )
+        })
+        .await?;
+        ensure!(
+            selector_hash(&client, &ns, "web-active").await?.as_deref() == Some(blue.as_str()),
+            "the active Service moved before promotion"
+        );
+        endpoints_until(&client, &ns, "web-active", &format!("web-{blue}-"), 2).await?;
+        endpoints_until(&client, &ns, "web-preview", &format!("web-{green}-"), 2).await?;
+
+        decide(
+            &client,
+            &ns,
+            "web",
+            json!({"revision": green, "promotedStep": 0}),
+        )
+        .await?;
+        status_until(&client, &ns, "web", "v2 promoted", |s| {
+            s.stable_revision.as_deref() == Some(green.as_str())
+        })
+        .await?;
+        ensure!(
+            selector_hash(&client, &ns, "web-active").await?.as_deref() == Some(green.as_str()),
+            "the active Service does not select v2 after promotion"
+        );
+        endpoints_until(&client, &ns, "web-active", &format!("web-{green}-"), 2).await?;
+        // The old version stays for scaleDownDelaySeconds, then goes.
+        ensure!(
+            replica_counts(&client, &ns).await?.get(&blue) == Some(&2),
+            "blue scaled down before its delay"
+        );
+        counts_until(
+            &client,
+            &ns,
+            "blue at 0 after the delay",
+            &[(&blue, 0), (&green, 2)],
+        )
+        .await?;
+        status_until(&client, &ns, "web", "Healthy", |s| {
+            s.phase == Phase::Healthy
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+async fn canary_without_router_moves_by_replica_counts(env: &'static Env) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("canary", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        create_service(&client, &ns, "web", "web").await?;
+        let strategy = json!({"canary": {
+            "maxSurge": 1, "maxUnavailable": 0,
+            "steps": [{"setWeight": 20}, {"pause": {"duration": "5s"}}, {"setWeight": 60}, {"pause": {}}],
+        }});
+        create_rollout(&client, &ns, rollout_manifest("web", 5, "web:1", strategy)).await?;
+        let v1 = status_until(&client, &ns, "web", "v1 Healthy", |s| s.phase == Phase::Healthy).await?;
+        let stable = v1.stable_revision.context("no stable revision")?;
+
+        // A canary promoted to the end.
+        set_image(&client, &ns, "web", "web:2").await?;
+        let paused = status_until(&client, &ns, "web", "step 2 (pause 5s)", |s| {
+            s.current_step_index == Some(1) && s.updated_revision != s.stable_revision
+        })
+        .await?;
+        ensure!(paused.phase == Phase::Paused, "{paused:?}");
+        let canary = paused.updated_revision.context("no updated revision")?;
+        counts_until(&client, &ns, "1 canary / 4 stable at weight 20", &[(&canary, 1), (&stable, 4)]).await?;
+        let at_60 = status_until(&client, &ns, "web", "step 4 (pause until promoted)", |s| {
+            s.current_step_index == Some(3)
+        })
+        .await?;
+        ensure!(at_60.canary.map(|c| c.weight) == Some(60), "weight is not 60 at step 4");
+        counts_until(&client, &ns, "3 canary / 2 stable at weight 60", &[(&canary, 3), (&stable, 2)]).await?;
+        decide(&client, &ns, "web", json!({"revision": canary, "promotedStep": 3})).await?;
+        status_until(&client, &ns, "web", "v2 Healthy", |s| {
+            s.phase == Phase::Healthy && s.stable_revision.as_deref() == Some(canary.as_str())
+        })
+        .await?;
+        counts_until(&client, &ns, "5 new / 0 old", &[(&canary, 5), (&stable, 0)]).await?;
+
+        // A canary aborted at its pause.
+        let stable = canary;
+        set_image(&client, &ns, "web", "web:3").await?;
+        let at_pause = status_until(&client, &ns, "web", "v3 at step 4", |s| {
+            s.current_step_index == Some(3) && s.updated_revision.as_deref() != Some(stable.as_str())
+        })
+        .await?;
+        let canary = at_pause.updated_revision.context("no updated revision")?;
+        decide(&client, &ns, "web", json!({"revision": canary, "abort": true})).await?;
+        status_until(&client, &ns, "web", "v3 Aborted", |s| s.phase == Phase::Aborted).await?;
+        counts_until(&client, &ns, "all stable, canary at 0", &[(&canary, 0), (&stable, 5)]).await?;
+        let events: Api<CoreEvent> = Api::namespaced(client.clone(), &ns);
+        let aborted = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("AbortedByUser"));
+        ensure!(aborted, "no AbortedByUser Event");
+        Ok(())
+    })
+    .await
+}
+
+async fn rolling_stays_within_surge_and_unavailability(env: &'static Env) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("rolling", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        let strategy = json!({"rollingUpdate": {"maxSurge": 2, "maxUnavailable": 1}});
+        create_rollout(&client, &ns, rollout_manifest("web", 10, "web:1", strategy)).await?;
+        let v1 = status_until(&client, &ns, "web", "v1 Healthy", |s| {
+            s.phase == Phase::Healthy
+        })
+        .await?;
+        let v1 = v1.stable_revision.context("no stable revision")?;
+
+        // Watch every ReplicaSet change for the whole rollout: the most pods at once, and the
+        // fewest available.
+        let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+        let seen: Arc<Mutex<(i32, i32)>> = Arc::new(Mutex::new((0, i32::MAX)));
+        let watch = {
+            let seen = seen.clone();
+            let mut stream = watcher(replica_sets, watcher::Config::default()).boxed();
+            tokio::spawn(async move {
+                let mut current: BTreeMap<String, ReplicaSet> = BTreeMap::new();
+                while let Some(event) = stream.next().await {
+                    match event {
+                        Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) => {
+                            current.insert(rs.name_any(), rs);
+                        }
+                        Ok(watcher::Event::Delete(rs)) => {
+                            current.remove(&rs.name_any());
+                        }
+                        _ => continue,
+                    }
+                    let pods: i32 = current
+                        .values()
+                        .map(|rs| rs.spec.replicas.unwrap_or(0))
+                        .sum();
+                    let available: i32 = current
+                        .values()
+                        .map(|rs| {
+                            rs.status
+                                .as_ref()
+                                .and_then(|s| s.available_replicas)
+                                .unwrap_or(0)
+                        })
+                        .sum();
+                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.0 = seen.0.max(pods);
+                    if available > 0 {
+                        seen.1 = seen.1.min(available);
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        set_image(&client, &ns, "web", "web:2").await?;
+        status_until(&client, &ns, "web", "v2 Healthy", |s| {
+            s.phase == Phase::Healthy
+                && s.stable_revision == s.updated_revision
+                && s.stable_revision.as_deref() != Some(v1.as_str())
+        })
+        .await?;
+        watch.abort();
+        let (most_pods, fewest_available) = *seen.lock().unwrap_or_else(|p| p.into_inner());
+        ensure!(
+            most_pods <= 12,
+            "{most_pods} pods at once: maxSurge 2 crossed"
+        );
+        ensure!(
+            most_pods == 12,
+            "the surge never reached 2 (at most {most_pods} pods)"
+        );
+        ensure!(
+            fewest_available >= 9,
+            "only {fewest_available} pods available: maxUnavailable 1 crossed"
+        );
+        Ok(())
+    })
+    .await
+}
+
+async fn a_missing_service_is_an_invalid_spec(env: &'static Env) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("invalid", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        let strategy = json!({"blueGreen": {"activeService": "nowhere"}});
+        create_rollout(&client, &ns, rollout_manifest("web", 2, "web:1", strategy)).await?;
+        let status = status_until(&client, &ns, "web", "Degraded", |s| {
+            s.phase == Phase::Degraded
+        })
+        .await?;
+        let condition = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "InvalidSpec")
+            .context("no InvalidSpec condition")?;
+        ensure!(condition.status == "True", "{condition:?}");
+        ensure!(
+            condition
+                .message
+                .contains("spec.strategy.blueGreen.activeService")
+                && condition.message.contains("nowhere"),
+            "the condition does not name the field and the Service: {}",
+            condition.message
+        );
+        ensure!(
+            replica_counts(&client, &ns).await?.is_empty(),
+            "a ReplicaSet was created"
+        );
+        Ok(())
+    })
+    .await
+}
+
+async fn the_apiserver_rejects_invalid_specs(env: &'static Env) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("rejected", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let cases = [
+            (
+                json!({"canary": {}, "rollingUpdate": {}}),
+                "exactly one of strategy.rollingUpdate, strategy.blueGreen or strategy.canary",
+            ),
+            (
+                json!({"canary": {"steps": [{"setWeight": 150}]}}),
+                "setWeight",
+            ),
+            (
+                json!({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}),
+                "maxSurge and maxUnavailable must not both be 0",
+            ),
+            (
+                json!({"canary": {"steps": [{"pause": {"duration": "five minutes"}}]}}),
+                "duration",
+            ),
+            (
+                json!({"canary": {"steps": [{"setWeight": 10, "pause": {}}]}}),
+                "a canary step sets exactly one of setWeight, pause or setCanaryScale",
+            ),
+        ];
+        for (i, (strategy, expected)) in cases.into_iter().enumerate() {
+            let manifest = rollout_manifest(&format!("bad-{i}"), 1, "web:1", strategy.clone());
+            match create_rollout(&client, &ns, manifest).await {
+                Ok(_) => bail!("the apiserver accepted {strategy}"),
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    ensure!(
+                        message.contains(expected),
+                        "{strategy}: rejected with {message:?}, want it to name {expected:?}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,92 @@
+//! Routers that move traffic between versions of a workload. Each edits only what it owns in
+//! the user's objects. This crate knows nothing of Rollouts: it takes plain names and values.
+//!
+//! So far: the Service-selector router, which points a Service at one version's pods by adding
+//! the pod-template-hash label to its selector and leaves the rest of the selector alone.
+
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+/// Why a traffic change could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TrafficError {
+    #[error("Service {namespace}/{name} not found")]
+    ServiceNotFound { namespace: String, name: String },
+    #[error("updating Service {namespace}/{name}: {source}")]
+    Api {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Points Services at one version's pods through their selectors.
+#[derive(Clone)]
+pub struct ServiceSelectorRouter {
+    services: Api<Service>,
+    namespace: String,
+    field_manager: String,
+}
+
+impl ServiceSelectorRouter {
+    pub fn new(client: kube::Client, namespace: &str, field_manager: &str) -> Self {
+        Self {
+            services: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+            field_manager: field_manager.to_owned(),
+        }
+    }
+
+    /// Sets `label=value` in `service`'s selector, keeping every other key the user wrote. A
+    /// merge patch of that one key: it never creates a Service that is not there.
+    pub async fn select(
+        &self,
+        service: &str,
+        label: &str,
+        value: &str,
+    ) -> Result<(), TrafficError> {
+        let patch = selector_patch(label, value);
+        let params = PatchParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..PatchParams::default()
+        };
+        match self
+            .services
+            .patch(service, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                Err(TrafficError::ServiceNotFound {
+                    namespace: self.namespace.clone(),
+                    name: service.to_owned(),
+                })
+            }
+            Err(source) => Err(TrafficError::Api {
+                namespace: self.namespace.clone(),
+                name: service.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+/// The merge patch that adds or replaces one selector key.
+pub fn selector_patch(label: &str, value: &str) -> serde_json::Value {
+    json!({"spec": {"selector": {label: value}}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_touches_one_selector_key_only() {
+        assert_eq!(
+            selector_patch("rollouts-pod-template-hash", "abc"),
+            json!({"spec": {"selector": {"rollouts-pod-template-hash": "abc"}}})
+        );
+    }
+}
