@@ -98,6 +98,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     let rollout_store = controller.store();
     let ctx = Arc::new(Context {
         client: client.clone(),
+        writes: Default::default(),
+        synced: ready.clone(),
         replica_sets: rs_store.clone(),
         services: svc_store.clone(),
         metrics: metrics.clone(),
@@ -121,7 +123,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
                     && synced(&rs_store).await
                     && synced(&svc_store).await;
                 if synced {
-                    ready.store(true, Ordering::Relaxed);
+                    ready.store(true, Ordering::SeqCst);
                     info!("caches synced; ready");
                     return;
                 }
@@ -176,7 +178,7 @@ where
 }
 
 async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
-    if health.ready.load(Ordering::Relaxed) {
+    if health.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")

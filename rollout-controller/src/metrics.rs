@@ -29,6 +29,11 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     info: Family<InfoLabels, Gauge>,
@@ -38,6 +43,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub aborts: Family<ReasonLabels, Counter>,
     pub transitions: Family<ReasonLabels, Counter>,
+    pub api_writes: Family<KindLabels, Counter>,
     /// The info series each rollout has now, so that a phase change replaces it.
     current_info: Mutex<HashMap<RolloutLabels, InfoLabels>>,
 }
@@ -54,6 +60,7 @@ impl Default for Metrics {
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
         let aborts = Family::<ReasonLabels, Counter>::default();
         let transitions = Family::<ReasonLabels, Counter>::default();
+        let api_writes = Family::<KindLabels, Counter>::default();
         registry.register(
             "rollout_info",
             "Each rollout, with its strategy and phase",
@@ -81,6 +88,11 @@ impl Default for Metrics {
             "Rollout transitions (Events), by reason",
             transitions.clone(),
         );
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API, by kind of object",
+            api_writes.clone(),
+        );
         Self {
             registry,
             info,
@@ -90,6 +102,7 @@ impl Default for Metrics {
             reconcile_errors,
             aborts,
             transitions,
+            api_writes,
             current_info: Mutex::new(HashMap::new()),
         }
     }
@@ -131,6 +144,12 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+pub fn kind(kind: &str) -> KindLabels {
+    KindLabels {
+        kind: kind.to_owned(),
     }
 }
 

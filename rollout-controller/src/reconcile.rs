@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -18,7 +19,7 @@ use tracing::{info, warn};
 use traffic::ServiceSelectorRouter;
 
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout};
-use crate::metrics::{InfoLabels, Metrics, reason};
+use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
 use crate::plan::{EventType, Observed, ObservedReplicaSet, Plan, ReplicaSetTarget, plan};
 
 /// The one field manager every write of the controller goes through.
@@ -53,6 +54,26 @@ impl ReconcileError {
     }
 }
 
+/// Counts an API write that has been made.
+fn wrote(ctx: &Context, kind: &'static str) {
+    let count = ctx.writes.fetch_add(1, Ordering::SeqCst) + 1;
+    ctx.metrics
+        .api_writes
+        .get_or_create(&kind_label(kind))
+        .inc();
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("SLUICE_FAULT_EXIT_AFTER_WRITES")
+        .ok()
+        .and_then(|k| k.parse::<u64>().ok())
+        == Some(count)
+    {
+        eprintln!("fault injection: exiting after API write {count} ({kind})");
+        std::process::exit(137);
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = count;
+}
+
 fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
     let action = action.into();
     move |source| ReconcileError::Kube { action, source }
@@ -60,6 +81,11 @@ fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileE
 
 pub struct Context {
     pub client: Client,
+    /// API writes made by this process, for the writes metric and fault injection.
+    pub writes: AtomicU64,
+    /// Every store has its initial list. Until then a ReplicaSet or Service missing from a
+    /// store may exist in the cluster, so no plan is made.
+    pub synced: Arc<AtomicBool>,
     pub replica_sets: Store<ReplicaSet>,
     pub services: Store<Service>,
     pub metrics: Arc<Metrics>,
@@ -132,6 +158,9 @@ pub fn referenced_services(rollout: &Rollout) -> Vec<String> {
 
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
+    if !ctx.synced.load(Ordering::SeqCst) {
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
     let namespace = rollout.namespace().ok_or(ReconcileError::NoNamespace)?;
     let name = rollout.name_any();
     if rollout.metadata.deletion_timestamp.is_some() {
@@ -170,16 +199,28 @@ async fn act(
     let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
     for target in &plan.scale_up {
         write_replica_set(rollout, &replica_sets, target).await?;
+        wrote(ctx, "ReplicaSet");
     }
     let router = ServiceSelectorRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
     for change in &plan.selectors {
         router
             .select(&change.service, POD_TEMPLATE_HASH_LABEL, &change.hash)
             .await?;
+        wrote(ctx, "Service");
         info!(service = %change.service, hash = %change.hash, "Service selector moved");
     }
     for target in &plan.scale_down {
         write_replica_set(rollout, &replica_sets, target).await?;
+        wrote(ctx, "ReplicaSet");
+    }
+    for name in &plan.delete {
+        match replica_sets.delete(name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => return Err(kube_err(format!("deleting old ReplicaSet {name}"))(source)),
+        }
+        wrote(ctx, "ReplicaSet");
+        info!(replica_set = %name, "old ReplicaSet beyond revisionHistoryLimit deleted");
     }
 
     if rollout.status.as_ref() != Some(&plan.status) {
@@ -197,6 +238,7 @@ async fn act(
             )
             .await
             .map_err(kube_err("writing status"))?;
+        wrote(ctx, "RolloutStatus");
     }
 
     let reference = rollout.object_ref(&());
@@ -232,9 +274,10 @@ async fn act(
                 &reference,
             )
             .await;
-        if let Err(e) = published {
+        match published {
+            Ok(()) => wrote(ctx, "Event"),
             // An Event that cannot be written must not stop the rollout.
-            warn!(reason = event.reason, error = %e, "could not publish an Event");
+            Err(e) => warn!(reason = event.reason, error = %e, "could not publish an Event"),
         }
     }
     Ok(())

@@ -11,6 +11,7 @@ macro_rules! trial {
     };
 }
 
+mod restart;
 mod rollouts;
 mod smoke;
 mod support;
@@ -23,7 +24,7 @@ use support::ENV;
 
 fn main() -> ExitCode {
     let args = Arguments::from_args();
-    let trials: Vec<Trial> = [smoke::trials(), rollouts::trials()]
+    let trials: Vec<Trial> = [smoke::trials(), rollouts::trials(), restart::trials()]
         .into_iter()
         .flatten()
         .collect();

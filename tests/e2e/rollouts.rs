@@ -28,7 +28,7 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-fn rollout_manifest(name: &str, replicas: i32, image: &str, strategy: Value) -> Value {
+pub(crate) fn rollout_manifest(name: &str, replicas: i32, image: &str, strategy: Value) -> Value {
     json!({
         "apiVersion": "sluice.dev/v1alpha1",
         "kind": "Rollout",
@@ -45,7 +45,12 @@ fn rollout_manifest(name: &str, replicas: i32, image: &str, strategy: Value) -> 
     })
 }
 
-async fn create_service(client: &Client, ns: &str, name: &str, app: &str) -> anyhow::Result<()> {
+pub(crate) async fn create_service(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    app: &str,
+) -> anyhow::Result<()> {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let service = serde_json::from_value(json!({
         "metadata": {"name": name},
@@ -55,14 +60,23 @@ async fn create_service(client: &Client, ns: &str, name: &str, app: &str) -> any
     Ok(())
 }
 
-async fn create_rollout(client: &Client, ns: &str, manifest: Value) -> anyhow::Result<Rollout> {
+pub(crate) async fn create_rollout(
+    client: &Client,
+    ns: &str,
+    manifest: Value,
+) -> anyhow::Result<Rollout> {
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
     Ok(rollouts
         .create(&PostParams::default(), &serde_json::from_value(manifest)?)
         .await?)
 }
 
-async fn set_image(client: &Client, ns: &str, name: &str, image: &str) -> anyhow::Result<()> {
+pub(crate) async fn set_image(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    image: &str,
+) -> anyhow::Result<()> {
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
     let patch =
         json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
@@ -88,7 +102,7 @@ async fn status(client: &Client, ns: &str, name: &str) -> anyhow::Result<Rollout
 }
 
 /// Waits until the rollout's status satisfies `check`, and returns it.
-async fn status_until(
+pub(crate) async fn status_until(
     client: &Client,
     ns: &str,
     name: &str,
@@ -104,7 +118,10 @@ async fn status_until(
 }
 
 /// spec.replicas of each ReplicaSet, by pod-template hash.
-async fn replica_counts(client: &Client, ns: &str) -> anyhow::Result<BTreeMap<String, i32>> {
+pub(crate) async fn replica_counts(
+    client: &Client,
+    ns: &str,
+) -> anyhow::Result<BTreeMap<String, i32>> {
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
     Ok(replica_sets
         .list(&ListParams::default())

@@ -85,6 +85,8 @@ pub struct Plan {
     pub scale_up: Vec<ReplicaSetTarget>,
     pub selectors: Vec<SelectorChange>,
     pub scale_down: Vec<ReplicaSetTarget>,
+    /// Old ReplicaSets beyond revisionHistoryLimit, by name: deleted after the scale-down.
+    pub delete: Vec<String>,
     pub status: RolloutStatus,
     pub events: Vec<PlannedEvent>,
     pub requeue_after: Option<Duration>,
@@ -98,6 +100,7 @@ pub struct InvalidSpec {
 }
 
 pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
+pub const DEFAULT_REVISION_HISTORY_LIMIT: i32 = 10;
 pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
 const REASON_CANARY_PAUSE: &str = "CanaryPauseStep";
 const REASON_BLUE_GREEN_PAUSE: &str = "BlueGreenPause";
@@ -991,6 +994,8 @@ impl<'a> Planner<'a> {
             generation,
         );
 
+        let delete = self.history_beyond_limit(&scale_up, &scale_down);
+
         let requeue_after = self.requeue.map(|at| {
             let wait = at.duration_since(now);
             Duration::try_from(wait).unwrap_or(Duration::ZERO)
@@ -999,10 +1004,48 @@ impl<'a> Planner<'a> {
             scale_up,
             selectors: self.selectors,
             scale_down,
+            delete,
             status: self.status,
             events: self.events,
             requeue_after,
         }
+    }
+
+    /// Old ReplicaSets with no pods and no role, beyond the newest `revisionHistoryLimit`.
+    fn history_beyond_limit(
+        &self,
+        scale_up: &[ReplicaSetTarget],
+        scale_down: &[ReplicaSetTarget],
+    ) -> Vec<String> {
+        let limit = self
+            .spec
+            .revision_history_limit
+            .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT)
+            .max(0) as usize;
+        let kept_for_a_delay = self
+            .status
+            .blue_green
+            .as_ref()
+            .and_then(|bg| bg.scale_down_revision.as_deref());
+        let touched = |hash: &str| scale_up.iter().chain(scale_down).any(|t| t.hash == hash);
+        let mut idle: Vec<&ObservedReplicaSet> = self
+            .observed
+            .replica_sets
+            .iter()
+            .filter(|rs| {
+                rs.hash != self.updated
+                    && Some(rs.hash.as_str()) != self.status.stable_revision.as_deref()
+                    && Some(rs.hash.as_str()) != kept_for_a_delay
+                    && rs.replicas == 0
+                    && rs.ready == 0
+                    && !touched(&rs.hash)
+            })
+            .collect();
+        idle.sort_by_key(|rs| std::cmp::Reverse(rs.revision));
+        idle.into_iter()
+            .skip(limit)
+            .map(|rs| rs.name.clone())
+            .collect()
     }
 
     fn bounds(&self) -> Bounds {
@@ -1022,11 +1065,12 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Canary and stable pods for a weight: the canary gets whole pods for its share (or the
-/// setCanaryScale override), stable the rest of the desired count.
+/// Canary and stable pods for a weight: the canary gets whole pods for its share, stable the
+/// rest of the desired count. Without a traffic router the weight is made of pods, so a
+/// setCanaryScale override can add canary pods but never take the canary below its weight.
 pub fn canary_split(weight: i32, scale_override: Option<i32>, replicas: i32) -> (i32, i32) {
     let by_weight = replicas_for_weight(weight, replicas);
-    let canary = scale_override.unwrap_or(by_weight);
+    let canary = scale_override.map_or(by_weight, |n| n.max(by_weight));
     (canary, replicas - by_weight)
 }
 

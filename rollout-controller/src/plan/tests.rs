@@ -257,6 +257,11 @@ impl Sim {
         for target in &plan.scale_down {
             self.write_replicas(target, aborting);
         }
+        for name in &plan.delete {
+            self.writes += 1;
+            self.replica_sets
+                .retain(|rs| &format!("web-{}", rs.hash) != name);
+        }
         self.writes += 1;
         self.check_status(&plan.status);
         self.rollout.status = Some(plan.status.clone());
@@ -729,6 +734,29 @@ fn an_undo_to_an_old_template_reuses_its_replica_set_as_the_newest_revision() {
     assert_eq!(sim.status().stable_revision.as_deref(), Some(v1.as_str()));
     assert_eq!(sim.rs(&v1).unwrap().revision, 3);
     assert_eq!(sim.replica_sets.len(), 2);
+}
+
+#[test]
+fn old_replica_sets_beyond_the_history_limit_are_deleted() {
+    let mut r = rolling_rollout(2, 1, 0);
+    r.spec.revision_history_limit = Some(1);
+    let mut sim = deployed(r);
+    for image in ["web:2", "web:3", "web:4"] {
+        set_image(&mut sim.rollout, image);
+        sim.settle();
+    }
+    let current = hash_of(&sim.rollout);
+    let revisions: Vec<u64> = sim.replica_sets.iter().map(|rs| rs.revision).collect();
+    assert_eq!(
+        sim.replica_sets.len(),
+        2,
+        "the current one and one old one: {revisions:?}"
+    );
+    assert_eq!(sim.rs(&current).map(|rs| rs.revision), Some(4));
+    assert!(
+        revisions.contains(&3),
+        "the newest old revision is kept: {revisions:?}"
+    );
 }
 
 // ---- property tests ----------------------------------------------------------------------

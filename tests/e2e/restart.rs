@@ -1,0 +1,245 @@
+//! "Never loses its place": the controller is killed right after each API write of a step
+//! transition in turn, restarted, and must end where an uninterrupted run ends, with no step
+//! repeated or skipped and traffic never moved backwards.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Event as CoreEvent;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use kube::runtime::watcher;
+use libtest_mimic::Trial;
+use rollout_controller::crd::{Phase, Rollout};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::rollouts::{
+    create_rollout, create_service, replica_counts, rollout_manifest, set_image, status_until,
+};
+use crate::support::{Env, TestNamespace};
+
+pub fn trials() -> Vec<Trial> {
+    vec![trial!(
+        restart::killed_after_every_write_of_a_transition_it_carries_on
+    )]
+}
+
+/// The controller as a child process, killed when dropped.
+struct ControllerProcess {
+    child: Child,
+    health: String,
+}
+
+impl ControllerProcess {
+    fn start(
+        kubeconfig: &Path,
+        namespace: &str,
+        log: &Path,
+        exit_after_writes: Option<u64>,
+    ) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let health = format!("127.0.0.1:{port}");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-controller-under-test"));
+        command
+            .args([namespace, &health])
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true);
+        if let Some(k) = exit_after_writes {
+            command.env("SLUICE_FAULT_EXIT_AFTER_WRITES", k.to_string());
+        }
+        Ok(Self {
+            child: command.spawn()?,
+            health,
+        })
+    }
+
+    /// API writes so far, from its own `sluice_api_writes_total`.
+    async fn writes(&self) -> anyhow::Result<u64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.health))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("sluice_api_writes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
+    async fn exited(&mut self) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .context("the controller did not exit after its k-th write")??;
+        Ok(())
+    }
+
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Where one case ended, and what it went through on the way.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    step: Option<i32>,
+    weight: i32,
+    phase: Phase,
+    canary_pods: i32,
+    stable_pods: i32,
+}
+
+struct Case {
+    outcome: Outcome,
+    /// (step index, weight) as a watch saw them, in order.
+    history: Vec<(i32, i32)>,
+    step_events: usize,
+    writes: Option<u64>,
+}
+
+/// v1 Healthy under a healthy controller; then v2 under one that exits after `fault` writes (and
+/// a fresh one after it), until v2 waits at its `pause {}`.
+async fn run_case(
+    client: &Client,
+    kubeconfig: &Path,
+    ns: &str,
+    name: &str,
+    fault: Option<u64>,
+) -> anyhow::Result<Case> {
+    let log = std::env::temp_dir().join(format!("sluice-restart-{ns}-{name}.log"));
+    create_service(client, ns, &format!("{name}-stable"), name).await?;
+    let strategy = json!({"canary": {
+        "stableService": format!("{name}-stable"), "maxSurge": 1, "maxUnavailable": 0,
+        "steps": [{"setWeight": 50}, {"pause": {}}],
+    }});
+    let setup = ControllerProcess::start(kubeconfig, ns, &log, None)?;
+    create_rollout(client, ns, rollout_manifest(name, 2, "app:1", strategy)).await?;
+    let v1 = status_until(client, ns, name, "v1 Healthy", |s| {
+        s.phase == Phase::Healthy
+    })
+    .await?;
+    let stable = v1.stable_revision.context("no stable revision")?;
+    setup.kill().await;
+
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let watch = {
+        let history = history.clone();
+        let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
+        let mut stream = watcher(
+            rollouts,
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        )
+        .boxed();
+        tokio::spawn(async move {
+            while let Some(event) = stream.next().await {
+                if let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = event {
+                    let status = r.status.unwrap_or_default();
+                    if status.updated_revision != status.stable_revision {
+                        let step = (
+                            status.current_step_index.unwrap_or(0),
+                            status.canary.map_or(0, |c| c.weight),
+                        );
+                        let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
+                        if history.last() != Some(&step) {
+                            history.push(step);
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let mut first = ControllerProcess::start(kubeconfig, ns, &log, fault)?;
+    set_image(client, ns, name, "app:2").await?;
+    let last = match fault {
+        Some(_) => {
+            first.exited().await?;
+            ControllerProcess::start(kubeconfig, ns, &log, None)?
+        }
+        None => first,
+    };
+    let paused = status_until(client, ns, name, "v2 waiting at its pause", |s| {
+        s.phase == Phase::Paused
+            && s.current_step_index == Some(1)
+            && s.stable_revision.as_deref() == Some(stable.as_str())
+    })
+    .await?;
+    let writes = match fault {
+        None => Some(last.writes().await?),
+        Some(_) => None,
+    };
+    last.kill().await;
+    watch.abort();
+
+    let canary = paused
+        .updated_revision
+        .clone()
+        .context("no updated revision")?;
+    let counts = replica_counts(client, ns).await?;
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    let step_events = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter(|e| e.reason.as_deref() == Some("StepCompleted"))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count.unwrap_or(1)))
+        .sum::<i32>() as usize;
+    let history = history.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(Case {
+        outcome: Outcome {
+            step: paused.current_step_index,
+            weight: paused.canary.map_or(0, |c| c.weight),
+            phase: paused.phase,
+            canary_pods: counts.get(&canary).copied().unwrap_or(0),
+            stable_pods: counts.get(&stable).copied().unwrap_or(0),
+        },
+        history,
+        step_events,
+        writes,
+    })
+}
+
+async fn killed_after_every_write_of_a_transition_it_carries_on(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    let kubeconfig = env.cluster().await?.admin_kubeconfig().to_path_buf();
+    env.in_namespace("restart", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let baseline = run_case(&client, &kubeconfig, &ns, "base", None).await?;
+        let writes = baseline.writes.context("no write count")?;
+        ensure!(writes > 0, "the uninterrupted run made no API writes");
+        eprintln!("restart: the transition v1 -> step 2 (setWeight 50 done, pause) took {writes} API writes");
+        ensure!(baseline.history.last() == Some(&(1, 50)), "{:?}", baseline.history);
+        for k in 1..=writes {
+            let name = format!("kill{k}");
+            let case = run_case(&client, &kubeconfig, &ns, &name, Some(k)).await?;
+            ensure!(case.outcome == baseline.outcome, "killed after write {k}: ended at {:?}, want {:?}", case.outcome, baseline.outcome);
+            let backwards = case.history.windows(2).any(|w| w[1].0 < w[0].0 || w[1].1 < w[0].1);
+            ensure!(!backwards, "killed after write {k}: went backwards: {:?}", case.history);
+            ensure!(case.step_events <= 1, "killed after write {k}: the step was completed {} times", case.step_events);
+            ensure!(
+                case.history.iter().any(|(step, _)| *step == 1),
+                "killed after write {k}: step 1 never seen: {:?}",
+                case.history
+            );
+        }
+        Ok(())
+    })
+    .await
+}

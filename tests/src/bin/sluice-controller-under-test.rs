@@ -1,0 +1,33 @@
+//! The rollout controller as a process of its own for e2e tests that kill and restart it; built
+//! with the `fault-injection` feature, so `SLUICE_FAULT_EXIT_AFTER_WRITES=k` makes it exit right
+//! after its k-th API write.
+//!
+//!   sluice-controller-under-test NAMESPACE HEALTH_ADDR    (kubeconfig from $KUBECONFIG)
+
+use anyhow::Context;
+use rollout_controller::controller::{Options, run};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,kube=warn"))
+        .init();
+    let mut args = std::env::args().skip(1);
+    let namespace = args
+        .next()
+        .context("usage: sluice-controller-under-test NAMESPACE HEALTH_ADDR")?;
+    let health_addr = args
+        .next()
+        .context("usage: sluice-controller-under-test NAMESPACE HEALTH_ADDR")?
+        .parse()?;
+    let client = kube::Client::try_default().await?;
+    run(
+        client,
+        Options {
+            namespace: Some(namespace),
+            health_addr,
+        },
+    )
+    .await?;
+    Ok(())
+}
