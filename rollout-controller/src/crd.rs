@@ -249,7 +249,7 @@ impl Default for Canary {
     }
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PodMetadata {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -18,9 +18,11 @@ use serde_json::json;
 use tracing::{info, warn};
 use traffic::ServiceSelectorRouter;
 
-use crate::crd::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout};
+use crate::crd::{POD_TEMPLATE_HASH_LABEL, PodMetadata, REVISION_ANNOTATION, Rollout};
 use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
-use crate::plan::{EventType, Observed, ObservedReplicaSet, Plan, ReplicaSetTarget, plan};
+use crate::plan::{
+    EventType, Observed, ObservedReplicaSet, Plan, PodMetadataChange, ReplicaSetTarget, plan,
+};
 
 /// The one field manager every write of the controller goes through.
 pub const FIELD_MANAGER: &str = "sluice";
@@ -120,6 +122,13 @@ pub fn observe(rollout: &Rollout, namespace: &str, ctx: &Context) -> Observed {
                 replicas: rs.spec.replicas.unwrap_or(1),
                 ready: status.and_then(|s| s.ready_replicas).unwrap_or(0),
                 available: status.and_then(|s| s.available_replicas).unwrap_or(0),
+                pod_metadata: {
+                    let meta = rs.spec.template.as_ref().and_then(|t| t.metadata.as_ref());
+                    PodMetadata {
+                        labels: meta.and_then(|m| m.labels.clone()).unwrap_or_default(),
+                        annotations: meta.and_then(|m| m.annotations.clone()).unwrap_or_default(),
+                    }
+                },
             })
         })
         .collect();
@@ -197,9 +206,19 @@ async fn act(
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
     let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut created = Vec::new();
     for target in &plan.scale_up {
-        write_replica_set(rollout, &replica_sets, target).await?;
+        let role = plan.pod_metadata.iter().find(|c| c.hash == target.hash);
+        if write_replica_set(rollout, &replica_sets, target, role).await? {
+            created.push(target.hash.as_str());
+        }
         wrote(ctx, "ReplicaSet");
+    }
+    for change in &plan.pod_metadata {
+        // A ReplicaSet created just now was born with its role.
+        if !created.contains(&change.hash.as_str()) {
+            move_role_metadata(rollout, namespace, change, ctx).await?;
+        }
     }
     let router = ServiceSelectorRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
     for change in &plan.selectors {
@@ -210,7 +229,7 @@ async fn act(
         info!(service = %change.service, hash = %change.hash, "Service selector moved");
     }
     for target in &plan.scale_down {
-        write_replica_set(rollout, &replica_sets, target).await?;
+        write_replica_set(rollout, &replica_sets, target, None).await?;
         wrote(ctx, "ReplicaSet");
     }
     for name in &plan.delete {
@@ -283,13 +302,62 @@ async fn act(
     Ok(())
 }
 
-/// Creates the new version's ReplicaSet with server-side apply, or changes the size (and, for
-/// an undo, the revision) of an existing one with a merge patch that touches nothing else.
+/// Puts a version's role metadata on its pod template, then on its pods that already run.
+async fn move_role_metadata(
+    rollout: &Rollout,
+    namespace: &str,
+    change: &PodMetadataChange,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let name = format!("{}-{}", rollout.name_any(), change.hash);
+    let metadata = json!({"labels": change.labels, "annotations": change.annotations});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let template_patch = json!({"spec": {"template": {"metadata": metadata}}});
+    replica_sets
+        .patch(&name, &params, &Patch::Merge(&template_patch))
+        .await
+        .map_err(kube_err(format!(
+            "setting role metadata on ReplicaSet {name}"
+        )))?;
+    wrote(ctx, "ReplicaSet");
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("{POD_TEMPLATE_HASH_LABEL}={}", change.hash);
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err(format!("listing pods of {name}")))?;
+    let pod_patch = json!({"metadata": metadata});
+    for pod in list.items {
+        let pod_name = pod.name_any();
+        match pods
+            .patch(&pod_name, &params, &Patch::Merge(&pod_patch))
+            .await
+        {
+            Ok(_) => wrote(ctx, "Pod"),
+            // A pod that went away needs no labels.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(kube_err(format!("setting role metadata on pod {pod_name}"))(source));
+            }
+        }
+    }
+    info!(replica_set = %name, "role metadata moved");
+    Ok(())
+}
+
+/// Creates the new version's ReplicaSet with server-side apply, its pods carrying `role`
+/// metadata from the start, or changes the size (and, for an undo, the revision) of an existing
+/// one with a merge patch that touches nothing else. True when it created one.
 async fn write_replica_set(
     rollout: &Rollout,
     api: &Api<ReplicaSet>,
     target: &ReplicaSetTarget,
-) -> Result<(), ReconcileError> {
+    role: Option<&PodMetadataChange>,
+) -> Result<bool, ReconcileError> {
     let name = format!("{}-{}", rollout.name_any(), target.hash);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -309,9 +377,11 @@ async fn write_replica_set(
             api.patch(&name, &params, &Patch::Merge(&patch))
                 .await
                 .map_err(kube_err(format!("scaling ReplicaSet {name}")))?;
+            info!(replica_set = %name, replicas = target.replicas, "ReplicaSet scaled");
+            Ok(false)
         }
         None => {
-            let replica_set = new_replica_set(rollout, target, &name)?;
+            let replica_set = new_replica_set(rollout, target, &name, role)?;
             api.patch(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -319,10 +389,10 @@ async fn write_replica_set(
             )
             .await
             .map_err(kube_err(format!("creating ReplicaSet {name}")))?;
+            info!(replica_set = %name, replicas = target.replicas, "ReplicaSet created");
+            Ok(true)
         }
     }
-    info!(replica_set = %name, replicas = target.replicas, "ReplicaSet scaled");
-    Ok(())
 }
 
 /// The ReplicaSet of the Rollout's current template: its labels plus the pod-template hash on
@@ -331,9 +401,20 @@ pub fn new_replica_set(
     rollout: &Rollout,
     target: &ReplicaSetTarget,
     name: &str,
+    role: Option<&PodMetadataChange>,
 ) -> Result<ReplicaSet, ReconcileError> {
     let mut template = rollout.spec.template.clone();
     let metadata = template.metadata.get_or_insert_with(ObjectMeta::default);
+    if let Some(role) = role {
+        apply_changes(
+            metadata.labels.get_or_insert_with(BTreeMap::new),
+            &role.labels,
+        );
+        apply_changes(
+            metadata.annotations.get_or_insert_with(BTreeMap::new),
+            &role.annotations,
+        );
+    }
     let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
     labels.insert(POD_TEMPLATE_HASH_LABEL.into(), target.hash.clone());
     let labels = labels.clone();
@@ -368,6 +449,15 @@ pub fn new_replica_set(
         name: name.into(),
         detail: e.to_string(),
     })
+}
+
+fn apply_changes(map: &mut BTreeMap<String, String>, changes: &BTreeMap<String, Option<String>>) {
+    for (key, value) in changes {
+        match value {
+            Some(value) => map.insert(key.clone(), value.clone()),
+            None => map.remove(key),
+        };
+    }
 }
 
 pub fn error_policy(rollout: Arc<Rollout>, error: &ReconcileError, ctx: Arc<Context>) -> Action {

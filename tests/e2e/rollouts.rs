@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Service};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -151,6 +151,31 @@ async fn counts_until(
     .await
 }
 
+/// Waits until `count` pods of version `hash` exist, all labelled `role=<role>`.
+async fn roles_until(
+    client: &Client,
+    ns: &str,
+    hash: &str,
+    role: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let what = format!("{count} pods of {hash} labelled role={role}");
+    eventually(&what, || async {
+        let list = pods
+            .list(&ListParams::default().labels(&format!("{POD_TEMPLATE_HASH_LABEL}={hash}")))
+            .await?;
+        let labelled = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.labels().get("role").map(String::as_str) == Some(role))
+            .count();
+        Ok((labelled == count && list.items.len() == count).then_some(()))
+    })
+    .await
+}
+
 async fn selector_hash(client: &Client, ns: &str, service: &str) -> anyhow::Result<Option<String>> {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let service = services.get(service).await?;
@@ -275,6 +300,8 @@ async fn canary_without_router_moves_by_replica_counts(env: &'static Env) -> any
         create_service(&client, &ns, "web", "web").await?;
         let strategy = json!({"canary": {
             "maxSurge": 1, "maxUnavailable": 0,
+            "canaryMetadata": {"labels": {"role": "canary"}},
+            "stableMetadata": {"labels": {"role": "stable"}},
             "steps": [{"setWeight": 20}, {"pause": {"duration": "5s"}}, {"setWeight": 60}, {"pause": {}}],
         }});
         create_rollout(&client, &ns, rollout_manifest("web", 5, "web:1", strategy)).await?;
@@ -296,12 +323,15 @@ async fn canary_without_router_moves_by_replica_counts(env: &'static Env) -> any
         .await?;
         ensure!(at_60.canary.map(|c| c.weight) == Some(60), "weight is not 60 at step 4");
         counts_until(&client, &ns, "3 canary / 2 stable at weight 60", &[(&canary, 3), (&stable, 2)]).await?;
+        roles_until(&client, &ns, &canary, "canary", 3).await?;
+        roles_until(&client, &ns, &stable, "stable", 2).await?;
         decide(&client, &ns, "web", json!({"revision": canary, "promotedStep": 3})).await?;
         status_until(&client, &ns, "web", "v2 Healthy", |s| {
             s.phase == Phase::Healthy && s.stable_revision.as_deref() == Some(canary.as_str())
         })
         .await?;
         counts_until(&client, &ns, "5 new / 0 old", &[(&canary, 5), (&stable, 0)]).await?;
+        roles_until(&client, &ns, &canary, "stable", 5).await?;
 
         // A canary aborted at its pause.
         let stable = canary;

@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::{
-    BlueGreenStatus, CanaryStatus, CanaryStep, Decision, PauseCondition, Phase, Rollout,
-    RolloutSpec, RolloutStatus,
+    BlueGreenStatus, CanaryStatus, CanaryStep, Decision, PauseCondition, Phase, PodMetadata,
+    Rollout, RolloutSpec, RolloutStatus,
 };
 use crate::hash::pod_template_hash;
 use conditions::set_condition;
@@ -28,6 +28,8 @@ pub struct ObservedReplicaSet {
     pub replicas: i32,
     pub ready: i32,
     pub available: i32,
+    /// Labels and annotations of its pod template.
+    pub pod_metadata: PodMetadata,
 }
 
 /// What a reconcile read from the stores.
@@ -59,6 +61,15 @@ pub struct ReplicaSetTarget {
     pub revision: Option<u64>,
 }
 
+/// Labels and annotations to set (`Some`) or remove (`None`) on one version's pod template and
+/// pods: the role metadata of the canary (`canaryMetadata`) or of stable (`stableMetadata`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodMetadataChange {
+    pub hash: String,
+    pub labels: BTreeMap<String, Option<String>>,
+    pub annotations: BTreeMap<String, Option<String>>,
+}
+
 /// Point `service`'s selector at pods of `hash`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelectorChange {
@@ -83,6 +94,8 @@ pub struct PlannedEvent {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     pub scale_up: Vec<ReplicaSetTarget>,
+    /// Role metadata to move, after scaling up and before traffic moves.
+    pub pod_metadata: Vec<PodMetadataChange>,
     pub selectors: Vec<SelectorChange>,
     pub scale_down: Vec<ReplicaSetTarget>,
     /// Old ReplicaSets beyond revisionHistoryLimit, by name: deleted after the scale-down.
@@ -995,6 +1008,7 @@ impl<'a> Planner<'a> {
         );
 
         let delete = self.history_beyond_limit(&scale_up, &scale_down);
+        let pod_metadata = self.role_metadata_changes(&scale_up);
 
         let requeue_after = self.requeue.map(|at| {
             let wait = at.duration_since(now);
@@ -1002,6 +1016,7 @@ impl<'a> Planner<'a> {
         });
         Plan {
             scale_up,
+            pod_metadata,
             selectors: self.selectors,
             scale_down,
             delete,
@@ -1009,6 +1024,86 @@ impl<'a> Planner<'a> {
             events: self.events,
             requeue_after,
         }
+    }
+
+    /// The role metadata each version's pods should carry: stableMetadata on stable, and
+    /// canaryMetadata on the new version while it is a canary. Keys the Rollout's own template
+    /// sets are the user's and never removed.
+    fn role_metadata_changes(&self, scale_up: &[ReplicaSetTarget]) -> Vec<PodMetadataChange> {
+        let Some(canary) = &self.spec.strategy.canary else {
+            return Vec::new();
+        };
+        let empty = PodMetadata::default();
+        let canary_meta = canary.canary_metadata.as_ref().unwrap_or(&empty);
+        let stable_meta = canary.stable_metadata.as_ref().unwrap_or(&empty);
+        if canary_meta == &empty && stable_meta == &empty {
+            return Vec::new();
+        }
+        let template = self.spec.template.metadata.as_ref();
+        let own_labels = template.and_then(|m| m.labels.clone()).unwrap_or_default();
+        let own_annotations = template
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        let stable = self.status.stable_revision.as_deref();
+        let mut changes = Vec::new();
+        let created: Vec<ObservedReplicaSet> = scale_up
+            .iter()
+            .filter(|t| self.observed.replica_set(&t.hash).is_none())
+            .map(|t| ObservedReplicaSet {
+                name: String::new(),
+                hash: t.hash.clone(),
+                revision: 0,
+                replicas: t.replicas,
+                ready: 0,
+                available: 0,
+                pod_metadata: PodMetadata {
+                    labels: own_labels.clone(),
+                    annotations: own_annotations.clone(),
+                },
+            })
+            .collect();
+        for rs in self.observed.replica_sets.iter().chain(&created) {
+            let role = if Some(rs.hash.as_str()) == stable {
+                stable_meta
+            } else if rs.hash == self.updated && !self.status.abort {
+                canary_meta
+            } else {
+                &empty
+            };
+            let diff = |managed: [&BTreeMap<String, String>; 2],
+                        want: &BTreeMap<String, String>,
+                        have: &BTreeMap<String, String>,
+                        own: &BTreeMap<String, String>| {
+                let mut out = BTreeMap::new();
+                for key in managed.iter().flat_map(|m| m.keys()) {
+                    let target = want.get(key).or_else(|| own.get(key));
+                    if target != have.get(key) {
+                        out.insert(key.clone(), target.cloned());
+                    }
+                }
+                out
+            };
+            let labels = diff(
+                [&canary_meta.labels, &stable_meta.labels],
+                &role.labels,
+                &rs.pod_metadata.labels,
+                &own_labels,
+            );
+            let annotations = diff(
+                [&canary_meta.annotations, &stable_meta.annotations],
+                &role.annotations,
+                &rs.pod_metadata.annotations,
+                &own_annotations,
+            );
+            if !labels.is_empty() || !annotations.is_empty() {
+                changes.push(PodMetadataChange {
+                    hash: rs.hash.clone(),
+                    labels,
+                    annotations,
+                });
+            }
+        }
+        changes
     }
 
     /// Old ReplicaSets with no pods and no role, beyond the newest `revisionHistoryLimit`.

@@ -136,6 +136,7 @@ mod tests {
             replicas,
             ready: available,
             available,
+            pod_metadata: Default::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::crd::{Decision, POD_TEMPLATE_HASH_LABEL};
+use crate::crd::{Decision, POD_TEMPLATE_HASH_LABEL, PodMetadata};
 
 // ---- fixtures ----------------------------------------------------------------------------
 
@@ -75,6 +75,7 @@ struct SimReplicaSet {
     replicas: i32,
     /// Pods that exist and are ready; the rest (up to `replicas`) are starting.
     ready: i32,
+    pod_metadata: PodMetadata,
 }
 
 /// Pods become ready only when the test says so; every write of a plan is applied one at a
@@ -123,6 +124,7 @@ impl Sim {
                     replicas: rs.replicas,
                     ready: rs.ready,
                     available: rs.ready,
+                    pod_metadata: rs.pod_metadata.clone(),
                 })
                 .collect(),
             services: self.services.clone(),
@@ -202,6 +204,10 @@ impl Sim {
                 revision: target.revision.unwrap_or(1),
                 replicas: target.replicas,
                 ready: 0,
+                pod_metadata: PodMetadata {
+                    labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+                    annotations: BTreeMap::new(),
+                },
             }),
         }
         let total: i32 = self.replica_sets.iter().map(|rs| rs.replicas).sum();
@@ -250,6 +256,21 @@ impl Sim {
         let aborting = plan.status.abort;
         for target in &plan.scale_up {
             self.write_replicas(target, aborting);
+        }
+        for change in &plan.pod_metadata {
+            self.writes += 1;
+            if let Some(rs) = self
+                .replica_sets
+                .iter_mut()
+                .find(|rs| rs.hash == change.hash)
+            {
+                for (key, value) in &change.labels {
+                    match value {
+                        Some(v) => rs.pod_metadata.labels.insert(key.clone(), v.clone()),
+                        None => rs.pod_metadata.labels.remove(key),
+                    };
+                }
+            }
         }
         for change in &plan.selectors {
             self.write_selector(change);
@@ -497,6 +518,48 @@ fn an_aborted_canary_goes_back_to_stable_and_stays_there() {
     assert_eq!(sim.status().phase, Phase::Paused);
     assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (1, 4));
     sim.assert_ok();
+}
+
+#[test]
+fn role_metadata_follows_the_canary_into_stable() {
+    let mut r = canary_rollout(2, json!([{"setWeight": 50}, {"pause": {}}]));
+    if let Some(c) = r.spec.strategy.canary.as_mut() {
+        c.canary_metadata = Some(PodMetadata {
+            labels: BTreeMap::from([("role".into(), "canary".into())]),
+            ..PodMetadata::default()
+        });
+        c.stable_metadata = Some(PodMetadata {
+            labels: BTreeMap::from([
+                ("role".into(), "stable".into()),
+                ("tier".into(), "gold".into()),
+            ]),
+            ..PodMetadata::default()
+        });
+    }
+    let mut sim = deployed(r);
+    let v1 = hash_of(&sim.rollout);
+    let role = |sim: &Sim, hash: &str, key: &str| {
+        sim.rs(hash)
+            .and_then(|rs| rs.pod_metadata.labels.get(key).cloned())
+    };
+    assert_eq!(role(&sim, &v1, "role").as_deref(), Some("stable"));
+    set_image(&mut sim.rollout, "web:2");
+    let v2 = hash_of(&sim.rollout);
+    sim.settle();
+    assert_eq!(role(&sim, &v2, "role").as_deref(), Some("canary"));
+    assert_eq!(role(&sim, &v2, "tier"), None);
+    assert_eq!(role(&sim, &v1, "role").as_deref(), Some("stable"));
+    assert_eq!(
+        role(&sim, &v2, "app").as_deref(),
+        Some("web"),
+        "the template's own labels stay"
+    );
+    sim.decide(|d| d.full = Some(true));
+    sim.settle();
+    assert_eq!(role(&sim, &v2, "role").as_deref(), Some("stable"));
+    assert_eq!(role(&sim, &v2, "tier").as_deref(), Some("gold"));
+    // Quiet once in place: no more writes.
+    assert!(sim.reconcile().pod_metadata.is_empty());
 }
 
 #[test]
