@@ -19,8 +19,9 @@ phase() {
 phase fmt cargo fmt --all -- --check
 phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 phase build cargo test --workspace --all-targets --locked --no-run
-phase unit cargo test --workspace --locked --exclude sluice-tests --all-targets
-phase harness cargo test -p sluice-tests --locked --lib --bins
+# Every crate keeps its tests in its own src/ (unit tests); the only integration-test target is
+# the e2e binary. Selecting by target, never by package, keeps one feature set: no rebuild.
+phase unit cargo test --workspace --locked --lib --bins --examples
 phase doc cargo test --workspace --locked --doc
 phase e2e cargo test -p sluice-tests --locked --test e2e
 

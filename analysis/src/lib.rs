@@ -23,3 +23,6 @@ pub use lifecycle::{Phase, Tally};
 pub use spec::{MetricPlan, MetricSpec};
 pub use units::{HumanDuration, Percent, Timestamp};
 pub use verdict::{Evidence, Judgement, Measurement, Verdict};
+
+#[cfg(test)]
+mod provider_tests;

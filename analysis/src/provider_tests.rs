@@ -7,10 +7,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use analysis::prometheus::{PrometheusClient, PrometheusConfig};
-use analysis::scrape::{ScrapeClient, SeriesSelector};
-use analysis::threshold::ThresholdJudge;
-use analysis::{Credentials, ProviderError, Timestamp, Verdict};
+use crate::prometheus::{PrometheusClient, PrometheusConfig};
+use crate::scrape::{ScrapeClient, SeriesSelector};
+use crate::threshold::ThresholdJudge;
+use crate::{Credentials, ProviderError, Timestamp, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -352,7 +352,7 @@ fn counter(value: f64) -> Canned {
 
 #[tokio::test]
 async fn a_sequential_metric_takes_a_baseline_then_judges_each_look() {
-    use analysis::measure::{Carry, MeasureContext, measure};
+    use crate::measure::{Carry, MeasureContext, measure};
     // Each measurement reads canary events, stable events, canary requests, stable requests.
     let (address, requests) = serve_in_order(vec![
         counter(0.0),
@@ -365,7 +365,7 @@ async fn a_sequential_metric_takes_a_baseline_then_judges_each_look() {
         counter(2000.0),
     ])
     .await;
-    let spec: analysis::MetricSpec = serde_json::from_value(serde_json::json!({
+    let spec: crate::MetricSpec = serde_json::from_value(serde_json::json!({
         "name": "errors-vs-stable",
         "interval": "1m",
         "provider": {"prometheus": {"address": address, "query": "unused"}},
@@ -408,13 +408,13 @@ async fn a_sequential_metric_takes_a_baseline_then_judges_each_look() {
 
 #[tokio::test]
 async fn a_scrape_counter_metric_takes_a_baseline_then_judges_rates() {
-    use analysis::measure::{MeasureContext, measure};
+    use crate::measure::{MeasureContext, measure};
     let (address, _) = serve_in_order(vec![
         text(200, EXPOSITION),
         text(200, &EXPOSITION.replace("} 10", "} 13")),
     ])
     .await;
-    let spec: analysis::MetricSpec = serde_json::from_value(serde_json::json!({
+    let spec: crate::MetricSpec = serde_json::from_value(serde_json::json!({
         "name": "errors-per-second",
         "interval": "10s",
         "provider": {"scrape": {"url": format!("{address}/metrics"),
@@ -447,9 +447,9 @@ async fn a_scrape_counter_metric_takes_a_baseline_then_judges_rates() {
 
 #[tokio::test]
 async fn a_provider_error_is_an_error_verdict_and_keeps_the_test_state() {
-    use analysis::measure::{MeasureContext, measure};
+    use crate::measure::{MeasureContext, measure};
     let (address, _) = serve(json(503, "overloaded")).await;
-    let spec: analysis::MetricSpec = serde_json::from_value(serde_json::json!({
+    let spec: crate::MetricSpec = serde_json::from_value(serde_json::json!({
         "name": "errors-vs-stable",
         "interval": "1m",
         "provider": {"prometheus": {"address": address, "query": "unused"}},
@@ -460,11 +460,11 @@ async fn a_provider_error_is_an_error_verdict_and_keeps_the_test_state() {
     }))
     .unwrap();
     let plan = spec.plan().unwrap();
-    let analysis::spec::JudgePlan::Sequential(sequential_plan) = &plan.judge else {
+    let crate::spec::JudgePlan::Sequential(sequential_plan) = &plan.judge else {
         panic!("a sequential plan");
     };
-    let state = analysis::sequential::start(sequential_plan, Default::default(), 0.05);
-    let carry = analysis::measure::Carry::Sequential(Box::new(state));
+    let state = crate::sequential::start(sequential_plan, Default::default(), 0.05);
+    let carry = crate::measure::Carry::Sequential(Box::new(state));
     let now = Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let outcome = measure(
         &plan,
