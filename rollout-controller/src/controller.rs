@@ -100,6 +100,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         client: client.clone(),
         writes: Default::default(),
         synced: ready.clone(),
+        status_written_over: Default::default(),
         replica_sets: rs_store.clone(),
         services: svc_store.clone(),
         metrics: metrics.clone(),

@@ -2,8 +2,9 @@
 //! order (grow, move traffic, shrink, status) with idempotent writes under one field manager.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -88,6 +89,11 @@ pub struct Context {
     /// Every store has its initial list. Until then a ReplicaSet or Service missing from a
     /// store may exist in the cluster, so no plan is made.
     pub synced: Arc<AtomicBool>,
+    /// For each Rollout (by uid) whose status this process wrote: the resourceVersion that
+    /// write was based on. While the store still shows that version, it has not seen the write,
+    /// and planning from it would repeat the step just taken. (A cache of what is in flight,
+    /// not progress: a restarted process lists afresh and needs none of it.)
+    pub status_written_over: Mutex<HashMap<String, String>>,
     pub replica_sets: Store<ReplicaSet>,
     pub services: Store<Service>,
     pub metrics: Arc<Metrics>,
@@ -172,6 +178,19 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     }
     let namespace = rollout.namespace().ok_or(ReconcileError::NoNamespace)?;
     let name = rollout.name_any();
+    let uid = rollout.uid().unwrap_or_default();
+    {
+        let mut in_flight = ctx
+            .status_written_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if in_flight.get(&uid) == rollout.resource_version().as_ref() {
+            // Our last status write has not reached the store yet: its watch event will
+            // bring the rollout back here.
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        in_flight.remove(&uid);
+    }
     if rollout.metadata.deletion_timestamp.is_some() {
         ctx.metrics.forget_rollout(&namespace, &name);
         return Ok(Action::await_change());
@@ -258,6 +277,12 @@ async fn act(
             .await
             .map_err(kube_err("writing status"))?;
         wrote(ctx, "RolloutStatus");
+        if let (Some(uid), Some(version)) = (rollout.uid(), rollout.resource_version()) {
+            ctx.status_written_over
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(uid, version);
+        }
     }
 
     let reference = rollout.object_ref(&());

@@ -8,7 +8,6 @@ use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -16,7 +15,7 @@ use libtest_mimic::Trial;
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Phase, Rollout, RolloutStatus};
 use serde_json::{Value, json};
 
-use crate::support::{Env, RunningController, TestNamespace, eventually};
+use crate::support::{Env, RunningController, TestNamespace, eventually, ready_endpoints};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -187,16 +186,10 @@ async fn selector_hash(client: &Client, ns: &str, service: &str) -> anyhow::Resu
 
 /// Names of the pods behind `service`'s ready endpoints.
 async fn endpoint_pods(client: &Client, ns: &str, service: &str) -> anyhow::Result<Vec<String>> {
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    let list = slices
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
-        .await?;
-    Ok(list
-        .items
-        .iter()
-        .flat_map(|s| s.endpoints.iter().flatten())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-        .filter_map(|e| e.target_ref.as_ref().and_then(|t| t.name.clone()))
+    Ok(ready_endpoints(client, ns, service)
+        .await?
+        .into_iter()
+        .filter_map(|e| e.target_ref.and_then(|t| t.name))
         .collect())
 }
 

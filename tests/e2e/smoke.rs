@@ -8,7 +8,6 @@ use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -20,7 +19,7 @@ use libtest_mimic::Trial;
 use serde_json::{Value, json};
 use sluice_tests::BackfilledPrometheus;
 
-use crate::support::{Env, TestNamespace, eventually};
+use crate::support::{Env, TestNamespace, eventually, ready_endpoints};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -36,17 +35,11 @@ fn object<T: serde::de::DeserializeOwned>(value: Value) -> anyhow::Result<T> {
 }
 
 /// Ready addresses in the EndpointSlices of `service`.
-async fn ready_endpoints(client: &Client, ns: &str, service: &str) -> anyhow::Result<Vec<String>> {
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    let list = slices
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
-        .await?;
-    Ok(list
-        .items
-        .iter()
-        .flat_map(|slice| slice.endpoints.iter().flatten())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-        .flat_map(|e| e.addresses.clone())
+async fn ready_addresses(client: &Client, ns: &str, service: &str) -> anyhow::Result<Vec<String>> {
+    Ok(ready_endpoints(client, ns, service)
+        .await?
+        .into_iter()
+        .flat_map(|e| e.addresses)
         .collect())
 }
 
@@ -97,7 +90,7 @@ async fn replica_set_pods_become_ready_endpoints(env: &'static Env) -> anyhow::R
             .await?;
 
         let addresses = eventually("3 ready endpoints behind Service web", || async {
-            let addresses = ready_endpoints(&client, &name, "web").await?;
+            let addresses = ready_addresses(&client, &name, "web").await?;
             Ok((addresses.len() == 3).then_some(addresses))
         })
         .await?;
@@ -125,7 +118,7 @@ async fn replica_set_pods_become_ready_endpoints(env: &'static Env) -> anyhow::R
             )
             .await?;
         eventually("1 ready endpoint and 1 pod after scaling to 1", || async {
-            let addresses = ready_endpoints(&client, &name, "web").await?;
+            let addresses = ready_addresses(&client, &name, "web").await?;
             let pods = pods.list(&ListParams::default().labels("app=web")).await?;
             Ok((addresses.len() == 1 && pods.items.len() == 1).then_some(()))
         })

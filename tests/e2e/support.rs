@@ -9,8 +9,9 @@ use anyhow::{Context, anyhow};
 use k8s_openapi::api::core::v1::Namespace;
 use std::net::SocketAddr;
 
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use libtest_mimic::{Failed, Trial};
 use rollout_controller::controller::{Options, run};
@@ -188,6 +189,24 @@ impl Env {
             eprintln!("control plane logs kept in {}", kept.join("logs").display());
         }
     }
+}
+
+/// The ready endpoints in the EndpointSlices of `service`.
+pub async fn ready_endpoints(
+    client: &Client,
+    ns: &str,
+    service: &str,
+) -> anyhow::Result<Vec<Endpoint>> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let list = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .flat_map(|slice| slice.endpoints.into_iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .collect())
 }
 
 /// The controller, running in this process and watching one namespace, until dropped.

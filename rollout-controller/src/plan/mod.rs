@@ -1144,18 +1144,23 @@ impl<'a> Planner<'a> {
     }
 
     fn bounds(&self) -> Bounds {
-        let replicas = self.replicas();
-        let strategy = &self.spec.strategy;
-        if let Some(c) = &strategy.canary {
-            Bounds::resolve(&c.max_surge, &c.max_unavailable, replicas)
-        } else if let Some(r) = &strategy.rolling_update {
-            Bounds::resolve(&r.max_surge, &r.max_unavailable, replicas)
-        } else {
-            // Blue-green keeps the active version whole: its old pods go only after the switch.
-            Bounds {
-                surge: replicas,
-                unavailable: 0,
-            }
+        bounds(self.spec)
+    }
+}
+
+/// maxSurge and maxUnavailable of the strategy, resolved against `spec.replicas`.
+pub fn bounds(spec: &RolloutSpec) -> Bounds {
+    let replicas = spec.replicas.max(0);
+    let strategy = &spec.strategy;
+    if let Some(c) = &strategy.canary {
+        Bounds::resolve(&c.max_surge, &c.max_unavailable, replicas)
+    } else if let Some(r) = &strategy.rolling_update {
+        Bounds::resolve(&r.max_surge, &r.max_unavailable, replicas)
+    } else {
+        // Blue-green keeps the active version whole: its old pods go only after the switch.
+        Bounds {
+            surge: replicas,
+            unavailable: 0,
         }
     }
 }

@@ -167,18 +167,7 @@ impl Sim {
     }
 
     fn bounds(&self) -> Bounds {
-        let replicas = self.rollout.spec.replicas;
-        let s = &self.rollout.spec.strategy;
-        if let Some(c) = &s.canary {
-            Bounds::resolve(&c.max_surge, &c.max_unavailable, replicas)
-        } else if let Some(r) = &s.rolling_update {
-            Bounds::resolve(&r.max_surge, &r.max_unavailable, replicas)
-        } else {
-            Bounds {
-                surge: replicas,
-                unavailable: 0,
-            }
-        }
+        bounds(&self.rollout.spec)
     }
 
     fn write_replicas(&mut self, target: &ReplicaSetTarget, aborting: bool) {
