@@ -101,6 +101,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         writes: Default::default(),
         synced: ready.clone(),
         status_written_over: Default::default(),
+        failures: Default::default(),
         replica_sets: rs_store.clone(),
         services: svc_store.clone(),
         metrics: metrics.clone(),

@@ -94,6 +94,8 @@ pub struct Context {
     /// and planning from it would repeat the step just taken. (A cache of what is in flight,
     /// not progress: a restarted process lists afresh and needs none of it.)
     pub status_written_over: Mutex<HashMap<String, String>>,
+    /// Failed reconciles in a row, by Rollout uid, for the error policy's backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
     pub replica_sets: Store<ReplicaSet>,
     pub services: Store<Service>,
     pub metrics: Arc<Metrics>,
@@ -198,6 +200,10 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     let observed = observe(&rollout, &namespace, &ctx);
     let plan = plan(&rollout, &observed, Timestamp::now());
     act(&rollout, &namespace, &plan, &ctx).await?;
+    ctx.failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&uid);
 
     ctx.metrics.observe_rollout(
         InfoLabels {
@@ -485,11 +491,17 @@ fn apply_changes(map: &mut BTreeMap<String, String>, changes: &BTreeMap<String, 
     }
 }
 
+/// Retries a failed reconcile after 0.5 s, doubling with each failure in a row up to a minute.
 pub fn error_policy(rollout: Arc<Rollout>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     warn!(rollout = %rollout.name_any(), error = %error, "reconcile failed");
     ctx.metrics
         .reconcile_errors
         .get_or_create(&reason(error.reason()))
         .inc();
-    Action::requeue(Duration::from_secs(2))
+    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let count = failures
+        .entry(rollout.uid().unwrap_or_default())
+        .or_insert(0);
+    *count = (*count + 1).min(8);
+    Action::requeue(Duration::from_millis(500 * (1 << (*count - 1))).min(Duration::from_secs(60)))
 }

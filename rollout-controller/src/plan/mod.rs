@@ -247,6 +247,15 @@ impl<'a> Planner<'a> {
                 .max_by_key(|rs| rs.revision)
                 .map(|rs| rs.hash.clone())
                 .unwrap_or_else(|| self.updated.clone());
+            if let Some(previous) = &previous_stable
+                && previous != &stand_in
+            {
+                let message = format!(
+                    "the ReplicaSet of stable revision {previous} is gone (deleted by hand?): \
+                     revision {stand_in} is taken as stable"
+                );
+                self.event(EventType::Warning, "StableReplicaSetMissing", message);
+            }
             self.status.stable_revision = Some(stand_in);
         }
         if self.status.updated_revision.as_deref() != Some(self.updated.as_str()) {

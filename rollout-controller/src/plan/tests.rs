@@ -552,6 +552,32 @@ fn role_metadata_follows_the_canary_into_stable() {
 }
 
 #[test]
+fn a_stable_replica_set_deleted_by_hand_is_reported_and_replaced() {
+    let mut sim = deployed(canary_rollout(3, json!([{"setWeight": 34}, {"pause": {}}])));
+    let v1 = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let v2 = hash_of(&sim.rollout);
+    sim.settle();
+    sim.replica_sets.retain(|rs| rs.hash != v1);
+    let plan = sim.reconcile();
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == "StableReplicaSetMissing"),
+        "{:?}",
+        plan.events
+    );
+    sim.settle();
+    assert_eq!(sim.status().stable_revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(
+        sim.replicas_of(&v2),
+        3,
+        "the remaining version runs at full size"
+    );
+    sim.assert_ok();
+}
+
+#[test]
 fn a_decision_for_another_revision_is_ignored() {
     let mut sim = deployed(canary_rollout(4, json!([{"setWeight": 50}, {"pause": {}}])));
     set_image(&mut sim.rollout, "web:2");
