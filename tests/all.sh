@@ -23,7 +23,7 @@ phase build cargo test --workspace --all-targets --locked --no-run
 # the e2e binary. Selecting by target, never by package, keeps one feature set: no rebuild.
 phase unit cargo test --workspace --locked --lib --bins --examples
 phase doc cargo test --workspace --locked --doc
-phase e2e cargo test -p sluice-tests --locked --test e2e
+phase e2e cargo test --workspace --locked --test e2e
 
 printf '\n== timings\n'
 printf '%s\n' "${timings[@]}"
