@@ -27,6 +27,8 @@ use crate::plan::{
 
 /// The one field manager every write of the controller goes through.
 pub const FIELD_MANAGER: &str = "sluice";
+/// How long a store may lag behind our own status write before we plan from it anyway.
+const STORE_LAG_LIMIT: Duration = Duration::from_secs(5);
 /// How often a quiet rollout is looked at again, in case a watch event was missed.
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -93,7 +95,7 @@ pub struct Context {
     /// write was based on. While the store still shows that version, it has not seen the write,
     /// and planning from it would repeat the step just taken. (A cache of what is in flight,
     /// not progress: a restarted process lists afresh and needs none of it.)
-    pub status_written_over: Mutex<HashMap<String, String>>,
+    pub status_written_over: Mutex<HashMap<String, (String, Instant)>>,
     /// Failed reconciles in a row, by Rollout uid, for the error policy's backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     pub replica_sets: Store<ReplicaSet>,
@@ -186,7 +188,10 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
             .status_written_over
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if in_flight.get(&uid) == rollout.resource_version().as_ref() {
+        if let Some((version, at)) = in_flight.get(&uid)
+            && Some(version) == rollout.resource_version().as_ref()
+            && at.elapsed() < STORE_LAG_LIMIT
+        {
             // Our last status write has not reached the store yet: its watch event will
             // bring the rollout back here.
             return Ok(Action::requeue(Duration::from_millis(200)));
@@ -198,7 +203,10 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let observed = observe(&rollout, &namespace, &ctx);
-    let plan = plan(&rollout, &observed, Timestamp::now());
+    // Whole seconds, as metav1.Time stores them: a status planned at sub-second precision would
+    // never equal the status read back, and be written again on every reconcile.
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    let plan = plan(&rollout, &observed, now);
     act(&rollout, &namespace, &plan, &ctx).await?;
     ctx.failures
         .lock()
@@ -287,7 +295,7 @@ async fn act(
             ctx.status_written_over
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(uid, version);
+                .insert(uid, (version, Instant::now()));
         }
     }
 
