@@ -13,6 +13,7 @@ macro_rules! trial {
 
 mod restart;
 mod rollouts;
+mod scrape;
 mod smoke;
 mod support;
 
@@ -24,10 +25,15 @@ use support::ENV;
 
 fn main() -> ExitCode {
     let args = Arguments::from_args();
-    let trials: Vec<Trial> = [smoke::trials(), rollouts::trials(), restart::trials()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let trials: Vec<Trial> = [
+        smoke::trials(),
+        rollouts::trials(),
+        restart::trials(),
+        scrape::trials(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     ENV.stop_on_signal();
     let conclusion = libtest_mimic::run(&args, trials);
     ENV.teardown(conclusion.has_failed());

@@ -51,6 +51,7 @@ pub struct TestNamespace {
 
 impl Env {
     fn new() -> Self {
+        sluice_tests::install_crypto_provider();
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -27,3 +27,10 @@ pub const POD_CIDR: &str = "192.0.2.0/24";
 pub const SERVICE_CIDR: &str = "198.51.100.0/24";
 /// Nodes report this InternalIP (kwok's `--node-ip`).
 pub const NODE_IP: &str = "203.0.113.1";
+
+/// Makes ring the process's TLS provider, once. reqwest is built without a provider of its own
+/// (so that one provider, ring, serves kube and reqwest alike), and rustls then needs one
+/// installed before the first HTTP client is built.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -25,6 +25,7 @@ impl BackfilledPrometheus {
     /// seconds) and starts Prometheus over it with an empty configuration, so it scrapes nothing
     /// and serves exactly the given samples.
     pub async fn start(openmetrics: &str) -> Result<Self> {
+        crate::install_crypto_provider();
         let prometheus = on_path("prometheus", INSTALL_HINT)?;
         let promtool = on_path("promtool", INSTALL_HINT)?;
         let dir = tempfile::Builder::new()

@@ -1,0 +1,191 @@
+//! demo-app: answers `GET /` after a set latency, failing a set share of requests with 500, and
+//! exposes `/metrics` (requests by status code, a latency histogram) and `/healthz`.
+//!
+//! Failures are spread evenly and deterministically: with an error rate of 0.25, exactly one
+//! request in four fails, so tests can assert exact counts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// How the service behaves.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// Share of requests answered with 500, in 0..=1.
+    pub error_rate: f64,
+    /// Time taken by every request.
+    pub latency: Duration,
+    /// Put on every series as `version`, to tell stable from canary.
+    pub version: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("error rate {0} is outside 0..=1")]
+    ErrorRate(f64),
+    #[error("binding {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("serving: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    code: String,
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+struct App {
+    behaviour: Behaviour,
+    served: AtomicU64,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<VersionLabel, Histogram>,
+    registry: Registry,
+}
+
+/// The service's routes.
+pub fn router(behaviour: Behaviour) -> Result<Router, DemoError> {
+    if !(0.0..=1.0).contains(&behaviour.error_rate) {
+        return Err(DemoError::ErrorRate(behaviour.error_rate));
+    }
+    let mut registry = Registry::default();
+    let requests = Family::<RequestLabels, Counter>::default();
+    let latency = Family::<VersionLabel, Histogram>::new_with_constructor(|| {
+        Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
+    });
+    registry.register(
+        "http_requests",
+        "Requests served, by status code",
+        requests.clone(),
+    );
+    registry.register(
+        "http_request_duration_seconds",
+        "Time taken to answer a request",
+        latency.clone(),
+    );
+    let app = Arc::new(App {
+        behaviour,
+        served: AtomicU64::new(0),
+        requests,
+        latency,
+        registry,
+    });
+    Ok(Router::new()
+        .route("/", get(answer))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(app))
+}
+
+/// Serves on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, behaviour: Behaviour) -> Result<(), DemoError> {
+    let app = router(behaviour)?;
+    axum::serve(listener, app).await.map_err(DemoError::Serve)
+}
+
+/// Binds `addr` (port 0 picks a free one) and returns the listener with its address.
+pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), DemoError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| DemoError::Bind(addr, e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| DemoError::Bind(addr, e))?;
+    Ok((listener, local))
+}
+
+/// Whether request number `n` (from 0) fails: the n-th request fails when the running count
+/// of failures owed, floor((n + 1) × rate), goes up.
+pub fn fails(n: u64, error_rate: f64) -> bool {
+    let owed = |k: u64| (k as f64 * error_rate + 1e-9).floor() as u64;
+    owed(n + 1) > owed(n)
+}
+
+async fn answer(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+    tokio::time::sleep(app.behaviour.latency).await;
+    let n = app.served.fetch_add(1, Ordering::Relaxed);
+    let (status, body) = if fails(n, app.behaviour.error_rate) {
+        (StatusCode::INTERNAL_SERVER_ERROR, "failed on purpose\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    };
+    let version = app.behaviour.version.clone();
+    app.requests
+        .get_or_create(&RequestLabels {
+            code: status.as_u16().to_string(),
+            version: version.clone(),
+        })
+        .inc();
+    app.latency
+        .get_or_create(&VersionLabel { version })
+        .observe(app.behaviour.latency.as_secs_f64());
+    (status, body)
+}
+
+async fn metrics(
+    State(app): State<Arc<App>>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &app.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            "encoding failed\n".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_spread_evenly_and_exactly() {
+        let count = |rate: f64, n: u64| (0..n).filter(|i| fails(*i, rate)).count();
+        assert_eq!(count(0.25, 100), 25);
+        assert_eq!(count(0.05, 1000), 50);
+        assert_eq!(count(0.0, 1000), 0);
+        assert_eq!(count(1.0, 10), 10);
+        // One in four: the 4th, 8th, ... request.
+        let first: Vec<bool> = (0..8).map(|i| fails(i, 0.25)).collect();
+        assert_eq!(
+            first,
+            [false, false, false, true, false, false, false, true]
+        );
+    }
+
+    #[test]
+    fn an_error_rate_outside_0_to_1_is_refused() {
+        let behaviour = Behaviour {
+            error_rate: 1.5,
+            latency: Duration::ZERO,
+            version: "v1".into(),
+        };
+        assert!(matches!(router(behaviour), Err(DemoError::ErrorRate(_))));
+    }
+}
