@@ -11,6 +11,7 @@ macro_rules! trial {
     };
 }
 
+mod prometheus_analysis;
 mod restart;
 mod rollouts;
 mod scrape;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         rollouts::trials(),
         restart::trials(),
         scrape::trials(),
+        prometheus_analysis::trials(),
     ]
     .into_iter()
     .flatten()
