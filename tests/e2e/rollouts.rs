@@ -22,6 +22,7 @@ pub fn trials() -> Vec<Trial> {
         trial!(rollouts::blue_green_previews_then_switches_on_promotion),
         trial!(rollouts::canary_without_router_moves_by_replica_counts),
         trial!(rollouts::rolling_stays_within_surge_and_unavailability),
+        trial!(rollouts::the_scale_subresource_resizes_a_rollout),
         trial!(rollouts::a_missing_service_is_an_invalid_spec),
         trial!(rollouts::the_apiserver_rejects_invalid_specs),
     ]
@@ -425,6 +426,47 @@ async fn rolling_stays_within_surge_and_unavailability(env: &'static Env) -> any
             fewest_available >= 9,
             "only {fewest_available} pods available: maxUnavailable 1 crossed"
         );
+        Ok(())
+    })
+    .await
+}
+
+/// `kubectl scale` and an HPA go through the scale subresource: spec.replicas, status.replicas
+/// and status.selector.
+async fn the_scale_subresource_resizes_a_rollout(env: &'static Env) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("scale", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        let strategy = json!({"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+        create_rollout(&client, &ns, rollout_manifest("web", 2, "web:1", strategy)).await?;
+        let v1 = status_until(&client, &ns, "web", "Healthy at 2", |s| {
+            s.phase == Phase::Healthy
+        })
+        .await?;
+        let hash = v1.stable_revision.context("no stable revision")?;
+        let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &ns);
+        let scale = rollouts.get_scale("web").await?;
+        let selector = scale.status.as_ref().and_then(|s| s.selector.clone());
+        ensure!(
+            selector.as_deref() == Some("app=web"),
+            "scale selector {selector:?}"
+        );
+        rollouts
+            .patch_scale(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 4}})),
+            )
+            .await?;
+        counts_until(&client, &ns, "4 pods after scaling", &[(&hash, 4)]).await?;
+        status_until(&client, &ns, "web", "Healthy at 4", |s| {
+            s.phase == Phase::Healthy && s.replicas == 4 && s.available_replicas == 4
+        })
+        .await?;
+        let scale = rollouts.get_scale("web").await?;
+        let replicas = scale.status.map(|s| s.replicas);
+        ensure!(replicas == Some(4), "scale status replicas {replicas:?}");
         Ok(())
     })
     .await
