@@ -23,6 +23,7 @@ pub fn trials() -> Vec<Trial> {
         trial!(rollouts::canary_without_router_moves_by_replica_counts),
         trial!(rollouts::rolling_stays_within_surge_and_unavailability),
         trial!(rollouts::the_scale_subresource_resizes_a_rollout),
+        trial!(rollouts::pods_that_never_schedule_abort_at_the_progress_deadline),
         trial!(rollouts::a_missing_service_is_an_invalid_spec),
         trial!(rollouts::the_apiserver_rejects_invalid_specs),
     ]
@@ -467,6 +468,48 @@ async fn the_scale_subresource_resizes_a_rollout(env: &'static Env) -> anyhow::R
         let scale = rollouts.get_scale("web").await?;
         let replicas = scale.status.map(|s| s.replicas);
         ensure!(replicas == Some(4), "scale status replicas {replicas:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// A canary whose pods can never be scheduled (no node matches) aborts by itself once
+/// progressDeadlineSeconds of waiting pass, and stable keeps all the pods.
+async fn pods_that_never_schedule_abort_at_the_progress_deadline(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("deadline", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        let strategy = json!({"canary": {"maxSurge": 1, "maxUnavailable": 0, "steps": [{"setWeight": 50}, {"pause": {}}]}});
+        let mut manifest = rollout_manifest("web", 2, "web:1", strategy);
+        manifest["spec"]["progressDeadlineSeconds"] = json!(5);
+        create_rollout(&client, &ns, manifest).await?;
+        let v1 = status_until(&client, &ns, "web", "v1 Healthy", |s| s.phase == Phase::Healthy).await?;
+        let stable = v1.stable_revision.context("no stable revision")?;
+
+        let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &ns);
+        let patch = json!({"spec": {"template": {"spec": {
+            "containers": [{"name": "app", "image": "web:2"}],
+            "nodeSelector": {"sluice.dev/no-such-node": "true"},
+        }}}});
+        rollouts.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let aborted = status_until(&client, &ns, "web", "an abort at the progress deadline", |s| {
+            s.phase == Phase::Aborted
+        })
+        .await?;
+        let canary = aborted.updated_revision.context("no updated revision")?;
+        ensure!(canary != stable, "the aborted revision is the stable one");
+        counts_until(&client, &ns, "stable at 2, canary at 0", &[(&stable, 2), (&canary, 0)]).await?;
+        let events: Api<CoreEvent> = Api::namespaced(client.clone(), &ns);
+        let reported = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+        ensure!(reported, "no ProgressDeadlineExceeded Event");
         Ok(())
     })
     .await
