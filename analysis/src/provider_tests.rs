@@ -365,17 +365,11 @@ async fn a_sequential_metric_takes_a_baseline_then_judges_each_look() {
         counter(2000.0),
     ])
     .await;
-    let spec: crate::MetricSpec = serde_json::from_value(serde_json::json!({
-        "name": "errors-vs-stable",
-        "interval": "1m",
-        "provider": {"prometheus": {"address": address, "query": "unused"}},
-        "sequential": {
-            "events": {"canary": "sum(errors{v=\"canary\"})", "stable": "sum(errors{v=\"stable\"})"},
-            "exposure": {"canary": "sum(req{v=\"canary\"})", "stable": "sum(req{v=\"stable\"})"}
-        }
-    }))
-    .unwrap();
-    let plan = spec.plan().unwrap();
+    let plan = sequential_metric(
+        &address,
+        [r#"sum(errors{v="canary"})"#, r#"sum(errors{v="stable"})"#],
+        [r#"sum(req{v="canary"})"#, r#"sum(req{v="stable"})"#],
+    );
     let start = Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let context = |carry, now| MeasureContext {
         now,
@@ -445,21 +439,26 @@ async fn a_scrape_counter_metric_takes_a_baseline_then_judges_rates() {
     assert_eq!(judgement.evidence.values.as_deref(), Some("[0.3]"));
 }
 
-#[tokio::test]
-async fn a_provider_error_is_an_error_verdict_and_keeps_the_test_state() {
-    use crate::measure::{MeasureContext, measure};
-    let (address, _) = serve(json(503, "overloaded")).await;
+/// A sequential metric on `address`: events and exposure as [canary, stable] queries.
+fn sequential_metric(address: &str, events: [&str; 2], exposure: [&str; 2]) -> crate::MetricPlan {
     let spec: crate::MetricSpec = serde_json::from_value(serde_json::json!({
         "name": "errors-vs-stable",
         "interval": "1m",
         "provider": {"prometheus": {"address": address, "query": "unused"}},
         "sequential": {
-            "events": {"canary": "a", "stable": "b"},
-            "exposure": {"canary": "c", "stable": "d"}
+            "events": {"canary": events[0], "stable": events[1]},
+            "exposure": {"canary": exposure[0], "stable": exposure[1]}
         }
     }))
     .unwrap();
-    let plan = spec.plan().unwrap();
+    spec.plan().unwrap()
+}
+
+#[tokio::test]
+async fn a_provider_error_is_an_error_verdict_and_keeps_the_test_state() {
+    use crate::measure::{MeasureContext, measure};
+    let (address, _) = serve(json(503, "overloaded")).await;
+    let plan = sequential_metric(&address, ["a", "b"], ["c", "d"]);
     let crate::spec::JudgePlan::Sequential(sequential_plan) = &plan.judge else {
         panic!("a sequential plan");
     };

@@ -527,9 +527,9 @@ mod tests {
         assert!(sequential > 0.9, "detection rate {sequential}");
     }
 
-    #[test]
-    fn a_restart_continues_the_same_test() {
-        let plan = SequentialPlan {
+    /// A one-sided test of an increase, θ0 = 1, 95% confidence (queries unused here).
+    fn increase_plan() -> SequentialPlan {
+        SequentialPlan {
             events: crate::spec::CanaryStable {
                 canary: "a".into(),
                 stable: "b".into(),
@@ -541,7 +541,12 @@ mod tests {
             bad: Bad::Increase,
             theta0: 1.0,
             confidence: 0.95,
-        };
+        }
+    }
+
+    #[test]
+    fn a_restart_continues_the_same_test() {
+        let plan = increase_plan();
         let reading = |step: f64| {
             let one = |value: f64| CounterSnapshot::from([("{}".to_owned(), value)]);
             CounterReadings {
@@ -583,19 +588,7 @@ mod tests {
             canary_exposure: one(canary),
             stable_exposure: one(stable),
         };
-        let plan = SequentialPlan {
-            events: crate::spec::CanaryStable {
-                canary: "a".into(),
-                stable: "b".into(),
-            },
-            exposure: crate::spec::CanaryStable {
-                canary: "c".into(),
-                stable: "d".into(),
-            },
-            bad: Bad::Increase,
-            theta0: 1.0,
-            confidence: 0.95,
-        };
+        let plan = increase_plan();
         let state = start(&plan, readings(0.0, 0.0), 0.05);
         // The weight says 20%, the canary got 50% of 10,000 requests.
         let (next, judgement) = look(&state, readings(5000.0, 5000.0), Some(0.2));

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::watcher;
 use libtest_mimic::Trial;
 use rollout_controller::crd::{Phase, Rollout, RolloutStatus};
@@ -21,7 +20,7 @@ use tokio::process::{Child, Command};
 use crate::rollouts::{
     create_rollout, create_service, replica_counts, rollout_manifest, set_image, status_until,
 };
-use crate::support::{Env, TestNamespace};
+use crate::support::{Env, TestNamespace, events_with_reason};
 
 pub fn trials() -> Vec<Trial> {
     vec![trial!(
@@ -203,14 +202,10 @@ async fn run_case(
         .clone()
         .context("no updated revision")?;
     let counts = replica_counts(client, ns).await?;
-    let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
-    let step_events = events
-        .list(&ListParams::default())
+    let step_events = events_with_reason(client, ns, "StepCompleted")
         .await?
-        .items
         .iter()
         .filter(|e| e.involved_object.name.as_deref() == Some(name))
-        .filter(|e| e.reason.as_deref() == Some("StepCompleted"))
         .map(|e| e.series.as_ref().map_or(1, |s| s.count.unwrap_or(1)))
         .sum::<i32>() as usize;
     let history = history.lock().unwrap_or_else(|p| p.into_inner()).clone();

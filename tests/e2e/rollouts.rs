@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -15,7 +15,9 @@ use libtest_mimic::Trial;
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Phase, Rollout, RolloutStatus};
 use serde_json::{Value, json};
 
-use crate::support::{Env, RunningController, TestNamespace, eventually, ready_endpoints};
+use crate::support::{
+    Env, RunningController, TestNamespace, events_with_reason, eventually, ready_endpoints,
+};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -339,13 +341,7 @@ async fn canary_without_router_moves_by_replica_counts(env: &'static Env) -> any
         decide(&client, &ns, "web", json!({"revision": canary, "abort": true})).await?;
         status_until(&client, &ns, "web", "v3 Aborted", |s| s.phase == Phase::Aborted).await?;
         counts_until(&client, &ns, "all stable, canary at 0", &[(&canary, 0), (&stable, 5)]).await?;
-        let events: Api<CoreEvent> = Api::namespaced(client.clone(), &ns);
-        let aborted = events
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("AbortedByUser"));
+        let aborted = !events_with_reason(&client, &ns, "AbortedByUser").await?.is_empty();
         ensure!(aborted, "no AbortedByUser Event");
         Ok(())
     })
@@ -502,13 +498,7 @@ async fn pods_that_never_schedule_abort_at_the_progress_deadline(
         let canary = aborted.updated_revision.context("no updated revision")?;
         ensure!(canary != stable, "the aborted revision is the stable one");
         counts_until(&client, &ns, "stable at 2, canary at 0", &[(&stable, 2), (&canary, 0)]).await?;
-        let events: Api<CoreEvent> = Api::namespaced(client.clone(), &ns);
-        let reported = events
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+        let reported = !events_with_reason(&client, &ns, "ProgressDeadlineExceeded").await?.is_empty();
         ensure!(reported, "no ProgressDeadlineExceeded Event");
         Ok(())
     })

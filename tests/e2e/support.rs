@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace};
 use std::net::SocketAddr;
 
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
@@ -207,6 +207,22 @@ pub async fn ready_endpoints(
         .into_iter()
         .flat_map(|slice| slice.endpoints.into_iter().flatten())
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .collect())
+}
+
+/// The Events in `ns` with `reason`.
+pub async fn events_with_reason(
+    client: &Client,
+    ns: &str,
+    reason: &str,
+) -> anyhow::Result<Vec<CoreEvent>> {
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
         .collect())
 }
 

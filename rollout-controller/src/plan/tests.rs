@@ -375,6 +375,18 @@ fn deployed(rollout: Rollout) -> Sim {
 
 // ---- table tests -------------------------------------------------------------------------
 
+/// A 5-replica canary (setWeight 20, pause 5s, setWeight 60, pause {}) Healthy on v1 and just
+/// given v2: the simulation, the stable hash and the canary hash.
+fn four_step_canary_on_v2() -> (Sim, String, String) {
+    let steps =
+        json!([{"setWeight": 20}, {"pause": {"duration": "5s"}}, {"setWeight": 60}, {"pause": {}}]);
+    let mut sim = deployed(canary_rollout(5, steps));
+    let stable = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    (sim, stable, canary)
+}
+
 #[test]
 fn the_first_template_is_stable_at_once() {
     let sim = deployed(canary_rollout(5, json!([{"setWeight": 20}])));
@@ -428,12 +440,7 @@ fn canary_weights_become_replica_counts() {
 
 #[test]
 fn a_canary_pauses_for_a_time_and_for_a_decision() {
-    let steps =
-        json!([{"setWeight": 20}, {"pause": {"duration": "5s"}}, {"setWeight": 60}, {"pause": {}}]);
-    let mut sim = deployed(canary_rollout(5, steps));
-    let stable = hash_of(&sim.rollout);
-    set_image(&mut sim.rollout, "web:2");
-    let canary = hash_of(&sim.rollout);
+    let (mut sim, stable, canary) = four_step_canary_on_v2();
     sim.settle();
     assert_eq!(sim.status().current_step_index, Some(1));
     assert_eq!(sim.status().phase, Phase::Paused);
@@ -465,12 +472,7 @@ fn a_canary_pauses_for_a_time_and_for_a_decision() {
 
 #[test]
 fn an_aborted_canary_goes_back_to_stable_and_stays_there() {
-    let steps =
-        json!([{"setWeight": 20}, {"pause": {"duration": "5s"}}, {"setWeight": 60}, {"pause": {}}]);
-    let mut sim = deployed(canary_rollout(5, steps));
-    let stable = hash_of(&sim.rollout);
-    set_image(&mut sim.rollout, "web:2");
-    let canary = hash_of(&sim.rollout);
+    let (mut sim, stable, canary) = four_step_canary_on_v2();
     sim.advance(5);
     sim.settle();
     sim.advance(5);
