@@ -2,6 +2,7 @@
 //! (threshold with CEL, compare, sequential) and the pure metric lifecycle. No Kubernetes here:
 //! the controller resolves secrets and arguments and keeps the results in AnalysisRun status.
 
+pub mod args;
 pub mod compare;
 pub mod counters;
 mod error;

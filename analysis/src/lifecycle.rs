@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::MetricLimits;
 use crate::units::Timestamp;
-use crate::verdict::{Measurement, Verdict};
+use crate::verdict::Verdict;
 
 /// Phase of one metric or of a whole run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -120,19 +120,20 @@ pub fn metric_phase(limits: &MetricLimits, tally: &Tally, stopped: bool) -> Phas
 }
 
 /// When the next measurement is due: `initialDelay` after the run started for the first one,
-/// then `interval` after the last one finished. `None` once the metric's phase is final.
+/// then `interval` after the last look finished (a look that only read a baseline counts: it
+/// records no measurement). `None` once the metric's phase is final.
 pub fn next_measurement_at(
     limits: &MetricLimits,
     run_started_at: Timestamp,
-    last_measurement: Option<&Measurement>,
+    last_look: Option<Timestamp>,
     phase: Phase,
 ) -> Option<Timestamp> {
     if phase.is_terminal() {
         return None;
     }
-    Some(match last_measurement {
+    Some(match last_look {
         None => run_started_at.plus(limits.initial_delay),
-        Some(last) => last.finished_at.plus(limits.interval),
+        Some(last) => last.plus(limits.interval),
     })
 }
 
@@ -140,12 +141,11 @@ pub fn next_measurement_at(
 pub fn is_due(
     limits: &MetricLimits,
     run_started_at: Timestamp,
-    last_measurement: Option<&Measurement>,
+    last_look: Option<Timestamp>,
     phase: Phase,
     now: Timestamp,
 ) -> bool {
-    next_measurement_at(limits, run_started_at, last_measurement, phase)
-        .is_some_and(|due| due <= now)
+    next_measurement_at(limits, run_started_at, last_look, phase).is_some_and(|due| due <= now)
 }
 
 /// A metric's phase as the run sees it.
@@ -187,7 +187,6 @@ pub fn run_phase(metrics: &[MetricOutcome]) -> Phase {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verdict::Judgement;
     use Verdict::{Error as E, Fail as F, Inconclusive as I, Pass as P};
     use std::time::{Duration, SystemTime};
 
@@ -256,15 +255,6 @@ mod tests {
         );
     }
 
-    fn measurement(finished_secs: u64) -> Measurement {
-        let at = Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(finished_secs));
-        Measurement {
-            started_at: at,
-            finished_at: at,
-            judgement: Judgement::error("x"),
-        }
-    }
-
     #[test]
     fn measurements_follow_initial_delay_and_interval() {
         let start = Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1000));
@@ -276,13 +266,13 @@ mod tests {
         );
         assert!(!is_due(&limits, start, None, Phase::Pending, at(1009)));
         assert!(is_due(&limits, start, None, Phase::Pending, at(1010)));
-        let last = measurement(1012);
+        let last = at(1012);
         assert_eq!(
-            next_measurement_at(&limits, start, Some(&last), Phase::Running),
+            next_measurement_at(&limits, start, Some(last), Phase::Running),
             Some(at(1042))
         );
         assert_eq!(
-            next_measurement_at(&limits, start, Some(&last), Phase::Failed),
+            next_measurement_at(&limits, start, Some(last), Phase::Failed),
             None
         );
     }

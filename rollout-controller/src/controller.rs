@@ -1,5 +1,6 @@
-//! Wiring: reflector stores for Rollouts, their ReplicaSets and Services, the kube-runtime
-//! Controller, and the health and metrics endpoints.
+//! Wiring: reflector stores for Rollouts, their ReplicaSets, Services, AnalysisRuns and
+//! templates; the Rollout controller and the AnalysisRun runner; the health and metrics
+//! endpoints.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,9 +20,12 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use crate::metrics::Metrics;
+use crate::plan::analysis::{TemplateKey, referenced_templates};
 use crate::reconcile::{Context, error_policy, reconcile, referenced_services};
+use crate::runner::{RunnerContext, reconcile_run, run_error_policy};
 
 /// What to watch and where to serve.
 #[derive(Debug, Clone)]
@@ -30,7 +34,12 @@ pub struct Options {
     pub namespace: Option<String>,
     /// `/healthz`, `/readyz` and `/metrics`.
     pub health_addr: SocketAddr,
+    /// AnalysisRuns measured at once, across all rollouts.
+    pub analysis_concurrency: u16,
 }
+
+/// Default of [`Options::analysis_concurrency`].
+pub const DEFAULT_ANALYSIS_CONCURRENCY: u16 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -94,6 +103,25 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         .reflect(svc_writer)
         .touched_objects();
 
+    let runs: Api<AnalysisRun> = api(&client, &options.namespace);
+    let (run_store, run_writer) = reflector::store();
+    let run_stream = watcher(runs.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(run_writer)
+        .touched_objects();
+    let templates: Api<AnalysisTemplate> = api(&client, &options.namespace);
+    let (template_store, template_writer) = reflector::store();
+    let template_stream = watcher(templates, watcher::Config::default())
+        .default_backoff()
+        .reflect(template_writer)
+        .touched_objects();
+    let cluster_templates: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
+    let (cluster_template_store, cluster_template_writer) = reflector::store();
+    let cluster_template_stream = watcher(cluster_templates, watcher::Config::default())
+        .default_backoff()
+        .reflect(cluster_template_writer)
+        .touched_objects();
+
     let controller = Controller::new(rollouts, watcher::Config::default());
     let rollout_store = controller.store();
     let ctx = Arc::new(Context {
@@ -104,6 +132,9 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         failures: Default::default(),
         replica_sets: rs_store.clone(),
         services: svc_store.clone(),
+        analysis_runs: run_store.clone(),
+        templates: template_store.clone(),
+        cluster_templates: cluster_template_store.clone(),
         metrics: metrics.clone(),
         recorder: Recorder::new(
             client.clone(),
@@ -117,13 +148,22 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     let readiness = {
         let (rollout_store, rs_store, svc_store) =
             (rollout_store.clone(), rs_store.clone(), svc_store.clone());
+        let (run_store, template_store, cluster_template_store) = (
+            run_store.clone(),
+            template_store.clone(),
+            cluster_template_store.clone(),
+        );
+        let ready = ready.clone();
         async move {
             // A store's readiness wakes only its latest waiter (kube-runtime keeps one waker),
             // and the Controller waits on the rollout store too: so look again every 100 ms.
             loop {
                 let synced = synced(&rollout_store).await
                     && synced(&rs_store).await
-                    && synced(&svc_store).await;
+                    && synced(&svc_store).await
+                    && synced(&run_store).await
+                    && synced(&template_store).await
+                    && synced(&cluster_template_store).await;
                 if synced {
                     ready.store(true, Ordering::SeqCst);
                     info!("caches synced; ready");
@@ -135,20 +175,73 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     };
     tokio::spawn(readiness);
 
-    let services_to_rollouts = move |service: Service| {
-        let namespace = service.namespace();
-        let name = service.name_any();
-        rollout_store
-            .state()
-            .iter()
-            .filter(|r| r.namespace() == namespace && referenced_services(r).contains(&name))
-            .map(|r| ObjectRef::from_obj(r.as_ref()))
-            .collect::<Vec<_>>()
+    let services_to_rollouts = {
+        let rollout_store = rollout_store.clone();
+        move |service: Service| {
+            let namespace = service.namespace();
+            let name = service.name_any();
+            rollout_store
+                .state()
+                .iter()
+                .filter(|r| r.namespace() == namespace && referenced_services(r).contains(&name))
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let templates_to_rollouts = {
+        let rollout_store = rollout_store.clone();
+        move |template: AnalysisTemplate| {
+            let key = TemplateKey {
+                cluster_scope: false,
+                name: template.name_any(),
+            };
+            rollouts_using(&rollout_store, &key, template.namespace())
+        }
+    };
+    let cluster_templates_to_rollouts = {
+        let rollout_store = rollout_store.clone();
+        move |template: ClusterAnalysisTemplate| {
+            let key = TemplateKey {
+                cluster_scope: true,
+                name: template.name_any(),
+            };
+            rollouts_using(&rollout_store, &key, None)
+        }
     };
 
-    controller
+    let runner_ctx = Arc::new(RunnerContext {
+        client: client.clone(),
+        rollouts: rollout_store.clone(),
+        metrics: metrics.clone(),
+        synced: ready.clone(),
+    });
+    let runner = Controller::new(runs, watcher::Config::default())
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(options.analysis_concurrency.max(1)),
+        )
+        .shutdown_on_signal()
+        .run(
+            |run, ctx| {
+                let span = info_span!(
+                    "measure",
+                    analysis_run = %run.name_any(),
+                    rollout = run.labels().get(crate::crd::analysis::ROLLOUT_LABEL).cloned().unwrap_or_default(),
+                    namespace = run.namespace().unwrap_or_default()
+                );
+                reconcile_run(run, ctx).instrument(span)
+            },
+            run_error_policy,
+            runner_ctx,
+        )
+        .for_each(|_| futures::future::ready(()));
+
+    let rollouts = controller
         .owns_stream(rs_stream)
+        .owns_stream(run_stream)
         .watches_stream(svc_stream, services_to_rollouts)
+        .watches_stream(template_stream, templates_to_rollouts)
+        .watches_stream(cluster_template_stream, cluster_templates_to_rollouts)
         .shutdown_on_signal()
         .run(
             |rollout, ctx| {
@@ -158,10 +251,25 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
             error_policy,
             ctx,
         )
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    futures::join!(rollouts, runner);
     info!("controller stopped");
     Ok(())
+}
+
+/// The rollouts whose spec refers to a template (in `namespace`, or anywhere for a cluster one).
+fn rollouts_using(
+    rollouts: &reflector::Store<Rollout>,
+    key: &TemplateKey,
+    namespace: Option<String>,
+) -> Vec<ObjectRef<Rollout>> {
+    rollouts
+        .state()
+        .iter()
+        .filter(|r| namespace.is_none() || r.namespace() == namespace)
+        .filter(|r| referenced_templates(&r.spec).contains(key))
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
 }
 
 async fn synced<K>(store: &reflector::Store<K>) -> bool

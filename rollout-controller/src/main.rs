@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use rollout_controller::controller::{Options, run};
+use rollout_controller::controller::{DEFAULT_ANALYSIS_CONCURRENCY, Options, run};
 
 #[derive(Parser)]
 #[command(about = "Sluice: progressive delivery for Kubernetes")]
@@ -23,6 +23,9 @@ struct Cli {
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(long, default_value = "0.0.0.0:9090")]
     health_addr: SocketAddr,
+    /// AnalysisRuns measured at once, across all rollouts.
+    #[arg(long, default_value_t = DEFAULT_ANALYSIS_CONCURRENCY)]
+    analysis_concurrency: u16,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -46,14 +49,18 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Crdgen { out }) = &cli.command {
-        let yaml = rollout_controller::crds_yaml()?;
+        let files = rollout_controller::crd_files()?;
         if out.as_os_str() == "-" {
-            print!("{yaml}");
+            let documents: Vec<String> = files.into_iter().map(|(_, yaml)| yaml).collect();
+            print!("{}", documents.join("---\n"));
         } else {
             std::fs::create_dir_all(out)?;
-            let path = out.join("rollout.yaml");
-            std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {}", path.display());
+            for (file, yaml) in files {
+                let path = out.join(file);
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
         }
         return Ok(());
     }
@@ -80,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         Options {
             namespace: cli.namespace,
             health_addr: cli.health_addr,
+            analysis_concurrency: cli.analysis_concurrency,
         },
     )
     .await?;

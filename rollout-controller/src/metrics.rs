@@ -30,6 +30,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeasurementLabels {
+    pub metric: String,
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -44,6 +50,9 @@ pub struct Metrics {
     pub aborts: Family<ReasonLabels, Counter>,
     pub transitions: Family<ReasonLabels, Counter>,
     pub api_writes: Family<KindLabels, Counter>,
+    pub measurements: Family<MeasurementLabels, Counter>,
+    /// From the Fail verdict (the run's end) to traffic on stable.
+    pub abort_latency: Histogram,
     /// The info series each rollout has now, so that a phase change replaces it.
     current_info: Mutex<HashMap<RolloutLabels, InfoLabels>>,
 }
@@ -61,6 +70,8 @@ impl Default for Metrics {
         let aborts = Family::<ReasonLabels, Counter>::default();
         let transitions = Family::<ReasonLabels, Counter>::default();
         let api_writes = Family::<KindLabels, Counter>::default();
+        let measurements = Family::<MeasurementLabels, Counter>::default();
+        let abort_latency = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]);
         registry.register(
             "rollout_info",
             "Each rollout, with its strategy and phase",
@@ -93,6 +104,16 @@ impl Default for Metrics {
             "Writes to the Kubernetes API, by kind of object",
             api_writes.clone(),
         );
+        registry.register(
+            "analysis_measurements",
+            "Analysis measurements, by metric and verdict",
+            measurements.clone(),
+        );
+        registry.register(
+            "abort_latency_seconds",
+            "From a failed analysis to all traffic on stable",
+            abort_latency.clone(),
+        );
         Self {
             registry,
             info,
@@ -103,6 +124,8 @@ impl Default for Metrics {
             aborts,
             transitions,
             api_writes,
+            measurements,
+            abort_latency,
             current_info: Mutex::new(HashMap::new()),
         }
     }

@@ -19,8 +19,12 @@ use serde_json::json;
 use tracing::{info, warn};
 use traffic::ServiceSelectorRouter;
 
+use crate::crd::analysis::{
+    ANALYSIS_KIND_LABEL, AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, ROLLOUT_LABEL,
+};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, PodMetadata, REVISION_ANNOTATION, Rollout};
 use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
+use crate::plan::analysis::{NewAnalysisRun, ObservedRun, TemplateKey, referenced_templates};
 use crate::plan::{
     EventType, Observed, ObservedReplicaSet, Plan, PodMetadataChange, ReplicaSetTarget, plan,
 };
@@ -100,6 +104,9 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     pub replica_sets: Store<ReplicaSet>,
     pub services: Store<Service>,
+    pub analysis_runs: Store<AnalysisRun>,
+    pub templates: Store<AnalysisTemplate>,
+    pub cluster_templates: Store<ClusterAnalysisTemplate>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
 }
@@ -154,9 +161,50 @@ pub fn observe(rollout: &Rollout, namespace: &str, ctx: &Context) -> Observed {
             services.insert(name, selector);
         }
     }
+    let analysis_runs = ctx
+        .analysis_runs
+        .state()
+        .iter()
+        .filter(|run| run.namespace().as_deref() == Some(namespace))
+        .filter(|run| {
+            run.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+        })
+        .map(|run| {
+            let status = run.status.clone().unwrap_or_default();
+            let observed = ObservedRun {
+                phase: status.phase,
+                message: status.message,
+                terminating: run.spec.terminate == Some(true),
+                created_at: run.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                completed_at: status
+                    .completed_at
+                    .and_then(|t| Timestamp::try_from(t.0).ok()),
+            };
+            (run.name_any(), observed)
+        })
+        .collect();
+    let templates = referenced_templates(&rollout.spec)
+        .into_iter()
+        .filter_map(|key| {
+            let spec = if key.cluster_scope {
+                ctx.cluster_templates
+                    .get(&ObjectRef::new(&key.name))
+                    .map(|t| t.spec.template.clone())
+            } else {
+                ctx.templates
+                    .get(&ObjectRef::new(&key.name).within(namespace))
+                    .map(|t| t.spec.clone())
+            };
+            spec.map(|spec| (key, spec))
+        })
+        .collect::<BTreeMap<TemplateKey, _>>();
     Observed {
         replica_sets,
         services,
+        analysis_runs,
+        templates,
     }
 }
 
@@ -274,6 +322,16 @@ async fn act(
         wrote(ctx, "ReplicaSet");
         info!(replica_set = %name, "old ReplicaSet beyond revisionHistoryLimit deleted");
     }
+    if let Some(failed_at) = plan.abort_latency_since {
+        // Traffic is on stable once the writes above are done.
+        let latency = Timestamp::now().duration_since(failed_at).as_secs_f64();
+        ctx.metrics.abort_latency.observe(latency.max(0.0));
+        info!(
+            seconds = latency,
+            "aborted on a failed analysis: traffic on stable"
+        );
+    }
+    write_analysis_runs(rollout, namespace, plan, ctx).await?;
 
     if rollout.status.as_ref() != Some(&plan.status) {
         let rollouts: Api<Rollout> = Api::namespaced(ctx.client.clone(), namespace);
@@ -305,7 +363,10 @@ async fn act(
             .transitions
             .get_or_create(&reason(event.reason))
             .inc();
-        if matches!(event.reason, "AbortedByUser" | "ProgressDeadlineExceeded") {
+        if matches!(
+            event.reason,
+            "AbortedByUser" | "ProgressDeadlineExceeded" | "AnalysisFailed"
+        ) {
             ctx.metrics
                 .aborts
                 .get_or_create(&reason(event.reason))
@@ -339,6 +400,83 @@ async fn act(
         }
     }
     Ok(())
+}
+
+/// Creates the runs the plan starts, stops the ones that gate nothing any more, and deletes
+/// finished ones beyond the history.
+async fn write_analysis_runs(
+    rollout: &Rollout,
+    namespace: &str,
+    plan: &Plan,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let runs: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), namespace);
+    for new in &plan.create_runs {
+        let run = new_analysis_run(rollout, new)?;
+        runs.patch(
+            &new.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&run),
+        )
+        .await
+        .map_err(kube_err(format!("creating AnalysisRun {}", new.name)))?;
+        wrote(ctx, "AnalysisRun");
+        info!(analysis_run = %new.name, kind = %new.kind, "AnalysisRun created");
+    }
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    for name in &plan.terminate_runs {
+        let patch = json!({"spec": {"terminate": true}});
+        match runs.patch(name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => wrote(ctx, "AnalysisRun"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(kube_err(format!("terminating AnalysisRun {name}"))(source));
+            }
+        }
+        info!(analysis_run = %name, "AnalysisRun terminated: it gates nothing any more");
+    }
+    for name in &plan.delete_runs {
+        match runs.delete(name, &Default::default()).await {
+            Ok(_) => wrote(ctx, "AnalysisRun"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => return Err(kube_err(format!("deleting AnalysisRun {name}"))(source)),
+        }
+    }
+    Ok(())
+}
+
+/// An AnalysisRun owned by the Rollout, labelled with the rollout, revision and what it gates.
+pub fn new_analysis_run(
+    rollout: &Rollout,
+    new: &NewAnalysisRun,
+) -> Result<AnalysisRun, ReconcileError> {
+    let owner = rollout
+        .controller_owner_ref(&())
+        .ok_or_else(|| ReconcileError::Manifest {
+            name: new.name.clone(),
+            detail: "the Rollout has no uid yet".into(),
+        })?;
+    let value = json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "AnalysisRun",
+        "metadata": {
+            "name": new.name,
+            "labels": {
+                ROLLOUT_LABEL: rollout.name_any(),
+                POD_TEMPLATE_HASH_LABEL: new.hash,
+                ANALYSIS_KIND_LABEL: new.kind,
+            },
+            "ownerReferences": [owner],
+        },
+        "spec": new.spec,
+    });
+    serde_json::from_value(value).map_err(|e| ReconcileError::Manifest {
+        name: new.name.clone(),
+        detail: e.to_string(),
+    })
 }
 
 /// Puts a version's role metadata on its pod template, then on its pods that already run.

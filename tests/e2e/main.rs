@@ -13,6 +13,7 @@ macro_rules! trial {
 
 mod prometheus_analysis;
 mod restart;
+mod rollout_analysis;
 mod rollouts;
 mod scrape;
 mod smoke;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         restart::trials(),
         scrape::trials(),
         prometheus_analysis::trials(),
+        rollout_analysis::trials(),
     ]
     .into_iter()
     .flatten()

@@ -33,7 +33,7 @@ fn hash(image: &str) -> anyhow::Result<String> {
 
 /// 20 minutes of request counters per version, a sample every 15 s, ending a minute ago:
 /// (hash, requests per second, share of them that fail).
-fn openmetrics(versions: &[(&str, f64, f64)]) -> String {
+pub(crate) fn openmetrics(versions: &[(&str, f64, f64)]) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -562,7 +562,7 @@ async fn the_apiserver_rejects_invalid_specs(env: &'static Env) -> anyhow::Resul
             ),
             (
                 json!({"canary": {"steps": [{"setWeight": 10, "pause": {}}]}}),
-                "a canary step sets exactly one of setWeight, pause or setCanaryScale",
+                "a canary step sets exactly one of setWeight, pause, setCanaryScale or analysis",
             ),
         ];
         for (i, (strategy, expected)) in cases.into_iter().enumerate() {

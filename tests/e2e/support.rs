@@ -10,12 +10,10 @@ use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace};
 use std::net::SocketAddr;
 
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use libtest_mimic::{Failed, Trial};
 use rollout_controller::controller::{Options, run};
-use rollout_controller::crd::Rollout;
 use serde_json::json;
 use sluice_tests::{ClusterOptions, ControlPlane, wait};
 use tokio::runtime::Runtime;
@@ -101,24 +99,8 @@ impl Env {
             .get_or_init(|| async {
                 let install = async {
                     let client = self.cluster().await?.admin_client().await?;
-                    let crds: Api<CustomResourceDefinition> = Api::all(client);
-                    let crd = Rollout::crd();
-                    let name = crd.name_any();
-                    crds.patch(
-                        &name,
-                        &PatchParams::apply("sluice-e2e").force(),
-                        &Patch::Apply(&crd),
-                    )
-                    .await?;
-                    eventually("the Rollout CRD to be Established", || async {
-                        let crd = crds.get(&name).await?;
-                        let established = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
-                            c.iter()
-                                .any(|c| c.type_ == "Established" && c.status == "True")
-                        });
-                        Ok(established.then_some(()))
-                    })
-                    .await
+                    sluice_tests::crds::install(&client, "sluice-e2e").await?;
+                    anyhow::Ok(())
                 };
                 install
                     .await
@@ -234,6 +216,7 @@ impl RunningController {
         let options = Options {
             namespace: Some(namespace.to_owned()),
             health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
         };
         let namespace = namespace.to_owned();
         Self(tokio::spawn(async move {

@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{CustomResourceExt, ResourceExt};
 use rollout_controller::controller::{Options, run};
 use rollout_controller::crd::{Phase, Rollout};
 use serde_json::json;
@@ -34,14 +32,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn measure(cluster: &ControlPlane, changes: usize) -> anyhow::Result<()> {
     let client = cluster.admin_client().await?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        &Rollout::crd().name_any(),
-        &PatchParams::apply("sluice-bench").force(),
-        &Patch::Apply(Rollout::crd()),
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    sluice_tests::crds::install(&client, "sluice-bench").await?;
     let namespace = "bench";
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
@@ -55,6 +46,7 @@ async fn measure(cluster: &ControlPlane, changes: usize) -> anyhow::Result<()> {
         Options {
             namespace: Some(namespace.into()),
             health_addr: ([127, 0, 0, 1], 0).into(),
+            analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
         },
     ));
 

@@ -8,6 +8,7 @@
 
 pub mod binaries;
 pub mod cluster;
+pub mod crds;
 mod error;
 pub mod pki;
 mod ports;

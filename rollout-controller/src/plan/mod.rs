@@ -1,6 +1,7 @@
 //! Deciding, purely: `plan(&Rollout, &Observed, now) -> Plan`. No I/O, no clock reads, no
 //! randomness; everything a reconcile does follows from what this returns.
 
+pub mod analysis;
 mod conditions;
 pub mod replicas;
 
@@ -10,11 +11,13 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::crd::analysis::AnalysisTemplateSpec;
 use crate::crd::{
     BlueGreenStatus, CanaryStatus, CanaryStep, Decision, PauseCondition, Phase, PodMetadata,
     Rollout, RolloutSpec, RolloutStatus,
 };
 use crate::hash::pod_template_hash;
+use analysis::{Gate, NewAnalysisRun, ObservedRun, RunKind, TemplateKey};
 use conditions::set_condition;
 use replicas::{Bounds, replicas_for_weight, step_towards};
 
@@ -38,6 +41,10 @@ pub struct Observed {
     pub replica_sets: Vec<ObservedReplicaSet>,
     /// The Services the spec names that exist, by name, with their selectors.
     pub services: BTreeMap<String, BTreeMap<String, String>>,
+    /// The rollout's AnalysisRuns, by name.
+    pub analysis_runs: BTreeMap<String, ObservedRun>,
+    /// The templates the spec refers to that exist.
+    pub templates: BTreeMap<TemplateKey, AnalysisTemplateSpec>,
 }
 
 impl Observed {
@@ -100,6 +107,15 @@ pub struct Plan {
     pub scale_down: Vec<ReplicaSetTarget>,
     /// Old ReplicaSets beyond revisionHistoryLimit, by name: deleted after the scale-down.
     pub delete: Vec<String>,
+    /// AnalysisRuns to create, before the status that names them is written.
+    pub create_runs: Vec<NewAnalysisRun>,
+    /// AnalysisRuns that gate nothing any more: told to stop measuring.
+    pub terminate_runs: Vec<String>,
+    /// Finished AnalysisRuns beyond the history kept.
+    pub delete_runs: Vec<String>,
+    /// Set when this plan aborts on a failed analysis: when the run failed, so that the time to
+    /// traffic on stable can be measured once the plan is carried out.
+    pub abort_latency_since: Option<Timestamp>,
     pub status: RolloutStatus,
     pub events: Vec<PlannedEvent>,
     pub requeue_after: Option<Duration>,
@@ -127,6 +143,7 @@ pub fn plan(rollout: &Rollout, observed: &Observed, now: Timestamp) -> Plan {
 }
 
 struct Planner<'a> {
+    name: String,
     spec: &'a RolloutSpec,
     observed: &'a Observed,
     now: Timestamp,
@@ -143,6 +160,13 @@ struct Planner<'a> {
     /// True while the rollout waits for pods (the progress deadline runs).
     waiting_for_pods: bool,
     invalid: Option<InvalidSpec>,
+    create_runs: Vec<NewAnalysisRun>,
+    /// The runs that gate the rollout after this reconcile; any other that measures is stopped.
+    wanted_runs: Vec<String>,
+    abort_latency_since: Option<Timestamp>,
+    /// Blue-green: the active Service already points at the new version (post-promotion
+    /// analysis runs before it becomes stable).
+    active_on_new: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -153,6 +177,7 @@ impl<'a> Planner<'a> {
         status.strategy = strategy_name(&rollout.spec).into();
         status.selector = selector_string(&rollout.spec);
         Self {
+            name: rollout.metadata.name.clone().unwrap_or_default(),
             spec: &rollout.spec,
             observed,
             now,
@@ -167,6 +192,10 @@ impl<'a> Planner<'a> {
             selectors: Vec::new(),
             waiting_for_pods: false,
             invalid: None,
+            create_runs: Vec::new(),
+            wanted_runs: Vec::new(),
+            abort_latency_since: None,
+            active_on_new: false,
         }
     }
 
@@ -194,6 +223,10 @@ impl<'a> Planner<'a> {
             .decision
             .as_ref()
             .filter(|d| d.revision == self.updated)
+    }
+
+    fn is_full(&self) -> bool {
+        self.decision().is_some_and(|d| d.full == Some(true))
     }
 
     fn approved(&self, step: usize) -> bool {
@@ -276,6 +309,8 @@ impl<'a> Planner<'a> {
                 bg.ready_since = None;
             }
             self.status.retries = self.decision().and_then(|d| d.retry).unwrap_or(0);
+            self.status.attempt += 1;
+            self.status.analysis_runs.clear();
             if fresh || self.status.stable_revision.as_deref() != Some(self.updated.as_str()) {
                 let message = format!("rolling out revision {}", self.updated);
                 self.event(EventType::Normal, "NewRevision", message);
@@ -299,6 +334,8 @@ impl<'a> Planner<'a> {
                 if let Some(canary) = self.status.canary.as_mut() {
                     canary.scale_override = None;
                 }
+                self.status.attempt += 1;
+                self.status.analysis_runs.clear();
                 let message = format!("retrying revision {}", self.updated);
                 self.event(EventType::Normal, "Retried", message);
             }
@@ -320,6 +357,20 @@ impl<'a> Planner<'a> {
         self.event(EventType::Warning, reason, message);
     }
 
+    /// Aborts in this very reconcile: whatever the strategy planned is dropped for the aborted
+    /// hold (all traffic on stable, stable whole).
+    fn abort_now(&mut self, reason: &'static str, why: String) {
+        self.abort(reason, why);
+        let stable = self.status.stable_revision.clone().unwrap_or_default();
+        self.targets.clear();
+        self.order.clear();
+        self.selectors.clear();
+        self.active_on_new = false;
+        self.waiting_for_pods = false;
+        self.wanted_runs.clear();
+        self.hold_aborted(&stable);
+    }
+
     /// The template is the stable one (finished, or changed back): stable at full size, every
     /// other version scaled down (a blue-green's previous one after its delay).
     fn finish_on_stable(&mut self, stable: &str) {
@@ -332,6 +383,9 @@ impl<'a> Planner<'a> {
         self.status.abort = false;
         self.status.aborted_at = None;
         self.status.pause_conditions.clear();
+        self.status.analysis_runs.clear();
+        self.wanted_runs.clear();
+        self.active_on_new = false;
         if let Some(canary) = self.status.canary.as_mut() {
             canary.weight = 0;
             canary.scale_override = None;
@@ -390,6 +444,12 @@ impl<'a> Planner<'a> {
         }
         self.pin_services(stable, stable);
         self.status.phase = Phase::Aborted;
+        // The runs stay listed, so people see which one failed; none of them gates anything.
+        for reference in &mut self.status.analysis_runs {
+            if let Some(run) = self.observed.analysis_runs.get(&reference.name) {
+                reference.phase = format!("{:?}", run.phase);
+            }
+        }
     }
 
     /// Pins the stable/active and canary/preview Services, each only to a version with pods
@@ -398,9 +458,10 @@ impl<'a> Planner<'a> {
         let replicas = self.replicas();
         if let Some(bg) = &self.spec.strategy.blue_green {
             let active = bg.active_service.clone();
-            if self.observed.available(stable) >= replicas.max(1) {
-                self.select(&active, stable);
-                self.blue_green_status().active_selector = Some(stable.to_owned());
+            let active_target = if self.active_on_new { canary } else { stable };
+            if self.observed.available(active_target) >= replicas.max(1) {
+                self.select(&active, active_target);
+                self.blue_green_status().active_selector = Some(active_target.to_owned());
             }
             if let Some(preview) = bg.preview_service.clone() {
                 let preview_count = bg.preview_replica_count.unwrap_or(replicas).min(replicas);
@@ -482,16 +543,74 @@ impl<'a> Planner<'a> {
 
     fn canary(&mut self, stable: &str, steps: &[CanaryStep]) {
         let replicas = self.replicas();
-        let paused = self.user_paused();
+        let mut paused = self.user_paused();
+        if paused {
+            self.keep_runs();
+        }
+        let full = self.is_full();
         let mut index = self.status.current_step_index.unwrap_or(0).max(0) as usize;
-        if self.decision().is_some_and(|d| d.full == Some(true)) {
+        if full {
             index = index.max(steps.len());
         }
         let mut canary_status = self.status.canary.clone().unwrap_or_default();
         let mut blocked_on_pause = false;
         let mut waiting = false;
+        let mut analysing: Option<String> = None;
+        let background = self
+            .spec
+            .strategy
+            .canary
+            .as_ref()
+            .and_then(|c| c.analysis.clone());
+        if let Some(background) = &background
+            && index < steps.len()
+            && index >= background.starting_step.unwrap_or(0).max(0) as usize
+        {
+            match self.gate(
+                RunKind::Background,
+                background,
+                "spec.strategy.canary.analysis",
+            ) {
+                Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
+                Gate::Inconclusive(_) if self.approved(index) => {
+                    self.dismiss(RunKind::Background);
+                }
+                Gate::Inconclusive(why) => {
+                    self.pause_inconclusive(&why);
+                    paused = true;
+                }
+                Gate::Passed | Gate::Running => {}
+            }
+        }
         while index < steps.len() && !paused {
             let step = &steps[index];
+            if let Some(analysis) = &step.analysis {
+                let field = format!("spec.strategy.canary.steps[{index}].analysis");
+                let kind = RunKind::Step(index);
+                let gate = if self.approved(index) {
+                    Gate::Passed
+                } else {
+                    self.gate(kind, analysis, &field)
+                };
+                match gate {
+                    Gate::Passed => {
+                        self.clear_inconclusive();
+                        self.status.analysis_runs.retain(|r| r.kind != kind.label());
+                        let name = self.run_name(kind);
+                        self.wanted_runs.retain(|n| n != &name);
+                        self.step_done(index, steps.len(), "analysis passed".into());
+                        index += 1;
+                        continue;
+                    }
+                    Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
+                    Gate::Inconclusive(why) => {
+                        self.pause_inconclusive(&why);
+                        blocked_on_pause = true;
+                    }
+                    Gate::Running => analysing = Some(self.run_name(kind)),
+                }
+                break;
+            }
             if let Some(weight) = step.set_weight {
                 let (canary_want, stable_want) =
                     canary_split(weight, canary_status.scale_override, replicas);
@@ -570,7 +689,12 @@ impl<'a> Planner<'a> {
         self.status.current_step_index = Some(index as i32);
 
         if index >= steps.len() && !paused {
-            // Every step done: the canary becomes stable once it runs at full size.
+            // Every step done: the canary becomes stable once it runs at full size. Background
+            // analysis has nothing left to gate.
+            self.status
+                .analysis_runs
+                .retain(|r| r.kind != RunKind::Background.label());
+            self.wanted_runs.clear();
             let (canary_want, stable_want) = (replicas, 0);
             self.set_split(stable, canary_want, stable_want);
             if self.split_reached(stable, canary_want, stable_want) {
@@ -602,12 +726,27 @@ impl<'a> Planner<'a> {
             } else {
                 Phase::Progressing
             };
-            self.status.message = format!(
-                "step {}/{}: {}",
-                index + 1,
-                steps.len(),
-                describe_step(steps.get(index), paused)
-            );
+            self.status.message = match &analysing {
+                Some(run) => format!("step {}/{}: analysis {run} running", index + 1, steps.len()),
+                None => format!(
+                    "step {}/{}: {}",
+                    index + 1,
+                    steps.len(),
+                    describe_step(steps.get(index), paused)
+                ),
+            };
+            let inconclusive = self
+                .status
+                .pause_conditions
+                .iter()
+                .any(|p| p.reason == analysis::REASON_ANALYSIS_INCONCLUSIVE);
+            if inconclusive && (paused || blocked_on_pause) {
+                self.status.message = format!(
+                    "step {}/{}: paused: analysis inconclusive; promote the step or abort",
+                    index + 1,
+                    steps.len()
+                );
+            }
         }
         self.status.canary = Some(canary_status);
         self.pin_services(stable, &self.updated.clone());
@@ -674,6 +813,9 @@ impl<'a> Planner<'a> {
         };
         let replicas = self.replicas();
         let paused = self.user_paused();
+        if paused {
+            self.keep_runs();
+        }
         let preview_count = bg.preview_replica_count.unwrap_or(replicas).min(replicas);
         let new_available = self.observed.available(&self.updated);
         let preview_ready = new_available >= preview_count;
@@ -689,9 +831,37 @@ impl<'a> Planner<'a> {
                 t.0 + SignedDuration::from_secs(i64::from(bg.auto_promotion_seconds.unwrap_or(0)))
             });
         let decided = self.approved(0);
+        let full = self.is_full();
         let auto =
             bg.auto_promotion_enabled != Some(false) && auto_at.is_some_and(|at| self.now >= at);
-        let promoting = !paused && preview_ready && (decided || auto);
+        // The switch waits for the pre-promotion analysis of the ready preview.
+        let mut analysis_message = None;
+        let mut inconclusive = false;
+        if preview_ready
+            && !full
+            && let Some(pre) = &bg.pre_promotion_analysis
+        {
+            let kind = RunKind::PrePromotion;
+            match self.gate(kind, pre, "spec.strategy.blueGreen.prePromotionAnalysis") {
+                Gate::Passed => {}
+                Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
+                Gate::Inconclusive(_) if decided => self.dismiss(kind),
+                Gate::Inconclusive(why) => {
+                    self.pause_inconclusive(&why);
+                    inconclusive = true;
+                    analysis_message = Some(format!(
+                        "pre-promotion analysis inconclusive: promote or abort ({why})"
+                    ));
+                }
+                Gate::Running => {
+                    analysis_message = Some(format!(
+                        "pre-promotion analysis {} running",
+                        self.run_name(kind)
+                    ));
+                }
+            }
+        }
+        let promoting = !paused && preview_ready && analysis_message.is_none() && (decided || auto);
         if !promoting
             && preview_ready
             && bg.auto_promotion_enabled != Some(false)
@@ -710,6 +880,43 @@ impl<'a> Planner<'a> {
         self.order = vec![stable.to_owned(), self.updated.clone()];
         self.urgent = true;
 
+        if promoting
+            && new_available >= replicas
+            && !full
+            && let Some(post) = &bg.post_promotion_analysis
+        {
+            // The active Service moves to the new version now; it becomes stable, and the old
+            // version may go, only once the post-promotion analysis passes.
+            self.active_on_new = true;
+            let kind = RunKind::PostPromotion;
+            let message =
+                match self.gate(kind, post, "spec.strategy.blueGreen.postPromotionAnalysis") {
+                    Gate::Passed => None,
+                    Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
+                    Gate::Inconclusive(why) => {
+                        self.pause_inconclusive(&why);
+                        inconclusive = true;
+                        Some(format!(
+                            "post-promotion analysis inconclusive: promote --full or abort ({why})"
+                        ))
+                    }
+                    Gate::Running => Some(format!(
+                        "switched to {}: post-promotion analysis {} running",
+                        self.updated,
+                        self.run_name(kind)
+                    )),
+                };
+            if let Some(message) = message {
+                self.status.phase = if inconclusive {
+                    Phase::Paused
+                } else {
+                    Phase::Progressing
+                };
+                self.status.message = message;
+                self.pin_services(stable, &self.updated.clone());
+                return;
+            }
+        }
         if promoting && new_available >= replicas {
             // Switch the active Service, then keep the old version for scaleDownDelaySeconds.
             let delay = bg
@@ -743,12 +950,14 @@ impl<'a> Planner<'a> {
                 start_time: Time(self.now),
             });
         }
-        self.status.phase = if paused || waiting_for_decision {
+        self.status.phase = if paused || waiting_for_decision || inconclusive {
             Phase::Paused
         } else {
             Phase::Progressing
         };
-        self.status.message = if waiting_for_decision {
+        self.status.message = if let Some(message) = analysis_message {
+            message
+        } else if waiting_for_decision {
             format!("preview of {} ready: waiting for promotion", self.updated)
         } else if promoting {
             format!("promoting: {new_available} of {replicas} pods of the new version available")
@@ -760,14 +969,38 @@ impl<'a> Planner<'a> {
 
     fn rolling(&mut self, stable: &str) {
         let replicas = self.replicas();
-        let paused = self.user_paused();
+        let mut paused = self.user_paused();
+        if paused {
+            self.keep_runs();
+        }
+        let mut message = "paused".to_owned();
+        if !self.is_full()
+            && let Some(background) = self
+                .spec
+                .strategy
+                .rolling_update
+                .as_ref()
+                .and_then(|r| r.analysis.as_ref())
+        {
+            let kind = RunKind::Background;
+            match self.gate(kind, background, "spec.strategy.rollingUpdate.analysis") {
+                Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
+                Gate::Inconclusive(_) if self.approved(0) => self.dismiss(kind),
+                Gate::Inconclusive(why) => {
+                    self.pause_inconclusive(&why);
+                    message = format!("paused: analysis inconclusive; promote or abort ({why})");
+                    paused = true;
+                }
+                Gate::Passed | Gate::Running => {}
+            }
+        }
         if paused {
             // Hold the current sizes.
             for rs in &self.observed.replica_sets {
                 self.targets.insert(rs.hash.clone(), rs.replicas);
             }
             self.status.phase = Phase::Paused;
-            self.status.message = "paused".into();
+            self.status.message = message;
             return;
         }
         self.targets.insert(self.updated.clone(), replicas);
@@ -1018,6 +1251,7 @@ impl<'a> Planner<'a> {
 
         let delete = self.history_beyond_limit(&scale_up, &scale_down);
         let pod_metadata = self.role_metadata_changes(&scale_up);
+        let (terminate_runs, delete_runs) = self.run_housekeeping();
 
         let requeue_after = self.requeue.map(|at| {
             let wait = at.duration_since(now);
@@ -1029,6 +1263,10 @@ impl<'a> Planner<'a> {
             selectors: self.selectors,
             scale_down,
             delete,
+            create_runs: self.create_runs,
+            terminate_runs,
+            delete_runs,
+            abort_latency_since: self.abort_latency_since,
             status: self.status,
             events: self.events,
             requeue_after,
@@ -1197,6 +1435,9 @@ fn describe_step(step: Option<&CanaryStep>, paused: bool) -> String {
             set_canary_scale: Some(_),
             ..
         }) => "setCanaryScale".into(),
+        Some(CanaryStep {
+            analysis: Some(_), ..
+        }) => "analysis".into(),
         _ => "promoting".into(),
     };
     if paused {
@@ -1275,6 +1516,7 @@ pub fn validate(spec: &RolloutSpec, observed: &Observed) -> Result<(), InvalidSp
             &bg.preview_service,
         )?;
     }
+    analysis::validate_analyses(spec, &observed.templates)?;
     if let Some(c) = &spec.strategy.canary {
         require("spec.strategy.canary.stableService", &c.stable_service)?;
         require("spec.strategy.canary.canaryService", &c.canary_service)?;

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::crd::{Decision, POD_TEMPLATE_HASH_LABEL, PodMetadata};
+use ::analysis::lifecycle::Phase as RunPhase;
 
 // ---- fixtures ----------------------------------------------------------------------------
 
@@ -90,6 +91,8 @@ struct Sim {
     peak_pods: i32,
     /// The first invariant broken, if any.
     violation: Option<String>,
+    runs: BTreeMap<String, ObservedRun>,
+    templates: BTreeMap<TemplateKey, AnalysisTemplateSpec>,
 }
 
 impl Sim {
@@ -109,7 +112,34 @@ impl Sim {
             writes: 0,
             peak_pods: 0,
             violation: None,
+            runs: BTreeMap::new(),
+            templates: BTreeMap::from([(
+                TemplateKey {
+                    cluster_scope: false,
+                    name: "error-rate".into(),
+                },
+                serde_json::from_value(json!({
+                    "args": [{"name": "hash", "valueFrom": {"podTemplateHashValue": "Latest"}}],
+                    "metrics": [{"name": "errors", "interval": "30s", "count": 3,
+                        "provider": {"prometheus": {"address": "http://127.0.0.1:9090",
+                                                    "query": "errors{hash=\"{{args.hash}}\"}"}},
+                        "successCondition": "result[0] < 0.01"}],
+                }))
+                .unwrap(),
+            )]),
         }
+    }
+
+    /// The runner's part: the run named `name` ends in `phase`.
+    fn end_run(&mut self, name: &str, phase: RunPhase) {
+        let run = self.runs.get_mut(name).expect("no such run");
+        run.phase = phase;
+        run.message = format!("metric errors {phase:?}");
+        run.completed_at = Some(self.now);
+    }
+
+    fn run_names(&self) -> Vec<String> {
+        self.runs.keys().cloned().collect()
     }
 
     fn observed(&self) -> Observed {
@@ -128,6 +158,8 @@ impl Sim {
                 })
                 .collect(),
             services: self.services.clone(),
+            analysis_runs: self.runs.clone(),
+            templates: self.templates.clone(),
         }
     }
 
@@ -271,6 +303,32 @@ impl Sim {
             self.writes += 1;
             self.replica_sets
                 .retain(|rs| &format!("web-{}", rs.hash) != name);
+        }
+        for new in &plan.create_runs {
+            assert!(
+                !self.runs.contains_key(&new.name),
+                "{} created twice",
+                new.name
+            );
+            self.runs.insert(
+                new.name.clone(),
+                ObservedRun {
+                    phase: RunPhase::Pending,
+                    message: String::new(),
+                    terminating: false,
+                    created_at: Some(self.now),
+                    completed_at: None,
+                },
+            );
+        }
+        for name in &plan.terminate_runs {
+            if let Some(run) = self.runs.get_mut(name) {
+                run.terminating = true;
+                run.phase = RunPhase::Successful;
+            }
+        }
+        for name in &plan.delete_runs {
+            self.runs.remove(name);
         }
         self.writes += 1;
         self.check_status(&plan.status);
@@ -984,4 +1042,241 @@ proptest! {
         prop_assert_eq!(sim.violation.clone(), None);
         assert_converges(sim);
     }
+}
+
+// ---- analysis ----------------------------------------------------------------------------
+
+fn error_rate() -> serde_json::Value {
+    json!({"templates": [{"templateName": "error-rate"}]})
+}
+
+/// A 4-replica canary with an analysis step, Healthy on v1 and given v2.
+fn analysed_canary(
+    steps: serde_json::Value,
+    background: Option<serde_json::Value>,
+) -> (Sim, String) {
+    let mut rollout = canary_rollout(4, steps);
+    if let Some(canary) = rollout.spec.strategy.canary.as_mut() {
+        canary.analysis = background.map(|b| serde_json::from_value(b).unwrap());
+    }
+    let mut sim = deployed(rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    (sim, canary)
+}
+
+#[test]
+fn an_analysis_step_waits_for_its_run_and_goes_on_when_it_passes() {
+    let (mut sim, canary) = analysed_canary(
+        json!([{"setWeight": 25}, {"analysis": error_rate()}, {"setWeight": 50}]),
+        None,
+    );
+    sim.settle();
+    let run = format!("web-{canary}-1-2");
+    assert_eq!(sim.run_names(), std::slice::from_ref(&run));
+    assert_eq!(sim.status().current_step_index, Some(1));
+    assert_eq!(sim.status().phase, Phase::Progressing);
+    assert!(
+        sim.status().message.contains(&run),
+        "{}",
+        sim.status().message
+    );
+    assert_eq!(sim.status().analysis_runs[0].kind, "step-1");
+    assert_eq!(sim.status().canary.unwrap().weight, 25);
+    sim.end_run(&run, RunPhase::Successful);
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    assert_eq!(sim.status().stable_revision, Some(canary));
+    assert!(sim.status().analysis_runs.is_empty());
+    sim.assert_ok();
+}
+
+#[test]
+fn a_failed_analysis_aborts_in_the_reconcile_that_sees_it() {
+    let (mut sim, canary) = analysed_canary(
+        json!([{"setWeight": 50}, {"analysis": error_rate()}, {"setWeight": 75}]),
+        None,
+    );
+    sim.settle();
+    let stable = sim.status().stable_revision.unwrap();
+    let run = format!("web-{canary}-1-2");
+    sim.advance(5);
+    sim.end_run(&run, RunPhase::Failed);
+    let plan = sim.reconcile();
+    assert!(plan.status.abort);
+    assert_eq!(plan.status.phase, Phase::Aborted);
+    assert_eq!(plan.abort_latency_since, Some(sim.now));
+    let event = plan
+        .events
+        .iter()
+        .find(|e| e.reason == "AnalysisFailed")
+        .unwrap();
+    assert!(
+        event.message.contains("metric errors Failed"),
+        "{}",
+        event.message
+    );
+    assert!(event.message.contains(&run), "{}", event.message);
+    assert_eq!(sim.selector_of("web-canary"), Some(stable.clone()));
+    assert_eq!(sim.replicas_of(&stable), 4);
+    sim.settle();
+    assert_eq!(sim.replicas_of(&canary), 0);
+    assert_eq!(sim.status().phase, Phase::Aborted);
+    // The failed run stays listed for people to see; nothing new is started.
+    assert_eq!(sim.status().analysis_runs[0].phase, "Failed");
+    assert_eq!(sim.run_names(), [run]);
+    sim.assert_ok();
+}
+
+#[test]
+fn an_inconclusive_analysis_pauses_until_the_step_is_promoted() {
+    let (mut sim, canary) =
+        analysed_canary(json!([{"setWeight": 25}, {"analysis": error_rate()}]), None);
+    sim.settle();
+    let run = format!("web-{canary}-1-2");
+    sim.end_run(&run, RunPhase::Inconclusive);
+    let plan = sim.reconcile();
+    assert_eq!(plan.status.phase, Phase::Paused);
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == "AnalysisInconclusive")
+    );
+    assert!(
+        plan.status
+            .pause_conditions
+            .iter()
+            .any(|p| p.reason == analysis::REASON_ANALYSIS_INCONCLUSIVE)
+    );
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Paused);
+    sim.decide(|d| d.promoted_step = Some(1));
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    sim.assert_ok();
+}
+
+#[test]
+fn background_analysis_starts_at_its_step_and_stops_at_promotion() {
+    let background = json!({"templates": [{"templateName": "error-rate"}], "startingStep": 1});
+    let (mut sim, canary) = analysed_canary(
+        json!([{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}]),
+        Some(background),
+    );
+    sim.settle();
+    let run = format!("web-{canary}-bg-2");
+    assert_eq!(sim.run_names(), std::slice::from_ref(&run));
+    sim.decide(|d| d.promoted_step = Some(1));
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    assert!(
+        sim.runs[&run].terminating,
+        "the background run is stopped at promotion"
+    );
+    sim.assert_ok();
+}
+
+#[test]
+fn a_failing_background_analysis_aborts_at_any_step() {
+    let background = json!({"templates": [{"templateName": "error-rate"}]});
+    let (mut sim, canary) =
+        analysed_canary(json!([{"setWeight": 25}, {"pause": {}}]), Some(background));
+    sim.settle();
+    let run = format!("web-{canary}-bg-2");
+    sim.end_run(&run, RunPhase::Error);
+    let plan = sim.reconcile();
+    assert_eq!(plan.status.phase, Phase::Aborted);
+    // A retry is a new attempt, with runs of its own.
+    sim.settle();
+    sim.decide(|d| d.retry = Some(1));
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Paused);
+    assert!(
+        sim.runs.contains_key(&format!("web-{canary}-bg-3")),
+        "{:?}",
+        sim.run_names()
+    );
+    sim.assert_ok();
+}
+
+#[test]
+fn blue_green_switches_after_pre_promotion_and_switches_back_when_post_promotion_fails() {
+    let mut rollout = blue_green_rollout(3, true);
+    if let Some(bg) = rollout.spec.strategy.blue_green.as_mut() {
+        bg.pre_promotion_analysis = Some(serde_json::from_value(error_rate()).unwrap());
+        bg.post_promotion_analysis = Some(serde_json::from_value(error_rate()).unwrap());
+    }
+    let mut sim = deployed(rollout);
+    let old = sim.status().stable_revision.unwrap();
+    set_image(&mut sim.rollout, "web:2");
+    let new = hash_of(&sim.rollout);
+    sim.settle();
+    let pre = format!("web-{new}-pre-2");
+    assert_eq!(sim.run_names(), std::slice::from_ref(&pre));
+    assert_eq!(sim.selector_of("web-active"), Some(old.clone()));
+    assert_eq!(sim.selector_of("web-preview"), Some(new.clone()));
+    sim.end_run(&pre, RunPhase::Successful);
+    sim.settle();
+    let post = format!("web-{new}-post-2");
+    assert!(sim.runs.contains_key(&post));
+    assert_eq!(sim.selector_of("web-active"), Some(new.clone()), "switched");
+    assert_eq!(
+        sim.status().stable_revision,
+        Some(old.clone()),
+        "not stable yet"
+    );
+    assert_eq!(sim.replicas_of(&old), 3, "the old version stays whole");
+    sim.end_run(&post, RunPhase::Failed);
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Aborted);
+    assert_eq!(
+        sim.selector_of("web-active"),
+        Some(old.clone()),
+        "switched back"
+    );
+    sim.assert_ok();
+}
+
+#[test]
+fn rolling_background_analysis_gates_and_aborts() {
+    let mut rollout = rolling_rollout(4, 1, 0);
+    if let Some(rolling) = rollout.spec.strategy.rolling_update.as_mut() {
+        rolling.analysis = Some(serde_json::from_value(error_rate()).unwrap());
+    }
+    let mut sim = deployed(rollout);
+    let old = sim.status().stable_revision.unwrap();
+    set_image(&mut sim.rollout, "web:2");
+    let new = hash_of(&sim.rollout);
+    sim.reconcile();
+    sim.pods_ready();
+    let run = format!("web-{new}-bg-2");
+    sim.end_run(&run, RunPhase::Failed);
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Aborted);
+    assert_eq!(sim.replicas_of(&old), 4);
+    assert_eq!(sim.replicas_of(&new), 0);
+    sim.assert_ok();
+}
+
+#[test]
+fn a_missing_template_is_an_invalid_spec_and_starts_nothing() {
+    let (mut sim, _) =
+        analysed_canary(json!([{"setWeight": 25}, {"analysis": error_rate()}]), None);
+    if let Some(canary) = sim.rollout.spec.strategy.canary.as_mut() {
+        canary.steps[1] =
+            serde_json::from_value(json!({"analysis": {"templates": [{"templateName": "nope"}]}}))
+                .unwrap();
+    }
+    let before = sim.replica_sets.len();
+    let plan = sim.reconcile();
+    assert_eq!(plan.status.phase, Phase::Degraded);
+    assert!(
+        plan.status.message.starts_with(
+            "spec.strategy.canary.steps[1].analysis.templates[0].templateName: AnalysisTemplate nope not found"
+        ),
+        "{}",
+        plan.status.message
+    );
+    assert!(plan.create_runs.is_empty() && plan.scale_up.is_empty());
+    assert_eq!(sim.replica_sets.len(), before);
 }

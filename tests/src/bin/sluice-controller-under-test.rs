@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
         Options {
             namespace: Some(namespace),
             health_addr,
+            analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
         },
     )
     .await?;

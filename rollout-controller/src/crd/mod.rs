@@ -12,6 +12,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub mod analysis;
+
+pub use analysis::RolloutAnalysis;
+
 /// The API group of every Sluice kind.
 pub const GROUP: &str = "sluice.dev";
 /// Label on ReplicaSets, their selectors and their pods: the pod-template hash.
@@ -148,6 +152,9 @@ pub struct RollingUpdate {
     /// Pods below the desired count while replacing (count or percentage; default 0).
     #[serde(default = "default_max_unavailable")]
     pub max_unavailable: IntOrString,
+    /// Background analysis while the new version rolls out; a Fail aborts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<RolloutAnalysis>,
 }
 
 impl Default for RollingUpdate {
@@ -155,6 +162,7 @@ impl Default for RollingUpdate {
         Self {
             max_surge: default_max_surge(),
             max_unavailable: default_max_unavailable(),
+            analysis: None,
         }
     }
 }
@@ -196,6 +204,12 @@ pub struct BlueGreen {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub abort_scale_down_delay_seconds: Option<i32>,
+    /// Runs against the preview before the switch; the switch waits for its pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis: Option<RolloutAnalysis>,
+    /// Runs after the switch; a failure switches back to the previous version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis: Option<RolloutAnalysis>,
 }
 
 /// Move traffic to the new version step by step. Without a traffic router the weight is made of
@@ -231,6 +245,9 @@ pub struct Canary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub abort_scale_down_delay_seconds: Option<i32>,
+    /// Background analysis from `startingStep` until promotion; a Fail aborts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<RolloutAnalysis>,
 }
 
 impl Default for Canary {
@@ -245,6 +262,7 @@ impl Default for Canary {
             max_unavailable: default_max_unavailable(),
             scale_down_delay_seconds: None,
             abort_scale_down_delay_seconds: None,
+            analysis: None,
         }
     }
 }
@@ -262,8 +280,8 @@ pub struct PodMetadata {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
-    "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.setCanaryScale) ? 1 : 0) == 1"
-).message("a canary step sets exactly one of setWeight, pause or setCanaryScale"))]
+    "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.setCanaryScale) ? 1 : 0) + (has(self.analysis) ? 1 : 0) == 1"
+).message("a canary step sets exactly one of setWeight, pause, setCanaryScale or analysis"))]
 pub struct CanaryStep {
     /// Percentage of traffic for the canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -275,6 +293,9 @@ pub struct CanaryStep {
     /// Size the canary apart from its traffic weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_canary_scale: Option<SetCanaryScale>,
+    /// Run an analysis; the step ends when it passes, a failure aborts the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<RolloutAnalysis>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -366,6 +387,13 @@ pub struct RolloutStatus {
     /// The `spec.decision.retry` value already acted on, so that a retry happens once.
     #[serde(default)]
     pub retries: i32,
+    /// Grows each time a revision starts or is retried; AnalysisRun names end with it, so that
+    /// a new attempt never meets an old attempt's runs.
+    #[serde(default)]
+    pub attempt: i32,
+    /// The AnalysisRuns of the current attempt that gate it now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis_runs: Vec<AnalysisRunRef>,
     /// Since when the rollout waits for pods without progress (for the progress deadline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Time>,
@@ -411,10 +439,24 @@ pub struct BlueGreenStatus {
     pub scale_down_revision: Option<String>,
 }
 
+/// An AnalysisRun the rollout waits on or watches, as last seen.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRunRef {
+    pub name: String,
+    /// `step-N`, `background`, `pre-promotion` or `post-promotion`.
+    pub kind: String,
+    /// The run's phase: Pending, Running, Successful, Failed, Error or Inconclusive.
+    pub phase: String,
+    /// An inconclusive background run that a person promoted past: it pauses nothing more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dismissed: bool,
+}
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PauseCondition {
-    /// `CanaryPauseStep`, `BlueGreenPause`, `ProgressDeadline` or `UserPause`.
+    /// `CanaryPauseStep`, `BlueGreenPause`, `AnalysisInconclusive` or `UserPause`.
     pub reason: String,
     pub start_time: Time,
 }
