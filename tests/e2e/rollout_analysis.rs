@@ -96,7 +96,7 @@ async fn canary_analysis_passes_then_a_failing_canary_aborts_by_itself(
         ]))
         .await?;
         let outcome = async {
-            let _controller = RunningController::start(client.clone(), &ns);
+            let controller = RunningController::start(client.clone(), &ns);
             for service in ["web-stable", "web-canary"] {
                 create_service(&client, &ns, service, "web").await?;
             }
@@ -211,6 +211,29 @@ async fn canary_analysis_passes_then_a_failing_canary_aborts_by_itself(
                     .iter()
                     .any(|r| r.name == failed_run && r.phase == "Failed"),
                 "{listed:?}"
+            );
+            let metrics = controller.metrics().await?;
+            let value = |name: &str| {
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            };
+            let (sum, count) = (
+                value("sluice_abort_latency_seconds_sum").context("no abort latency sum")?,
+                value("sluice_abort_latency_seconds_count").context("no abort latency count")?,
+            );
+            ensure!(count == 1.0, "{count} aborts measured, want 1");
+            eprintln!(
+                "rollout_analysis: abort latency (failed run -> traffic on stable) {:.0} ms",
+                sum * 1000.0
+            );
+            let measured = metrics.lines().any(|l| {
+                l.starts_with("sluice_analysis_measurements_total{")
+                    && l.contains("metric=\"error-rate\"")
+            });
+            ensure!(
+                measured,
+                "no sluice_analysis_measurements_total for error-rate"
             );
             Ok(())
         }

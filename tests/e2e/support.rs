@@ -209,27 +209,41 @@ pub async fn events_with_reason(
 }
 
 /// The controller, running in this process and watching one namespace, until dropped.
-pub struct RunningController(tokio::task::JoinHandle<()>);
+pub struct RunningController {
+    task: tokio::task::JoinHandle<()>,
+    health_addr: SocketAddr,
+}
 
 impl RunningController {
     pub fn start(client: Client, namespace: &str) -> Self {
+        // A port the kernel just handed out and we let go of: free for the controller to bind.
+        let health_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let options = Options {
             namespace: Some(namespace.to_owned()),
-            health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            health_addr,
             analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
         };
         let namespace = namespace.to_owned();
-        Self(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = run(client, options).await {
                 eprintln!("controller for {namespace} stopped: {e}");
             }
-        }))
+        });
+        Self { task, health_addr }
+    }
+
+    /// The controller's `/metrics` text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let url = format!("http://{}/metrics", self.health_addr);
+        Ok(reqwest::get(&url).await?.error_for_status()?.text().await?)
     }
 }
 
 impl Drop for RunningController {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
