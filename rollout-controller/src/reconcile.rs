@@ -18,6 +18,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 use traffic::ServiceSelectorRouter;
+use traffic::gateway::GatewayRouter;
+use traffic::nginx::{DEFAULT_ANNOTATION_PREFIX, NginxRouter, canary_ingress, canary_ingress_name};
 
 use crate::crd::analysis::{
     ANALYSIS_KIND_LABEL, AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, ROLLOUT_LABEL,
@@ -26,7 +28,8 @@ use crate::crd::{POD_TEMPLATE_HASH_LABEL, PodMetadata, REVISION_ANNOTATION, Roll
 use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
 use crate::plan::analysis::{NewAnalysisRun, ObservedRun, TemplateKey, referenced_templates};
 use crate::plan::{
-    EventType, Observed, ObservedReplicaSet, Plan, PodMetadataChange, ReplicaSetTarget, plan,
+    EventType, InvalidSpec, Observed, ObservedReplicaSet, Plan, PodMetadataChange,
+    ReplicaSetTarget, TrafficPlan, plan,
 };
 
 /// The one field manager every write of the controller goes through.
@@ -205,6 +208,7 @@ pub fn observe(rollout: &Rollout, namespace: &str, ctx: &Context) -> Observed {
         services,
         analysis_runs,
         templates,
+        router_problem: None,
     }
 }
 
@@ -250,7 +254,8 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         ctx.metrics.forget_rollout(&namespace, &name);
         return Ok(Action::await_change());
     }
-    let observed = observe(&rollout, &namespace, &ctx);
+    let mut observed = observe(&rollout, &namespace, &ctx);
+    observed.router_problem = check_router(&rollout, &namespace, &ctx).await?;
     // Whole seconds, as metav1.Time stores them: a status planned at sub-second precision would
     // never equal the status read back, and be written again on every reconcile.
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
@@ -308,6 +313,9 @@ async fn act(
             .await?;
         wrote(ctx, "Service");
         info!(service = %change.service, hash = %change.hash, "Service selector moved");
+    }
+    if let Some(traffic) = &plan.traffic {
+        set_traffic(rollout, namespace, traffic, ctx).await?;
     }
     for target in &plan.scale_down {
         write_replica_set(rollout, &replica_sets, target, None).await?;
@@ -397,6 +405,128 @@ async fn act(
             Ok(()) => wrote(ctx, "Event"),
             // An Event that cannot be written must not stop the rollout.
             Err(e) => warn!(reason = event.reason, error = %e, "could not publish an Event"),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the router's objects and says what is wrong with them for the planner, which then
+/// marks the rollout InvalidSpec and changes nothing. Only a failing API is an error here.
+async fn check_router(
+    rollout: &Rollout,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Option<InvalidSpec>, ReconcileError> {
+    let Some(canary) = &rollout.spec.strategy.canary else {
+        return Ok(None);
+    };
+    let Some(routing) = &canary.traffic_routing else {
+        return Ok(None);
+    };
+    let backends = traffic::Backends {
+        rollout: rollout.name_any(),
+        stable_service: canary.stable_service.clone().unwrap_or_default(),
+        canary_service: canary.canary_service.clone().unwrap_or_default(),
+    };
+    let state = traffic::TrafficState::default();
+    let max = routing.max_traffic_weight.unwrap_or(100);
+    let (field, checked) = if let Some(nginx) = &routing.nginx {
+        let router = NginxRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
+        let checked = match router.stable_ingress(&nginx.stable_ingress).await {
+            Ok(stable) => canary_ingress(&stable, &backends, &state, "p", max, None).map(|_| ()),
+            Err(e) => Err(e),
+        };
+        (
+            "spec.strategy.canary.trafficRouting.nginx.stableIngress",
+            checked,
+        )
+    } else if let Some(gateway) = &routing.gateway_api {
+        let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            ctx.client.clone(),
+            namespace,
+            &traffic::gateway::http_route_resource(),
+        );
+        let checked = match routes.get_opt(&gateway.http_route).await {
+            Ok(Some(route)) => {
+                let route = serde_json::to_value(&route).unwrap_or_default();
+                traffic::gateway::desired_rules(&route, &backends, &state, max).map(|_| ())
+            }
+            Ok(None) => Err(traffic::TrafficError::NotFound {
+                kind: "HTTPRoute",
+                namespace: namespace.to_owned(),
+                name: gateway.http_route.clone(),
+            }),
+            Err(source) => {
+                return Err(kube_err(format!(
+                    "reading HTTPRoute {}",
+                    gateway.http_route
+                ))(source));
+            }
+        };
+        (
+            "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute",
+            checked,
+        )
+    } else {
+        return Ok(None);
+    };
+    match checked {
+        Ok(()) => Ok(None),
+        Err(e) if e.is_invalid_spec() => Ok(Some(InvalidSpec {
+            field: field.into(),
+            message: e.to_string(),
+        })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Brings the router to the plan's state; writes only what differs.
+async fn set_traffic(
+    rollout: &Rollout,
+    namespace: &str,
+    plan: &TrafficPlan,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let max = plan.routing.max_traffic_weight.unwrap_or(100);
+    let state = plan.state.clone().unwrap_or_default();
+    if let Some(nginx) = &plan.routing.nginx {
+        let router = NginxRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
+        let name = canary_ingress_name(&rollout.name_any(), &nginx.stable_ingress);
+        let Some(_) = &plan.state else {
+            if router.current(&name).await?.is_some() && router.remove(&name).await? {
+                wrote(ctx, "Ingress");
+                info!(ingress = %name, "canary Ingress removed: all traffic on stable");
+            }
+            return Ok(());
+        };
+        let stable = router.stable_ingress(&nginx.stable_ingress).await?;
+        let prefix = nginx
+            .annotation_prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_ANNOTATION_PREFIX);
+        let owner = rollout.controller_owner_ref(&());
+        let desired = canary_ingress(&stable, &plan.backends, &state, prefix, max, owner.as_ref())?;
+        let current = router
+            .current(&name)
+            .await?
+            .map(|i| serde_json::to_value(i).unwrap_or_default());
+        let same = current.as_ref().is_some_and(|c| {
+            c["metadata"]["annotations"] == desired["metadata"]["annotations"]
+                && c["spec"] == desired["spec"]
+        });
+        if !same {
+            router.apply(&desired).await?;
+            wrote(ctx, "Ingress");
+            info!(ingress = %name, weight = state.canary_weight, "canary Ingress set");
+        }
+    } else if let Some(gateway) = &plan.routing.gateway_api {
+        let router = GatewayRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
+        if router
+            .apply(&gateway.http_route, &plan.backends, &state, max)
+            .await?
+        {
+            wrote(ctx, "HTTPRoute");
+            info!(http_route = %gateway.http_route, weight = state.canary_weight, "HTTPRoute weights set");
         }
     }
     Ok(())

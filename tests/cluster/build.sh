@@ -109,5 +109,14 @@ if [[ ! -f "$stages/pod-ready.yaml" ]]; then
     install -m 0644 "$kwok_src/kustomize/stage/$f" "$stages/"
   done
 fi
+# The Gateway API's standard-channel CRDs, from its Go module (the HTTPRoute router's tests).
+gateway_crds="$bin/../gateway-api-${GATEWAY_API_VERSION}"
+if [[ ! -f "$gateway_crds/httproutes.yaml" ]]; then
+  gateway_src=$(GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$gateway_crds"
+  install -m 0644 "$gateway_src/config/crd/standard/gateway.networking.k8s.io_httproutes.yaml" \
+    "$gateway_crds/httproutes.yaml"
+fi
 say "all components ready in $((SECONDS - total_started))s"
 echo "$bin"

@@ -15,6 +15,7 @@ mod prometheus_analysis;
 mod restart;
 mod rollout_analysis;
 mod rollouts;
+mod routers;
 mod scrape;
 mod smoke;
 mod support;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         scrape::trials(),
         prometheus_analysis::trials(),
         rollout_analysis::trials(),
+        routers::trials(),
     ]
     .into_iter()
     .flatten()

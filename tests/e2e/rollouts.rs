@@ -90,7 +90,12 @@ pub(crate) async fn set_image(
 }
 
 /// Writes `spec.decision`, as the REST API and the CLI do.
-async fn decide(client: &Client, ns: &str, name: &str, decision: Value) -> anyhow::Result<()> {
+pub(crate) async fn decide(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    decision: Value,
+) -> anyhow::Result<()> {
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
     let patch = json!({"spec": {"decision": decision}});
     rollouts
@@ -562,7 +567,20 @@ async fn the_apiserver_rejects_invalid_specs(env: &'static Env) -> anyhow::Resul
             ),
             (
                 json!({"canary": {"steps": [{"setWeight": 10, "pause": {}}]}}),
-                "a canary step sets exactly one of setWeight, pause, setCanaryScale or analysis",
+                "a canary step sets exactly one of setWeight, pause, setCanaryScale, analysis or setHeaderRoute",
+            ),
+            (
+                json!({"canary": {"steps": [{"setHeaderRoute": {"match": []}}]}}),
+                "setHeaderRoute needs trafficRouting",
+            ),
+            (
+                json!({"canary": {"stableService": "s", "canaryService": "c", "trafficRouting": {
+                    "nginx": {"stableIngress": "web"}, "gatewayAPI": {"httpRoute": "web"}}}}),
+                "trafficRouting sets exactly one of nginx or gatewayAPI",
+            ),
+            (
+                json!({"canary": {"trafficRouting": {"nginx": {"stableIngress": "web"}}}}),
+                "trafficRouting needs stableService and canaryService",
             ),
         ];
         for (i, (strategy, expected)) in cases.into_iter().enumerate() {

@@ -100,6 +100,7 @@ impl Env {
                 let install = async {
                     let client = self.cluster().await?.admin_client().await?;
                     sluice_tests::crds::install(&client, "sluice-e2e").await?;
+                    sluice_tests::crds::install_gateway_api(&client, "sluice-e2e").await?;
                     anyhow::Ok(())
                 };
                 install

@@ -13,6 +13,7 @@ pub struct Versions {
     pub kubernetes: String,
     pub etcd: String,
     pub kwok: String,
+    pub gateway_api: String,
 }
 
 impl Versions {
@@ -35,6 +36,7 @@ impl Versions {
             kubernetes: value("K8S_VERSION")?,
             etcd: value("ETCD_VERSION")?,
             kwok: value("KWOK_VERSION")?,
+            gateway_api: value("GATEWAY_API_VERSION")?,
         })
     }
 }
@@ -83,6 +85,18 @@ impl Binaries {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// The Gateway API's HTTPRoute CRD, copied from its module by build.sh.
+    pub fn http_route_crd(&self) -> Result<PathBuf> {
+        let version = Versions::pinned()?.gateway_api;
+        let path = self
+            .dir
+            .join("..")
+            .join(format!("gateway-api-{version}"))
+            .join("httproutes.yaml");
+        self.require_file(&path)?;
+        Ok(path)
     }
 
     /// kwok's own default lifecycle stages, copied from its module by build.sh.

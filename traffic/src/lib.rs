@@ -1,8 +1,15 @@
 //! Routers that move traffic between versions of a workload. Each edits only what it owns in
 //! the user's objects. This crate knows nothing of Rollouts: it takes plain names and values.
 //!
-//! So far: the Service-selector router, which points a Service at one version's pods by adding
-//! the pod-template-hash label to its selector and leaves the rest of the selector alone.
+//! Routers: Service selectors (a Service points at one version's pods through the
+//! pod-template-hash label, the rest of its selector left alone), ingress-nginx canary Ingresses
+//! ([`nginx`]) and Gateway API HTTPRoute weights and header rules ([`gateway`]).
+
+pub mod gateway;
+pub mod nginx;
+pub mod spec;
+
+pub use spec::{Backends, RequestMatch, SetHeaderRoute, TrafficRouting, TrafficState, ValueMatch};
 
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
@@ -13,13 +20,58 @@ use serde_json::json;
 pub enum TrafficError {
     #[error("Service {namespace}/{name} not found")]
     ServiceNotFound { namespace: String, name: String },
-    #[error("updating Service {namespace}/{name}: {source}")]
+    #[error("{kind} {namespace}/{name}: {source}")]
     Api {
+        kind: &'static str,
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("{kind} {name} does not send traffic to Service {service}")]
+    NotReferenced {
+        kind: &'static str,
+        name: String,
+        service: String,
+    },
+    #[error("{field}: {reason}")]
+    Unsupported { field: String, reason: String },
+    #[error("{kind} {name} kept changing under us; will try again")]
+    Conflict { kind: &'static str, name: String },
+}
+
+impl TrafficError {
+    /// Errors that describe the user's objects or spec (not a failing API): the rollout is
+    /// marked InvalidSpec with this message, and nothing is changed.
+    pub fn is_invalid_spec(&self) -> bool {
+        matches!(
+            self,
+            TrafficError::ServiceNotFound { .. }
+                | TrafficError::NotFound { .. }
+                | TrafficError::NotReferenced { .. }
+                | TrafficError::Unsupported { .. }
+        )
+    }
+}
+
+pub(crate) fn api_error(
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+    source: kube::Error,
+) -> TrafficError {
+    TrafficError::Api {
+        kind,
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source: Box::new(source),
+    }
 }
 
 /// Points Services at one version's pods through their selectors.
@@ -64,11 +116,7 @@ impl ServiceSelectorRouter {
                     name: service.to_owned(),
                 })
             }
-            Err(source) => Err(TrafficError::Api {
-                namespace: self.namespace.clone(),
-                name: service.to_owned(),
-                source,
-            }),
+            Err(source) => Err(api_error("Service", &self.namespace, service, source)),
         }
     }
 }

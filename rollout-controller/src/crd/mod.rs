@@ -216,7 +216,18 @@ pub struct BlueGreen {
 /// replica counts, and traffic flows through the user's own Service selecting both versions.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new(SURGE_RULE).message(SURGE_MESSAGE))]
+#[x_kube(
+    validation = kube::core::Rule::new(SURGE_RULE).message(SURGE_MESSAGE),
+    validation = kube::core::Rule::new(
+        "!has(self.trafficRouting) || (has(self.trafficRouting.nginx) ? 1 : 0) + (has(self.trafficRouting.gatewayAPI) ? 1 : 0) == 1"
+    ).message("trafficRouting sets exactly one of nginx or gatewayAPI"),
+    validation = kube::core::Rule::new(
+        "!has(self.trafficRouting) || (has(self.stableService) && has(self.canaryService))"
+    ).message("trafficRouting needs stableService and canaryService"),
+    validation = kube::core::Rule::new(
+        "has(self.trafficRouting) || !has(self.steps) || !self.steps.exists(s, has(s.setHeaderRoute))"
+    ).message("setHeaderRoute needs trafficRouting"),
+)]
 pub struct Canary {
     /// Its selector gets the stable version's pod-template hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,6 +259,10 @@ pub struct Canary {
     /// Background analysis from `startingStep` until promotion; a Fail aborts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<RolloutAnalysis>,
+    /// Move traffic with a router instead of replica counts: stable stays whole, and the
+    /// canary's share is a weight the router sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_routing: Option<traffic::TrafficRouting>,
 }
 
 impl Default for Canary {
@@ -263,6 +278,7 @@ impl Default for Canary {
             scale_down_delay_seconds: None,
             abort_scale_down_delay_seconds: None,
             analysis: None,
+            traffic_routing: None,
         }
     }
 }
@@ -280,8 +296,8 @@ pub struct PodMetadata {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
-    "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.setCanaryScale) ? 1 : 0) + (has(self.analysis) ? 1 : 0) == 1"
-).message("a canary step sets exactly one of setWeight, pause, setCanaryScale or analysis"))]
+    "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.setCanaryScale) ? 1 : 0) + (has(self.analysis) ? 1 : 0) + (has(self.setHeaderRoute) ? 1 : 0) == 1"
+).message("a canary step sets exactly one of setWeight, pause, setCanaryScale, analysis or setHeaderRoute"))]
 pub struct CanaryStep {
     /// Percentage of traffic for the canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,6 +312,9 @@ pub struct CanaryStep {
     /// Run an analysis; the step ends when it passes, a failure aborts the rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<RolloutAnalysis>,
+    /// Send requests matching headers to the canary, whatever the weight (router only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_header_route: Option<traffic::SetHeaderRoute>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -417,6 +436,11 @@ pub struct CanaryStatus {
     /// Canary size set by a setCanaryScale step, in replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_override: Option<i32>,
+    /// With a router: the previous stable version, kept whole until `scaleDownAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_at: Option<Time>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

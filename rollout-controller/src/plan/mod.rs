@@ -45,6 +45,19 @@ pub struct Observed {
     pub analysis_runs: BTreeMap<String, ObservedRun>,
     /// The templates the spec refers to that exist.
     pub templates: BTreeMap<TemplateKey, AnalysisTemplateSpec>,
+    /// What is wrong with the traffic router's objects (a missing Ingress or HTTPRoute, one that
+    /// does not send traffic to the stable Service), as the reconcile found before planning.
+    pub router_problem: Option<InvalidSpec>,
+}
+
+/// What the traffic router should make true after this reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficPlan {
+    pub routing: traffic::TrafficRouting,
+    pub backends: traffic::Backends,
+    /// `None`: no canary traffic; remove what Sluice made (the canary Ingress, header rules) and
+    /// send everything to the stable Service.
+    pub state: Option<traffic::TrafficState>,
 }
 
 impl Observed {
@@ -107,6 +120,8 @@ pub struct Plan {
     pub scale_down: Vec<ReplicaSetTarget>,
     /// Old ReplicaSets beyond revisionHistoryLimit, by name: deleted after the scale-down.
     pub delete: Vec<String>,
+    /// The router's state, set after the selectors move and before anything shrinks.
+    pub traffic: Option<TrafficPlan>,
     /// AnalysisRuns to create, before the status that names them is written.
     pub create_runs: Vec<NewAnalysisRun>,
     /// AnalysisRuns that gate nothing any more: told to stop measuring.
@@ -167,6 +182,10 @@ struct Planner<'a> {
     /// Blue-green: the active Service already points at the new version (post-promotion
     /// analysis runs before it becomes stable).
     active_on_new: bool,
+    /// The canary's traffic router, when it has one.
+    router: Option<traffic::TrafficRouting>,
+    /// The router's state to reach; `None` with a router means "remove".
+    traffic_state: Option<traffic::TrafficState>,
 }
 
 impl<'a> Planner<'a> {
@@ -196,6 +215,13 @@ impl<'a> Planner<'a> {
             wanted_runs: Vec::new(),
             abort_latency_since: None,
             active_on_new: false,
+            router: rollout
+                .spec
+                .strategy
+                .canary
+                .as_ref()
+                .and_then(|c| c.traffic_routing.clone()),
+            traffic_state: None,
         }
     }
 
@@ -223,6 +249,56 @@ impl<'a> Planner<'a> {
             .decision
             .as_ref()
             .filter(|d| d.revision == self.updated)
+    }
+
+    fn max_weight(&self) -> i32 {
+        self.router
+            .as_ref()
+            .and_then(|r| r.max_traffic_weight)
+            .unwrap_or(100)
+            .max(1)
+    }
+
+    /// Canary and stable pods for a weight. With a router stable stays whole and the canary
+    /// gets pods for its share of traffic (or what setCanaryScale says); without one the weight
+    /// is made of pods.
+    fn split_for(&self, weight: i32, scale_override: Option<i32>) -> (i32, i32) {
+        let replicas = self.replicas();
+        match &self.router {
+            Some(_) => {
+                let max = self.max_weight();
+                let percent = (weight.clamp(0, max) * 100 + max - 1) / max;
+                let canary =
+                    scale_override.unwrap_or_else(|| replicas_for_weight(percent, replicas));
+                (canary.min(replicas), replicas)
+            }
+            None => canary_split(weight, scale_override, replicas),
+        }
+    }
+
+    /// The header routes in force at `index`: those of the last setHeaderRoute step before it.
+    fn header_routes(&self, steps: &[CanaryStep], index: usize) -> Vec<Vec<traffic::RequestMatch>> {
+        let Some((i, route)) = steps
+            .iter()
+            .enumerate()
+            .take(index)
+            .filter_map(|(i, s)| s.set_header_route.as_ref().map(|r| (i, r)))
+            .next_back()
+        else {
+            return Vec::new();
+        };
+        let field = format!("spec.strategy.canary.steps[{i}].setHeaderRoute.match");
+        let conditions: Vec<traffic::RequestMatch> = route
+            .matches
+            .iter()
+            .enumerate()
+            .filter_map(|(j, m)| m.resolve(&format!("{field}[{j}]")).ok())
+            .collect();
+        if conditions.is_empty() {
+            Vec::new()
+        } else {
+            vec![conditions]
+        }
     }
 
     fn is_full(&self) -> bool {
@@ -386,6 +462,7 @@ impl<'a> Planner<'a> {
         self.status.analysis_runs.clear();
         self.wanted_runs.clear();
         self.active_on_new = false;
+        self.traffic_state = None;
         if let Some(canary) = self.status.canary.as_mut() {
             canary.weight = 0;
             canary.scale_override = None;
@@ -396,12 +473,17 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Keeps a blue-green's previous version at its size until `scaleDownAt`.
+    /// Keeps the previous version (of a blue-green, or of a canary with a router) at its size
+    /// until `scaleDownAt`, so connections to it can drain.
     fn keep_blue_green_previous(&mut self) {
-        let Some(bg) = self.status.blue_green.clone() else {
-            return;
+        let kept = match (&self.status.blue_green, &self.status.canary) {
+            (Some(bg), _) if bg.scale_down_revision.is_some() => {
+                (bg.scale_down_revision.clone(), bg.scale_down_at.clone())
+            }
+            (_, Some(c)) => (c.scale_down_revision.clone(), c.scale_down_at.clone()),
+            _ => return,
         };
-        let (Some(previous), Some(at)) = (bg.scale_down_revision, bg.scale_down_at) else {
+        let (Some(previous), Some(at)) = kept else {
             return;
         };
         if self.now < at.0
@@ -409,9 +491,15 @@ impl<'a> Planner<'a> {
         {
             self.targets.insert(previous, rs.replicas);
             self.wake_at(at.0);
-        } else if let Some(bg) = self.status.blue_green.as_mut() {
-            bg.scale_down_at = None;
-            bg.scale_down_revision = None;
+        } else {
+            if let Some(bg) = self.status.blue_green.as_mut() {
+                bg.scale_down_at = None;
+                bg.scale_down_revision = None;
+            }
+            if let Some(c) = self.status.canary.as_mut() {
+                c.scale_down_at = None;
+                c.scale_down_revision = None;
+            }
         }
     }
 
@@ -424,14 +512,23 @@ impl<'a> Planner<'a> {
         if let Some(canary) = self.status.canary.as_mut() {
             canary.weight = 0;
         }
-        if self.spec.strategy.blue_green.is_some() {
-            // The new version stays up for abortScaleDownDelaySeconds, for a look at it.
+        self.traffic_state = None;
+        if self.spec.strategy.blue_green.is_some() || self.router.is_some() {
+            // Traffic left it at once; the new version stays up for abortScaleDownDelaySeconds,
+            // for a look at it.
             let delay = self
                 .spec
                 .strategy
                 .blue_green
                 .as_ref()
                 .and_then(|bg| bg.abort_scale_down_delay_seconds)
+                .or_else(|| {
+                    self.spec
+                        .strategy
+                        .canary
+                        .as_ref()
+                        .and_then(|c| c.abort_scale_down_delay_seconds)
+                })
                 .unwrap_or(DEFAULT_SCALE_DOWN_DELAY_SECONDS);
             let aborted_at = self.status.aborted_at.as_ref().map_or(self.now, |t| t.0);
             let until = aborted_at + SignedDuration::from_secs(i64::from(delay));
@@ -613,8 +710,11 @@ impl<'a> Planner<'a> {
             }
             if let Some(weight) = step.set_weight {
                 let (canary_want, stable_want) =
-                    canary_split(weight, canary_status.scale_override, replicas);
-                if self.split_reached(stable, canary_want, stable_want) {
+                    self.split_for(weight, canary_status.scale_override);
+                // With a router, a smaller weight takes traffic off at once (pods follow after);
+                // a larger one waits for the canary's pods.
+                let lowering = self.router.is_some() && weight <= canary_status.weight;
+                if lowering || self.split_reached(stable, canary_want, stable_want) {
                     canary_status.weight = weight;
                     self.step_done(index, steps.len(), format!("setWeight {weight}"));
                     index += 1;
@@ -622,6 +722,11 @@ impl<'a> Planner<'a> {
                 }
                 waiting = true;
                 break;
+            }
+            if step.set_header_route.is_some() {
+                self.step_done(index, steps.len(), "setHeaderRoute".into());
+                index += 1;
+                continue;
             }
             if let Some(scale) = &step.set_canary_scale {
                 canary_status.scale_override = if scale.match_traffic_weight == Some(true) {
@@ -695,15 +800,39 @@ impl<'a> Planner<'a> {
                 .analysis_runs
                 .retain(|r| r.kind != RunKind::Background.label());
             self.wanted_runs.clear();
-            let (canary_want, stable_want) = (replicas, 0);
+            let (canary_want, stable_want) = if self.router.is_some() {
+                (replicas, replicas)
+            } else {
+                (replicas, 0)
+            };
             self.set_split(stable, canary_want, stable_want);
             if self.split_reached(stable, canary_want, stable_want) {
                 self.promote(stable);
                 canary_status.weight = 100;
                 canary_status.scale_override = None;
+                if self.router.is_some() {
+                    // The stable Service moves to the new version and the router's weight goes
+                    // back to it; the old version drains for scaleDownDelaySeconds.
+                    let delay = self
+                        .spec
+                        .strategy
+                        .canary
+                        .as_ref()
+                        .and_then(|c| c.scale_down_delay_seconds)
+                        .unwrap_or(DEFAULT_SCALE_DOWN_DELAY_SECONDS);
+                    canary_status.scale_down_revision = Some(stable.to_owned());
+                    canary_status.scale_down_at =
+                        Some(Time(self.now + SignedDuration::from_secs(i64::from(delay))));
+                }
                 self.status.canary = Some(canary_status);
                 self.finish_on_stable(&self.updated.clone());
                 return;
+            }
+            if self.router.is_some() {
+                self.traffic_state = Some(traffic::TrafficState {
+                    canary_weight: canary_status.weight,
+                    routes: self.header_routes(steps, index),
+                });
             }
             self.waiting_for_pods = true;
             self.status.phase = Phase::Progressing;
@@ -717,9 +846,14 @@ impl<'a> Planner<'a> {
                 Some(w) if !paused => w,
                 _ => canary_status.weight,
             };
-            let (canary_want, stable_want) =
-                canary_split(weight, canary_status.scale_override, replicas);
+            let (canary_want, stable_want) = self.split_for(weight, canary_status.scale_override);
             self.set_split(stable, canary_want, stable_want);
+            if self.router.is_some() {
+                self.traffic_state = Some(traffic::TrafficState {
+                    canary_weight: canary_status.weight,
+                    routes: self.header_routes(steps, index),
+                });
+            }
             self.waiting_for_pods = waiting;
             self.status.phase = if paused || blocked_on_pause {
                 Phase::Paused
@@ -1252,6 +1386,22 @@ impl<'a> Planner<'a> {
         let delete = self.history_beyond_limit(&scale_up, &scale_down);
         let pod_metadata = self.role_metadata_changes(&scale_up);
         let (terminate_runs, delete_runs) = self.run_housekeeping();
+        let traffic = self.router.clone().map(|routing| {
+            let canary = self.spec.strategy.canary.as_ref();
+            TrafficPlan {
+                routing,
+                backends: traffic::Backends {
+                    rollout: self.name.clone(),
+                    stable_service: canary
+                        .and_then(|c| c.stable_service.clone())
+                        .unwrap_or_default(),
+                    canary_service: canary
+                        .and_then(|c| c.canary_service.clone())
+                        .unwrap_or_default(),
+                },
+                state: self.traffic_state.clone(),
+            }
+        });
 
         let requeue_after = self.requeue.map(|at| {
             let wait = at.duration_since(now);
@@ -1263,6 +1413,7 @@ impl<'a> Planner<'a> {
             selectors: self.selectors,
             scale_down,
             delete,
+            traffic,
             create_runs: self.create_runs,
             terminate_runs,
             delete_runs,
@@ -1399,12 +1550,15 @@ impl<'a> Planner<'a> {
 pub fn bounds(spec: &RolloutSpec) -> Bounds {
     let replicas = spec.replicas.max(0);
     let strategy = &spec.strategy;
-    if let Some(c) = &strategy.canary {
+    if let Some(c) = &strategy.canary
+        && c.traffic_routing.is_none()
+    {
         Bounds::resolve(&c.max_surge, &c.max_unavailable, replicas)
     } else if let Some(r) = &strategy.rolling_update {
         Bounds::resolve(&r.max_surge, &r.max_unavailable, replicas)
     } else {
-        // Blue-green keeps the active version whole: its old pods go only after the switch.
+        // Blue-green, and a canary with a router, keep the stable version whole: its pods go only
+        // after traffic has left it.
         Bounds {
             surge: replicas,
             unavailable: 0,
@@ -1517,6 +1671,44 @@ pub fn validate(spec: &RolloutSpec, observed: &Observed) -> Result<(), InvalidSp
         )?;
     }
     analysis::validate_analyses(spec, &observed.templates)?;
+    if let Some(problem) = &observed.router_problem {
+        return Err(problem.clone());
+    }
+    if let Some(c) = &spec.strategy.canary
+        && let Some(routing) = &c.traffic_routing
+    {
+        let max = routing.max_traffic_weight.unwrap_or(100);
+        for (i, step) in c.steps.iter().enumerate() {
+            if let Some(w) = step.set_weight
+                && w > max
+            {
+                return Err(InvalidSpec {
+                    field: format!("spec.strategy.canary.steps[{i}].setWeight"),
+                    message: format!("{w} is above trafficRouting.maxTrafficWeight {max}"),
+                });
+            }
+            let Some(route) = &step.set_header_route else {
+                continue;
+            };
+            let field = format!("spec.strategy.canary.steps[{i}].setHeaderRoute");
+            let mut conditions = Vec::new();
+            for (j, m) in route.matches.iter().enumerate() {
+                let resolved =
+                    m.resolve(&format!("{field}.match[{j}]"))
+                        .map_err(|e| InvalidSpec {
+                            field: format!("{field}.match[{j}]"),
+                            message: e.to_string(),
+                        })?;
+                conditions.push(resolved);
+            }
+            if routing.nginx.is_some() {
+                traffic::nginx::lint(&[conditions], &field).map_err(|e| InvalidSpec {
+                    field: field.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+    }
     if let Some(c) = &spec.strategy.canary {
         require("spec.strategy.canary.stableService", &c.stable_service)?;
         require("spec.strategy.canary.canaryService", &c.canary_service)?;

@@ -160,6 +160,7 @@ impl Sim {
             services: self.services.clone(),
             analysis_runs: self.runs.clone(),
             templates: self.templates.clone(),
+            router_problem: None,
         }
     }
 
@@ -233,7 +234,14 @@ impl Sim {
         }
         let total: i32 = self.replica_sets.iter().map(|rs| rs.replicas).sum();
         self.peak_pods = self.peak_pods.max(total);
-        let router_less_split = self.rollout.spec.strategy.blue_green.is_none();
+        let router_less_split = self.rollout.spec.strategy.blue_green.is_none()
+            && self
+                .rollout
+                .spec
+                .strategy
+                .canary
+                .as_ref()
+                .is_none_or(|c| c.traffic_routing.is_none());
         if router_less_split && grows && !aborting && total > replicas + bounds.surge {
             self.violate(format!(
                 "{total} pods exceed replicas {replicas} + maxSurge {}",
@@ -1279,4 +1287,112 @@ fn a_missing_template_is_an_invalid_spec_and_starts_nothing() {
     );
     assert!(plan.create_runs.is_empty() && plan.scale_up.is_empty());
     assert_eq!(sim.replica_sets.len(), before);
+}
+
+// ---- traffic routers ---------------------------------------------------------------------
+
+fn routed_canary(steps: serde_json::Value) -> Rollout {
+    rollout(
+        json!({"canary": {"steps": steps, "maxSurge": 1, "maxUnavailable": 0,
+                           "stableService": "web-stable", "canaryService": "web-canary",
+                           "trafficRouting": {"nginx": {"stableIngress": "web"}}}}),
+        4,
+    )
+}
+
+#[test]
+fn with_a_router_stable_stays_whole_and_weight_follows_ready_canary_pods() {
+    let steps = json!([{"setWeight": 25},
+                       {"setHeaderRoute": {"match": [{"headerName": "X-Canary", "headerValue": {"exact": "1"}}]}},
+                       {"pause": {}}, {"setWeight": 75}, {"pause": {}}]);
+    let mut sim = deployed(routed_canary(steps));
+    let stable = sim.status().stable_revision.unwrap();
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    let plan = sim.reconcile();
+    assert_eq!(
+        plan.traffic
+            .as_ref()
+            .unwrap()
+            .state
+            .as_ref()
+            .unwrap()
+            .canary_weight,
+        0
+    );
+    assert_eq!(sim.replicas_of(&canary), 1);
+    assert_eq!(sim.replicas_of(&stable), 4);
+    sim.settle();
+    assert_eq!(sim.status().current_step_index, Some(2));
+    let plan = sim.reconcile();
+    let state = plan.traffic.unwrap().state.unwrap();
+    assert_eq!(state.canary_weight, 25);
+    assert_eq!(
+        state.routes.len(),
+        1,
+        "the header route is in force after its step"
+    );
+    assert_eq!(
+        sim.replicas_of(&stable),
+        4,
+        "stable stays whole with a router"
+    );
+    sim.decide(|d| d.promoted_step = Some(2));
+    sim.settle();
+    assert_eq!(sim.status().canary.unwrap().weight, 75);
+    assert_eq!(sim.replicas_of(&canary), 3);
+    sim.decide(|d| d.promoted_step = Some(4));
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    assert_eq!(sim.selector_of("web-stable"), Some(canary.clone()));
+    assert_eq!(
+        sim.reconcile().traffic.unwrap().state,
+        None,
+        "canary Ingress removed"
+    );
+    assert_eq!(sim.replicas_of(&stable), 4, "the old version drains first");
+    sim.advance(31);
+    sim.settle();
+    assert_eq!(sim.replicas_of(&stable), 0);
+    sim.assert_ok();
+}
+
+#[test]
+fn with_a_router_an_abort_takes_all_traffic_at_once_and_keeps_the_canary_a_while() {
+    let mut sim = deployed(routed_canary(json!([{"setWeight": 50}, {"pause": {}}])));
+    let stable = sim.status().stable_revision.unwrap();
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    sim.settle();
+    assert_eq!(sim.status().canary.unwrap().weight, 50);
+    sim.decide(|d| d.abort = Some(true));
+    let plan = sim.reconcile();
+    assert_eq!(plan.traffic.unwrap().state, None);
+    assert_eq!(
+        sim.replicas_of(&canary),
+        2,
+        "kept for abortScaleDownDelaySeconds"
+    );
+    assert_eq!(sim.replicas_of(&stable), 4);
+    sim.advance(31);
+    sim.settle();
+    assert_eq!(sim.replicas_of(&canary), 0);
+    sim.assert_ok();
+}
+
+#[test]
+fn a_header_route_nginx_cannot_express_is_an_invalid_spec() {
+    let steps = json!([{"setHeaderRoute": {"match": [
+        {"headerName": "a", "headerValue": {"exact": "1"}},
+        {"headerName": "b", "headerValue": {"exact": "2"}}]}}]);
+    let sim = Sim::new(routed_canary(steps));
+    let plan = plan(&sim.rollout, &sim.observed(), sim.now);
+    assert_eq!(plan.status.phase, Phase::Degraded);
+    assert!(
+        plan.status
+            .message
+            .starts_with("spec.strategy.canary.steps[0].setHeaderRoute: "),
+        "{}",
+        plan.status.message
+    );
 }

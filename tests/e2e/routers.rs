@@ -1,0 +1,187 @@
+//! The traffic routers against the real apiserver: an ingress-nginx canary Ingress beside the
+//! user's, and weights and a header rule on a Gateway API HTTPRoute (CRD from the Gateway API's
+//! own release). No proxy runs here: the objects are what the tests check, as ingress-nginx and
+//! a Gateway implementation would read them.
+
+use anyhow::{Context, ensure};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, DynamicObject, PostParams};
+use libtest_mimic::Trial;
+use rollout_controller::crd::Phase;
+use serde_json::{Value, json};
+use traffic::gateway::{MANAGED_RULES_ANNOTATION, http_route_resource};
+
+use crate::rollouts::{
+    create_rollout, create_service, decide, replica_counts, rollout_manifest, set_image,
+    status_until,
+};
+use crate::support::{Env, RunningController, TestNamespace, eventually};
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial!(routers::nginx_canary_ingress_follows_the_steps_and_goes_at_the_end),
+        trial!(routers::gateway_api_weights_and_header_rule_and_an_abort_restores_the_route),
+    ]
+}
+
+fn routed_strategy(routing: Value) -> Value {
+    json!({"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": routing,
+        "steps": [
+            {"setWeight": 25},
+            {"setHeaderRoute": {"match": [{"headerName": "X-Canary", "headerValue": {"exact": "1"}}]}},
+            {"pause": {}},
+        ],
+    }})
+}
+
+async fn nginx_canary_ingress_follows_the_steps_and_goes_at_the_end(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("nginx", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        for service in ["web-stable", "web-canary"] {
+            create_service(&client, &ns, service, "web").await?;
+        }
+        let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+        let stable: Ingress = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": "web.example", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}},
+                {"path": "/admin", "pathType": "Prefix",
+                 "backend": {"service": {"name": "admin", "port": {"number": 80}}}},
+            ]}}]},
+        }))?;
+        let stable = ingresses.create(&PostParams::default(), &stable).await?;
+        let strategy = routed_strategy(json!({"nginx": {"stableIngress": "web"}}));
+        create_rollout(&client, &ns, rollout_manifest("web", 4, "web:1", strategy)).await?;
+        let v1 = status_until(&client, &ns, "web", "v1 Healthy", |s| s.phase == Phase::Healthy).await?;
+        let old = v1.stable_revision.context("no stable revision")?;
+
+        set_image(&client, &ns, "web", "web:2").await?;
+        let paused = status_until(&client, &ns, "web", "v2 at its pause", |s| {
+            s.current_step_index == Some(2) && s.phase == Phase::Paused
+        })
+        .await?;
+        let new = paused.updated_revision.context("no updated revision")?;
+        let canary = ingresses.get("web-web-canary").await.context("no canary Ingress")?;
+        let annotations = canary.metadata.annotations.clone().unwrap_or_default();
+        let a = |k: &str| annotations.get(&format!("nginx.ingress.kubernetes.io/{k}")).cloned();
+        ensure!(a("canary").as_deref() == Some("true"), "{annotations:?}");
+        ensure!(a("canary-weight").as_deref() == Some("25"), "{annotations:?}");
+        ensure!(a("canary-by-header").as_deref() == Some("X-Canary"), "{annotations:?}");
+        ensure!(a("canary-by-header-value").as_deref() == Some("1"), "{annotations:?}");
+        let paths = &canary.spec.as_ref().context("no spec")?.rules.as_ref().context("no rules")?[0]
+            .http.as_ref().context("no http")?.paths;
+        ensure!(paths.len() == 1, "only the stable path is copied: {paths:?}");
+        ensure!(paths[0].backend.service.as_ref().map(|s| s.name.as_str()) == Some("web-canary"));
+        let counts = replica_counts(&client, &ns).await?;
+        ensure!(counts.get(&old) == Some(&4) && counts.get(&new) == Some(&1), "{counts:?}");
+        let user = ingresses.get("web").await?;
+        ensure!(user.metadata.resource_version == stable.metadata.resource_version, "the user's Ingress was changed");
+
+        decide(&client, &ns, "web", json!({"revision": new, "promotedStep": 2})).await?;
+        status_until(&client, &ns, "web", "v2 Healthy", |s| {
+            s.phase == Phase::Healthy && s.stable_revision.as_deref() == Some(new.as_str())
+        })
+        .await?;
+        eventually("the canary Ingress to go", || async {
+            Ok(ingresses.get_opt("web-web-canary").await?.is_none().then_some(()))
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+async fn gateway_api_weights_and_header_rule_and_an_abort_restores_the_route(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("gateway", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        for service in ["web-stable", "web-canary"] {
+            create_service(&client, &ns, service, "web").await?;
+        }
+        let routes: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &http_route_resource());
+        let route: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "web"},
+            "spec": {
+                "parentRefs": [{"name": "gateway"}],
+                "rules": [
+                    {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                     "backendRefs": [{"name": "web-stable", "port": 80, "weight": 100},
+                                     {"name": "web-canary", "port": 80, "weight": 0}]},
+                    {"matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
+                     "backendRefs": [{"name": "cdn", "port": 80}]},
+                ],
+            },
+        }))?;
+        routes.create(&PostParams::default(), &route).await?;
+        let original = serde_json::to_value(routes.get("web").await?)?["spec"]["rules"].clone();
+        let strategy = routed_strategy(json!({"gatewayAPI": {"httpRoute": "web"}}));
+        create_rollout(&client, &ns, rollout_manifest("web", 4, "web:1", strategy)).await?;
+        status_until(&client, &ns, "web", "v1 Healthy", |s| {
+            s.phase == Phase::Healthy
+        })
+        .await?;
+
+        set_image(&client, &ns, "web", "web:2").await?;
+        let paused = status_until(&client, &ns, "web", "v2 at its pause", |s| {
+            s.current_step_index == Some(2) && s.phase == Phase::Paused
+        })
+        .await?;
+        let new = paused.updated_revision.context("no updated revision")?;
+        let route = serde_json::to_value(routes.get("web").await?)?;
+        let rules = route["spec"]["rules"].as_array().context("no rules")?;
+        ensure!(rules.len() == 3, "{rules:?}");
+        ensure!(rules[0]["name"] == "sluice-web-0", "{:?}", rules[0]);
+        ensure!(
+            rules[0]["matches"][0]["path"]["value"] == "/",
+            "{:?}",
+            rules[0]
+        );
+        ensure!(
+            rules[0]["matches"][0]["headers"][0]["name"] == "X-Canary",
+            "{:?}",
+            rules[0]
+        );
+        ensure!(
+            rules[1]["backendRefs"][0]["weight"] == 75
+                && rules[1]["backendRefs"][1]["weight"] == 25,
+            "{:?}",
+            rules[1]
+        );
+        ensure!(
+            rules[2] == original[1],
+            "a rule Sluice does not manage changed: {:?}",
+            rules[2]
+        );
+        ensure!(route["metadata"]["annotations"][MANAGED_RULES_ANNOTATION] == "sluice-web-0");
+
+        decide(&client, &ns, "web", json!({"revision": new, "abort": true})).await?;
+        status_until(&client, &ns, "web", "v2 Aborted", |s| {
+            s.phase == Phase::Aborted
+        })
+        .await?;
+        eventually("the route as the user wrote it", || async {
+            let route = serde_json::to_value(routes.get("web").await?)?;
+            let restored = route["spec"]["rules"] == original
+                && route["metadata"]["annotations"]
+                    .get(MANAGED_RULES_ANNOTATION)
+                    .is_none();
+            Ok(restored.then_some(()))
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
