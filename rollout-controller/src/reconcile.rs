@@ -224,6 +224,10 @@ pub fn referenced_services(rollout: &Rollout) -> Vec<String> {
         names.extend(c.stable_service.clone());
         names.extend(c.canary_service.clone());
     }
+    if let Some(ab) = &strategy.ab_test {
+        names.push(ab.stable_service.clone());
+        names.push(ab.canary_service.clone());
+    }
     names
 }
 
@@ -417,16 +421,14 @@ async fn check_router(
     namespace: &str,
     ctx: &Context,
 ) -> Result<Option<InvalidSpec>, ReconcileError> {
-    let Some(canary) = &rollout.spec.strategy.canary else {
+    let Some(routed) = rollout.spec.strategy.routed() else {
         return Ok(None);
     };
-    let Some(routing) = &canary.traffic_routing else {
-        return Ok(None);
-    };
+    let routing = routed.routing;
     let backends = traffic::Backends {
         rollout: rollout.name_any(),
-        stable_service: canary.stable_service.clone().unwrap_or_default(),
-        canary_service: canary.canary_service.clone().unwrap_or_default(),
+        stable_service: routed.stable_service.to_owned(),
+        canary_service: routed.canary_service.to_owned(),
     };
     let state = traffic::TrafficState::default();
     let max = routing.max_traffic_weight.unwrap_or(100);
@@ -436,10 +438,7 @@ async fn check_router(
             Ok(stable) => canary_ingress(&stable, &backends, &state, "p", max, None).map(|_| ()),
             Err(e) => Err(e),
         };
-        (
-            "spec.strategy.canary.trafficRouting.nginx.stableIngress",
-            checked,
-        )
+        (format!("{}.nginx.stableIngress", routed.field), checked)
     } else if let Some(gateway) = &routing.gateway_api {
         let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
             ctx.client.clone(),
@@ -463,17 +462,14 @@ async fn check_router(
                 ))(source));
             }
         };
-        (
-            "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute",
-            checked,
-        )
+        (format!("{}.gatewayAPI.httpRoute", routed.field), checked)
     } else {
         return Ok(None);
     };
     match checked {
         Ok(()) => Ok(None),
         Err(e) if e.is_invalid_spec() => Ok(Some(InvalidSpec {
-            field: field.into(),
+            field,
             message: e.to_string(),
         })),
         Err(e) => Err(e.into()),

@@ -21,6 +21,8 @@ pub fn trials() -> Vec<Trial> {
     vec![
         trial!(routers::nginx_canary_ingress_follows_the_steps_and_goes_at_the_end),
         trial!(routers::gateway_api_weights_and_header_rule_and_an_abort_restores_the_route),
+        trial!(routers::ab_test_on_nginx_routes_by_header_then_promotes),
+        trial!(routers::ab_test_on_gateway_api_routes_by_header_and_cookie_then_promotes),
     ]
 }
 
@@ -182,6 +184,143 @@ async fn gateway_api_weights_and_header_rule_and_an_abort_restores_the_route(
         })
         .await?;
         Ok(())
+    })
+    .await
+}
+
+fn ab_strategy(routing: Value, matches: Value) -> Value {
+    json!({"abTest": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": routing, "match": matches, "duration": "3s", "promote": "auto",
+    }})
+}
+
+/// Runs an A/B test of v2 on `strategy`; `while_running` checks the router's objects while B
+/// gets the matching requests, `after` once B is promoted.
+async fn run_ab_test<R, A, RF, AF>(
+    client: &kube::Client,
+    ns: &str,
+    strategy: Value,
+    while_running: R,
+    after: A,
+) -> anyhow::Result<()>
+where
+    R: Fn() -> RF,
+    RF: std::future::Future<Output = anyhow::Result<Option<()>>>,
+    A: Fn() -> AF,
+    AF: std::future::Future<Output = anyhow::Result<Option<()>>>,
+{
+    create_rollout(client, ns, rollout_manifest("web", 2, "web:1", strategy)).await?;
+    status_until(client, ns, "web", "v1 Healthy", |s| {
+        s.phase == Phase::Healthy
+    })
+    .await?;
+    set_image(client, ns, "web", "web:2").await?;
+    let running = status_until(client, ns, "web", "the A/B test to start", |s| {
+        s.ab_test.as_ref().is_some_and(|t| t.started_at.is_some())
+    })
+    .await?;
+    let b = running.updated_revision.context("no updated revision")?;
+    eventually("B to get the matching requests", while_running).await?;
+    status_until(client, ns, "web", "B promoted", |s| {
+        s.phase == Phase::Healthy && s.stable_revision.as_deref() == Some(b.as_str())
+    })
+    .await?;
+    eventually("the A/B routes to go", after).await?;
+    Ok(())
+}
+
+async fn ab_test_on_nginx_routes_by_header_then_promotes(env: &'static Env) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("ab-nginx", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        for service in ["web-stable", "web-canary"] {
+            create_service(&client, &ns, service, "web").await?;
+        }
+        let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+        let stable: Ingress = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}}]}}]},
+        }))?;
+        ingresses.create(&PostParams::default(), &stable).await?;
+        let strategy = ab_strategy(
+            json!({"nginx": {"stableIngress": "web"}}),
+            json!([{"headers": [{"name": "X-Canary", "exact": "always"}]}, {"cookie": "canary"}]),
+        );
+        let running = || async {
+            let Some(canary) = ingresses.get_opt("web-web-canary").await? else {
+                return Ok(None);
+            };
+            let a = canary.metadata.annotations.unwrap_or_default();
+            let get = |k: &str| {
+                a.get(&format!("nginx.ingress.kubernetes.io/{k}"))
+                    .map(String::as_str)
+            };
+            ensure!(get("canary-weight") == Some("0"), "{a:?}");
+            ensure!(get("canary-by-header") == Some("X-Canary"), "{a:?}");
+            ensure!(get("canary-by-header-value") == Some("always"), "{a:?}");
+            ensure!(get("canary-by-cookie") == Some("canary"), "{a:?}");
+            Ok(Some(()))
+        };
+        let gone = || async {
+            Ok(ingresses
+                .get_opt("web-web-canary")
+                .await?
+                .is_none()
+                .then_some(()))
+        };
+        run_ab_test(&client, &ns, strategy, running, gone).await
+    })
+    .await
+}
+
+async fn ab_test_on_gateway_api_routes_by_header_and_cookie_then_promotes(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("ab-gateway", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        for service in ["web-stable", "web-canary"] {
+            create_service(&client, &ns, service, "web").await?;
+        }
+        let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &http_route_resource());
+        let route: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "web"},
+            "spec": {"parentRefs": [{"name": "gateway"}], "rules": [
+                {"backendRefs": [{"name": "web-stable", "port": 80, "weight": 100},
+                                 {"name": "web-canary", "port": 80, "weight": 0}]}]},
+        }))?;
+        routes.create(&PostParams::default(), &route).await?;
+        let strategy = ab_strategy(
+            json!({"gatewayAPI": {"httpRoute": "web"}}),
+            json!([{"headers": [{"name": "X-Canary", "prefix": "al"}, {"name": "X-Tier", "exact": "gold"}]},
+                   {"cookie": "canary"}]),
+        );
+        let running = || async {
+            let route = serde_json::to_value(routes.get("web").await?)?;
+            let rules = route["spec"]["rules"].as_array().cloned().unwrap_or_default();
+            if rules.len() != 3 {
+                return Ok(None);
+            }
+            ensure!(rules[0]["name"] == "sluice-web-0" && rules[1]["name"] == "sluice-web-1", "{rules:?}");
+            let headers = &rules[0]["matches"][0]["headers"];
+            ensure!(headers[0]["type"] == "RegularExpression" && headers[0]["value"] == "^al.*", "{headers:?}");
+            ensure!(headers[1]["name"] == "X-Tier", "{headers:?}");
+            ensure!(rules[1]["matches"][0]["headers"][0]["name"] == "Cookie", "{:?}", rules[1]);
+            ensure!(rules[2]["backendRefs"][1]["weight"] == 0, "B gets no weighted traffic: {:?}", rules[2]);
+            Ok(Some(()))
+        };
+        let gone = || async {
+            let route = serde_json::to_value(routes.get("web").await?)?;
+            let rules = route["spec"]["rules"].as_array().cloned().unwrap_or_default();
+            Ok((rules.len() == 1 && rules[0]["backendRefs"][0]["weight"] == 100).then_some(()))
+        };
+        run_ab_test(&client, &ns, strategy, running, gone).await
     })
     .await
 }

@@ -23,26 +23,29 @@ pub fn canary_ingress_name(rollout: &str, stable_ingress: &str) -> String {
     format!("{}-canary", keep.trim_end_matches(['-', '.']))
 }
 
-/// What NGINX can express: one route, with at most one header and one cookie condition.
+/// What NGINX can express. Its header and cookie conditions are alternatives (a request with
+/// the header, or else with the cookie, goes to the canary), so each route must be one condition,
+/// with at most one header route and one cookie route.
 pub fn lint(routes: &[Vec<RequestMatch>], field: &str) -> Result<(), TrafficError> {
-    if routes.len() > 1 {
-        return Err(TrafficError::Unsupported {
-            field: field.to_owned(),
-            reason: "NGINX takes one header route per canary Ingress".into(),
-        });
+    let unsupported = |reason: &str| TrafficError::Unsupported {
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if routes.iter().any(|route| route.len() > 1) {
+        return Err(unsupported(
+            "NGINX cannot require two conditions at once (one header or one cookie per match)",
+        ));
     }
-    for route in routes {
-        let headers = route
-            .iter()
-            .filter(|m| matches!(m, RequestMatch::Header { .. }))
-            .count();
-        let cookies = route.len() - headers;
-        if headers > 1 || cookies > 1 {
-            return Err(TrafficError::Unsupported {
-                field: field.to_owned(),
-                reason: "NGINX matches at most one header and one cookie per canary Ingress".into(),
-            });
-        }
+    let conditions = routes.iter().flatten();
+    let headers = conditions
+        .clone()
+        .filter(|m| matches!(m, RequestMatch::Header { .. }))
+        .count();
+    let cookies = conditions.count() - headers;
+    if headers > 1 || cookies > 1 {
+        return Err(unsupported(
+            "NGINX matches at most one header and one cookie per canary Ingress",
+        ));
     }
     Ok(())
 }

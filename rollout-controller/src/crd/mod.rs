@@ -126,8 +126,8 @@ pub struct Decision {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
-    "(has(self.rollingUpdate) ? 1 : 0) + (has(self.blueGreen) ? 1 : 0) + (has(self.canary) ? 1 : 0) == 1"
-).message("exactly one of strategy.rollingUpdate, strategy.blueGreen or strategy.canary must be set"))]
+    "(has(self.rollingUpdate) ? 1 : 0) + (has(self.blueGreen) ? 1 : 0) + (has(self.canary) ? 1 : 0) + (has(self.abTest) ? 1 : 0) == 1"
+).message("exactly one of strategy.rollingUpdate, strategy.blueGreen, strategy.canary or strategy.abTest must be set"))]
 pub struct Strategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_update: Option<RollingUpdate>,
@@ -135,6 +135,138 @@ pub struct Strategy {
     pub blue_green: Option<BlueGreen>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab_test: Option<AbTest>,
+}
+
+/// The Services and router of a rollout whose traffic a router moves (a canary with
+/// `trafficRouting`, or an A/B test).
+#[derive(Debug, Clone, Copy)]
+pub struct Routed<'a> {
+    pub stable_service: &'a str,
+    pub canary_service: &'a str,
+    pub routing: &'a traffic::TrafficRouting,
+    /// The spec path of `routing`, for errors.
+    pub field: &'static str,
+}
+
+impl Strategy {
+    pub fn routed(&self) -> Option<Routed<'_>> {
+        if let Some(c) = &self.canary
+            && let Some(routing) = &c.traffic_routing
+        {
+            return Some(Routed {
+                stable_service: c.stable_service.as_deref().unwrap_or_default(),
+                canary_service: c.canary_service.as_deref().unwrap_or_default(),
+                routing,
+                field: "spec.strategy.canary.trafficRouting",
+            });
+        }
+        self.ab_test.as_ref().map(|ab| Routed {
+            stable_service: &ab.stable_service,
+            canary_service: &ab.canary_service,
+            routing: &ab.traffic_routing,
+            field: "spec.strategy.abTest.trafficRouting",
+        })
+    }
+}
+
+/// A/B: requests matching any of `match` go to B (the new version), all others stay on A, for
+/// `duration`; then B is promoted (by itself, or after a decision) unless its analysis failed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.trafficRouting.nginx) ? 1 : 0) + (has(self.trafficRouting.gatewayAPI) ? 1 : 0) == 1"
+).message("trafficRouting sets exactly one of nginx or gatewayAPI"))]
+pub struct AbTest {
+    #[schemars(length(min = 1))]
+    pub stable_service: String,
+    #[schemars(length(min = 1))]
+    pub canary_service: String,
+    /// A/B needs a router: requests are split by what they carry, not by weight.
+    pub traffic_routing: traffic::TrafficRouting,
+    /// Requests matching any of these go to B.
+    #[serde(rename = "match")]
+    #[schemars(length(min = 1, max = 8))]
+    pub matches: Vec<AbMatch>,
+    /// How long B is tried (humantime: `30m`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: String,
+    /// A against B, while the test runs; a Fail aborts at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<RolloutAnalysis>,
+    /// `auto` promotes B when the test passes; `manual` waits for a decision.
+    #[serde(default)]
+    pub promote: PromoteMode,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum PromoteMode {
+    #[default]
+    Auto,
+    Manual,
+}
+
+/// One way a request is sent to B: all of `headers`, or the cookie `cookie` with value `always`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.headers) ? 1 : 0) + (has(self.cookie) ? 1 : 0) == 1"
+).message("a match sets exactly one of headers or cookie"))]
+pub struct AbMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<AbHeaderMatch>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.exact) ? 1 : 0) + (has(self.prefix) ? 1 : 0) + (has(self.regex) ? 1 : 0) == 1"
+).message("a header match sets exactly one of exact, prefix or regex"))]
+pub struct AbHeaderMatch {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+impl AbMatch {
+    /// The conditions of this match, all of which must hold; `field` names it in errors.
+    pub fn resolve(
+        &self,
+        field: &str,
+    ) -> Result<Vec<traffic::RequestMatch>, traffic::TrafficError> {
+        if let Some(cookie) = &self.cookie {
+            return Ok(vec![traffic::RequestMatch::Cookie {
+                name: cookie.clone(),
+            }]);
+        }
+        self.headers
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, h)| {
+                traffic::spec::HeaderRouteMatch {
+                    header_name: h.name.clone(),
+                    header_value: traffic::spec::StringMatch {
+                        exact: h.exact.clone(),
+                        prefix: h.prefix.clone(),
+                        regex: h.regex.clone(),
+                    },
+                }
+                .resolve(&format!("{field}.headers[{i}]"))
+            })
+            .collect()
+    }
 }
 
 const SURGE_RULE: &str =
@@ -379,7 +511,7 @@ pub struct RolloutStatus {
     pub phase: Phase,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
-    /// `rollingUpdate`, `blueGreen` or `canary`.
+    /// `rollingUpdate`, `blueGreen`, `canary` or `abTest`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub strategy: String,
     /// The label selector in string form, for the scale subresource.
@@ -397,6 +529,8 @@ pub struct RolloutStatus {
     pub canary: Option<CanaryStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreenStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab_test: Option<AbTestStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pause_conditions: Vec<PauseCondition>,
     #[serde(default)]
@@ -437,6 +571,22 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_override: Option<i32>,
     /// With a router: the previous stable version, kept whole until `scaleDownAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_at: Option<Time>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AbTestStatus {
+    /// When B began to receive the matching requests; the test ends `duration` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// The test is over and B passed.
+    #[serde(default)]
+    pub passed: bool,
+    /// The previous version (A), kept whole until `scaleDownAt` after B was promoted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_revision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

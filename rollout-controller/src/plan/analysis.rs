@@ -52,6 +52,7 @@ pub enum RunKind {
     Background,
     PrePromotion,
     PostPromotion,
+    AbTest,
 }
 
 impl RunKind {
@@ -62,6 +63,7 @@ impl RunKind {
             RunKind::Background => "bg".into(),
             RunKind::PrePromotion => "pre".into(),
             RunKind::PostPromotion => "post".into(),
+            RunKind::AbTest => "ab".into(),
         }
     }
 
@@ -72,6 +74,7 @@ impl RunKind {
             RunKind::Background => "background".into(),
             RunKind::PrePromotion => "pre-promotion".into(),
             RunKind::PostPromotion => "post-promotion".into(),
+            RunKind::AbTest => "ab-test".into(),
         }
     }
 }
@@ -126,6 +129,11 @@ pub fn analyses(spec: &RolloutSpec) -> Vec<(String, &RolloutAnalysis)> {
                 a,
             ));
         }
+    }
+    if let Some(ab) = &strategy.ab_test
+        && let Some(a) = &ab.analysis
+    {
+        out.push(("spec.strategy.abTest.analysis".to_owned(), a));
     }
     if let Some(canary) = &strategy.canary {
         if let Some(a) = &canary.analysis {

@@ -13,8 +13,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::analysis::AnalysisTemplateSpec;
 use crate::crd::{
-    BlueGreenStatus, CanaryStatus, CanaryStep, Decision, PauseCondition, Phase, PodMetadata,
-    Rollout, RolloutSpec, RolloutStatus,
+    AbTest, AbTestStatus, BlueGreenStatus, CanaryStatus, CanaryStep, Decision, PauseCondition,
+    Phase, PodMetadata, PromoteMode, Rollout, RolloutSpec, RolloutStatus,
 };
 use crate::hash::pod_template_hash;
 use analysis::{Gate, NewAnalysisRun, ObservedRun, RunKind, TemplateKey};
@@ -149,6 +149,7 @@ pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
 const REASON_CANARY_PAUSE: &str = "CanaryPauseStep";
 const REASON_BLUE_GREEN_PAUSE: &str = "BlueGreenPause";
 const REASON_USER_PAUSE: &str = "UserPause";
+const REASON_AB_TEST_PAUSE: &str = "AbTestPause";
 
 /// Decides the next move of `rollout` given what was `observed` at `now`.
 pub fn plan(rollout: &Rollout, observed: &Observed, now: Timestamp) -> Plan {
@@ -215,12 +216,7 @@ impl<'a> Planner<'a> {
             wanted_runs: Vec::new(),
             abort_latency_since: None,
             active_on_new: false,
-            router: rollout
-                .spec
-                .strategy
-                .canary
-                .as_ref()
-                .and_then(|c| c.traffic_routing.clone()),
+            router: rollout.spec.strategy.routed().map(|r| r.routing.clone()),
             traffic_state: None,
         }
     }
@@ -329,6 +325,8 @@ impl<'a> Planner<'a> {
             self.hold_aborted(&stable);
         } else if let Some(canary) = &self.spec.strategy.canary {
             self.canary(&stable, &canary.steps);
+        } else if let Some(ab) = &self.spec.strategy.ab_test {
+            self.ab_test(&stable, ab);
         } else if self.spec.strategy.blue_green.is_some() {
             self.blue_green(&stable);
         } else {
@@ -384,6 +382,14 @@ impl<'a> Planner<'a> {
             if let Some(bg) = self.status.blue_green.as_mut() {
                 bg.ready_since = None;
             }
+            if self.spec.strategy.ab_test.is_some() {
+                let ab = self
+                    .status
+                    .ab_test
+                    .get_or_insert_with(AbTestStatus::default);
+                ab.started_at = None;
+                ab.passed = false;
+            }
             self.status.retries = self.decision().and_then(|d| d.retry).unwrap_or(0);
             self.status.attempt += 1;
             self.status.analysis_runs.clear();
@@ -412,6 +418,10 @@ impl<'a> Planner<'a> {
                 }
                 self.status.attempt += 1;
                 self.status.analysis_runs.clear();
+                if let Some(ab) = self.status.ab_test.as_mut() {
+                    ab.started_at = None;
+                    ab.passed = false;
+                }
                 let message = format!("retrying revision {}", self.updated);
                 self.event(EventType::Normal, "Retried", message);
             }
@@ -476,11 +486,18 @@ impl<'a> Planner<'a> {
     /// Keeps the previous version (of a blue-green, or of a canary with a router) at its size
     /// until `scaleDownAt`, so connections to it can drain.
     fn keep_blue_green_previous(&mut self) {
-        let kept = match (&self.status.blue_green, &self.status.canary) {
-            (Some(bg), _) if bg.scale_down_revision.is_some() => {
+        let kept = match (
+            &self.status.blue_green,
+            &self.status.canary,
+            &self.status.ab_test,
+        ) {
+            (Some(bg), _, _) if bg.scale_down_revision.is_some() => {
                 (bg.scale_down_revision.clone(), bg.scale_down_at.clone())
             }
-            (_, Some(c)) => (c.scale_down_revision.clone(), c.scale_down_at.clone()),
+            (_, Some(c), _) if c.scale_down_revision.is_some() => {
+                (c.scale_down_revision.clone(), c.scale_down_at.clone())
+            }
+            (_, _, Some(ab)) => (ab.scale_down_revision.clone(), ab.scale_down_at.clone()),
             _ => return,
         };
         let (Some(previous), Some(at)) = kept else {
@@ -499,6 +516,10 @@ impl<'a> Planner<'a> {
             if let Some(c) = self.status.canary.as_mut() {
                 c.scale_down_at = None;
                 c.scale_down_revision = None;
+            }
+            if let Some(ab) = self.status.ab_test.as_mut() {
+                ab.scale_down_at = None;
+                ab.scale_down_revision = None;
             }
         }
     }
@@ -573,13 +594,21 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        if let Some(c) = &self.spec.strategy.canary {
-            if let Some(service) = c.stable_service.clone()
+        let services = match (&self.spec.strategy.canary, &self.spec.strategy.ab_test) {
+            (Some(c), _) => Some((c.stable_service.clone(), c.canary_service.clone())),
+            (None, Some(ab)) => Some((
+                Some(ab.stable_service.clone()),
+                Some(ab.canary_service.clone()),
+            )),
+            _ => None,
+        };
+        if let Some((stable_service, canary_service)) = services {
+            if let Some(service) = stable_service
                 && self.observed.available(stable) > 0
             {
                 self.select(&service, stable);
             }
-            if let Some(service) = c.canary_service.clone() {
+            if let Some(service) = canary_service {
                 let target = if self.observed.available(canary) > 0 {
                     canary
                 } else {
@@ -1101,6 +1130,122 @@ impl<'a> Planner<'a> {
         self.pin_services(stable, &self.updated.clone());
     }
 
+    /// A/B: B runs whole beside A; once it is ready the matching requests go to it for
+    /// `duration`, under analysis; then it is promoted, by itself or by a decision.
+    fn ab_test(&mut self, stable: &str, ab: &AbTest) {
+        let replicas = self.replicas();
+        let paused = self.user_paused();
+        if paused {
+            self.keep_runs();
+        }
+        let updated = self.updated.clone();
+        self.targets.insert(stable.to_owned(), replicas);
+        self.targets.insert(updated.clone(), replicas);
+        self.order = vec![stable.to_owned(), updated.clone()];
+        self.urgent = true;
+        let available = self.observed.available(&updated);
+        let mut test = self.status.ab_test.clone().unwrap_or_default();
+        if available < replicas.max(1) {
+            self.waiting_for_pods = true;
+            self.status.phase = if paused {
+                Phase::Paused
+            } else {
+                Phase::Progressing
+            };
+            self.status.message = format!("B: {available} of {replicas} pods available");
+            self.status.ab_test = Some(test);
+            self.pin_services(stable, &updated);
+            return;
+        }
+        let routes = ab_routes(ab).unwrap_or_default();
+        self.traffic_state = Some(traffic::TrafficState {
+            canary_weight: 0,
+            routes,
+        });
+        let started = match &test.started_at {
+            Some(t) => t.0,
+            None => {
+                test.started_at = Some(Time(self.now));
+                let message = format!("A/B test of revision {updated} started for {}", ab.duration);
+                self.event(EventType::Normal, "AbTestStarted", message);
+                self.now
+            }
+        };
+        let duration = humantime::parse_duration(&ab.duration).unwrap_or_default();
+        let ends = started + SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX);
+        let ended = self.now >= ends;
+        if !ended {
+            self.wake_at(ends);
+        }
+        let full = self.is_full();
+        let mut message = format!("A/B test running until {ends}");
+        let mut verdict = ended || full;
+        let mut inconclusive = false;
+        if !full
+            && !test.passed
+            && let Some(analysis) = &ab.analysis
+        {
+            let kind = RunKind::AbTest;
+            match self.gate(kind, analysis, "spec.strategy.abTest.analysis") {
+                Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
+                Gate::Inconclusive(_) if self.approved(0) => self.dismiss(kind),
+                Gate::Inconclusive(why) => {
+                    self.pause_inconclusive(&why);
+                    message = format!("A/B analysis inconclusive: promote or abort ({why})");
+                    inconclusive = true;
+                    verdict = false;
+                }
+                Gate::Passed => {}
+                Gate::Running => {
+                    verdict = false;
+                    if ended {
+                        // The test's time is up: the run is stopped and decides with what it has.
+                        let name = self.run_name(kind);
+                        self.wanted_runs.retain(|n| n != &name);
+                        message = format!("A/B test over: analysis run {name} finishing");
+                    }
+                }
+            }
+        }
+        if verdict && !test.passed {
+            test.passed = true;
+            let message = format!("A/B test of revision {updated} passed");
+            self.event(EventType::Normal, "AbTestPassed", message);
+        }
+        if test.passed && !paused && (ab.promote == PromoteMode::Auto || self.approved(0)) {
+            let delay = DEFAULT_SCALE_DOWN_DELAY_SECONDS;
+            test.scale_down_revision = Some(stable.to_owned());
+            test.scale_down_at = Some(Time(self.now + SignedDuration::from_secs(i64::from(delay))));
+            self.status.ab_test = Some(test);
+            self.promote(stable);
+            self.finish_on_stable(&updated);
+            return;
+        }
+        let waiting_for_decision = test.passed;
+        if waiting_for_decision {
+            message = "A/B test passed: waiting for promotion".into();
+            if !self
+                .status
+                .pause_conditions
+                .iter()
+                .any(|p| p.reason == REASON_AB_TEST_PAUSE)
+            {
+                self.status.pause_conditions.push(PauseCondition {
+                    reason: REASON_AB_TEST_PAUSE.into(),
+                    start_time: Time(self.now),
+                });
+            }
+        }
+        self.status.phase = if paused || inconclusive || waiting_for_decision {
+            Phase::Paused
+        } else {
+            Phase::Progressing
+        };
+        self.status.message = message;
+        self.status.ab_test = Some(test);
+        self.pin_services(stable, &updated);
+    }
+
     fn rolling(&mut self, stable: &str) {
         let replicas = self.replicas();
         let mut paused = self.user_paused();
@@ -1386,21 +1531,14 @@ impl<'a> Planner<'a> {
         let delete = self.history_beyond_limit(&scale_up, &scale_down);
         let pod_metadata = self.role_metadata_changes(&scale_up);
         let (terminate_runs, delete_runs) = self.run_housekeeping();
-        let traffic = self.router.clone().map(|routing| {
-            let canary = self.spec.strategy.canary.as_ref();
-            TrafficPlan {
-                routing,
-                backends: traffic::Backends {
-                    rollout: self.name.clone(),
-                    stable_service: canary
-                        .and_then(|c| c.stable_service.clone())
-                        .unwrap_or_default(),
-                    canary_service: canary
-                        .and_then(|c| c.canary_service.clone())
-                        .unwrap_or_default(),
-                },
-                state: self.traffic_state.clone(),
-            }
+        let traffic = self.spec.strategy.routed().map(|routed| TrafficPlan {
+            routing: routed.routing.clone(),
+            backends: traffic::Backends {
+                rollout: self.name.clone(),
+                stable_service: routed.stable_service.to_owned(),
+                canary_service: routed.canary_service.to_owned(),
+            },
+            state: self.traffic_state.clone(),
         });
 
         let requeue_after = self.requeue.map(|at| {
@@ -1602,7 +1740,9 @@ fn describe_step(step: Option<&CanaryStep>, paused: bool) -> String {
 }
 
 fn strategy_name(spec: &RolloutSpec) -> &'static str {
-    if spec.strategy.canary.is_some() {
+    if spec.strategy.ab_test.is_some() {
+        "abTest"
+    } else if spec.strategy.canary.is_some() {
         "canary"
     } else if spec.strategy.blue_green.is_some() {
         "blueGreen"
@@ -1630,6 +1770,21 @@ pub fn selector_string(spec: &RolloutSpec) -> String {
         });
     }
     parts.join(",")
+}
+
+/// The routes of an A/B test: each match is one route to B.
+pub fn ab_routes(ab: &AbTest) -> Result<Vec<Vec<traffic::RequestMatch>>, InvalidSpec> {
+    ab.matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let field = format!("spec.strategy.abTest.match[{i}]");
+            m.resolve(&field).map_err(|e| InvalidSpec {
+                field,
+                message: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// What the schema cannot check: Services that must exist, a selector that matches the
@@ -1707,6 +1862,29 @@ pub fn validate(spec: &RolloutSpec, observed: &Observed) -> Result<(), InvalidSp
                     message: e.to_string(),
                 })?;
             }
+        }
+    }
+    if let Some(ab) = &spec.strategy.ab_test {
+        require(
+            "spec.strategy.abTest.stableService",
+            &Some(ab.stable_service.clone()),
+        )?;
+        require(
+            "spec.strategy.abTest.canaryService",
+            &Some(ab.canary_service.clone()),
+        )?;
+        humantime::parse_duration(&ab.duration).map_err(|e| InvalidSpec {
+            field: "spec.strategy.abTest.duration".into(),
+            message: format!("{:?} is not a duration: {e}", ab.duration),
+        })?;
+        let routes = ab_routes(ab)?;
+        if ab.traffic_routing.nginx.is_some() {
+            traffic::nginx::lint(&routes, "spec.strategy.abTest.match").map_err(|e| {
+                InvalidSpec {
+                    field: "spec.strategy.abTest.match".into(),
+                    message: e.to_string(),
+                }
+            })?;
         }
     }
     if let Some(c) = &spec.strategy.canary {
