@@ -38,6 +38,8 @@ pub const FIELD_MANAGER: &str = "sluice";
 const STORE_LAG_LIMIT: Duration = Duration::from_secs(5);
 /// How often a quiet rollout is looked at again, in case a watch event was missed.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a rollout whose router carries canary traffic is looked at again.
+const ROUTER_RESYNC: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -283,8 +285,16 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    Ok(Action::requeue(plan.requeue_after.map_or(RESYNC, |d| {
-        d.min(RESYNC).max(Duration::from_millis(100))
+    // While a router carries canary traffic, its objects are looked at often: a hand edit of a
+    // weight or rule Sluice owns is put back within ROUTER_RESYNC. (Ingresses and HTTPRoutes
+    // are read on demand, not watched: the HTTPRoute CRD may not be installed at all.)
+    let resync = if plan.traffic.as_ref().is_some_and(|t| t.state.is_some()) {
+        ROUTER_RESYNC
+    } else {
+        RESYNC
+    };
+    Ok(Action::requeue(plan.requeue_after.map_or(resync, |d| {
+        d.min(resync).max(Duration::from_millis(100))
     })))
 }
 

@@ -30,12 +30,38 @@ fn routed_strategy(routing: Value) -> Value {
     json!({"canary": {
         "stableService": "web-stable", "canaryService": "web-canary",
         "trafficRouting": routing,
+        "abortScaleDownDelaySeconds": 2,
+        "scaleDownDelaySeconds": 2,
         "steps": [
-            {"setWeight": 25},
+            {"setWeight": 10},
             {"setHeaderRoute": {"match": [{"headerName": "X-Canary", "headerValue": {"exact": "1"}}]}},
+            {"pause": {}},
+            {"setWeight": 50},
+            {"pause": {}},
+            {"setWeight": 100},
             {"pause": {}},
         ],
     }})
+}
+
+/// The pause steps of `routed_strategy` and the weight at each.
+const PAUSES: [(i32, i32); 3] = [(2, 10), (4, 50), (6, 100)];
+
+/// Waits for the rollout at pause step `index`, and returns the revision rolling out.
+async fn at_pause(client: &kube::Client, ns: &str, index: i32) -> anyhow::Result<String> {
+    let status = status_until(
+        client,
+        ns,
+        "web",
+        &format!("the pause at step {index}"),
+        |s| {
+            s.current_step_index == Some(index)
+                && s.phase == Phase::Paused
+                && s.updated_revision != s.stable_revision
+        },
+    )
+    .await?;
+    status.updated_revision.context("no updated revision")
 }
 
 async fn nginx_canary_ingress_follows_the_steps_and_goes_at_the_end(
@@ -50,7 +76,7 @@ async fn nginx_canary_ingress_follows_the_steps_and_goes_at_the_end(
         }
         let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
         let stable: Ingress = serde_json::from_value(json!({
-            "metadata": {"name": "web"},
+            "metadata": {"name": "web", "annotations": {"team": "shop"}},
             "spec": {"ingressClassName": "nginx", "rules": [{"host": "web.example", "http": {"paths": [
                 {"path": "/", "pathType": "Prefix",
                  "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}},
@@ -65,34 +91,49 @@ async fn nginx_canary_ingress_follows_the_steps_and_goes_at_the_end(
         let old = v1.stable_revision.context("no stable revision")?;
 
         set_image(&client, &ns, "web", "web:2").await?;
-        let paused = status_until(&client, &ns, "web", "v2 at its pause", |s| {
-            s.current_step_index == Some(2) && s.phase == Phase::Paused
-        })
-        .await?;
-        let new = paused.updated_revision.context("no updated revision")?;
-        let canary = ingresses.get("web-web-canary").await.context("no canary Ingress")?;
-        let annotations = canary.metadata.annotations.clone().unwrap_or_default();
-        let a = |k: &str| annotations.get(&format!("nginx.ingress.kubernetes.io/{k}")).cloned();
-        ensure!(a("canary").as_deref() == Some("true"), "{annotations:?}");
-        ensure!(a("canary-weight").as_deref() == Some("25"), "{annotations:?}");
-        ensure!(a("canary-by-header").as_deref() == Some("X-Canary"), "{annotations:?}");
-        ensure!(a("canary-by-header-value").as_deref() == Some("1"), "{annotations:?}");
-        let paths = &canary.spec.as_ref().context("no spec")?.rules.as_ref().context("no rules")?[0]
-            .http.as_ref().context("no http")?.paths;
-        ensure!(paths.len() == 1, "only the stable path is copied: {paths:?}");
-        ensure!(paths[0].backend.service.as_ref().map(|s| s.name.as_str()) == Some("web-canary"));
-        let counts = replica_counts(&client, &ns).await?;
-        ensure!(counts.get(&old) == Some(&4) && counts.get(&new) == Some(&1), "{counts:?}");
-        let user = ingresses.get("web").await?;
-        ensure!(user.metadata.resource_version == stable.metadata.resource_version, "the user's Ingress was changed");
-
-        decide(&client, &ns, "web", json!({"revision": new, "promotedStep": 2})).await?;
+        let mut new = String::new();
+        for (index, weight) in PAUSES {
+            new = at_pause(&client, &ns, index).await?;
+            let canary = ingresses.get("web-web-canary").await.context("no canary Ingress")?;
+            let annotations = canary.metadata.annotations.clone().unwrap_or_default();
+            let a = |k: &str| annotations.get(&format!("nginx.ingress.kubernetes.io/{k}")).cloned();
+            ensure!(a("canary").as_deref() == Some("true"), "{annotations:?}");
+            ensure!(a("canary-weight") == Some(weight.to_string()), "step {index}: {annotations:?}");
+            ensure!(a("canary-by-header").as_deref() == Some("X-Canary"), "{annotations:?}");
+            ensure!(a("canary-by-header-value").as_deref() == Some("1"), "{annotations:?}");
+            let paths = &canary.spec.as_ref().context("no spec")?.rules.as_ref().context("no rules")?[0]
+                .http.as_ref().context("no http")?.paths;
+            ensure!(paths.len() == 1, "only the stable path is copied: {paths:?}");
+            ensure!(paths[0].backend.service.as_ref().map(|s| s.name.as_str()) == Some("web-canary"));
+            let counts = replica_counts(&client, &ns).await?;
+            let canary_pods = (weight * 4 + 99) / 100;
+            ensure!(counts.get(&old) == Some(&4) && counts.get(&new) == Some(&canary_pods), "step {index}: {counts:?}");
+            decide(&client, &ns, "web", json!({"revision": new, "promotedStep": index})).await?;
+        }
         status_until(&client, &ns, "web", "v2 Healthy", |s| {
             s.phase == Phase::Healthy && s.stable_revision.as_deref() == Some(new.as_str())
         })
         .await?;
         eventually("the canary Ingress to go", || async {
             Ok(ingresses.get_opt("web-web-canary").await?.is_none().then_some(()))
+        })
+        .await?;
+        let user = ingresses.get("web").await?;
+        ensure!(user.metadata.resource_version == stable.metadata.resource_version, "the user's Ingress was changed");
+
+        // v3 aborted at weight 10: the canary Ingress goes at once, then the canary's pods.
+        let stable_hash = new;
+        set_image(&client, &ns, "web", "web:3").await?;
+        let v3 = at_pause(&client, &ns, 2).await?;
+        decide(&client, &ns, "web", json!({"revision": v3, "abort": true})).await?;
+        status_until(&client, &ns, "web", "v3 Aborted", |s| s.phase == Phase::Aborted).await?;
+        eventually("the canary Ingress to go at the abort", || async {
+            Ok(ingresses.get_opt("web-web-canary").await?.is_none().then_some(()))
+        })
+        .await?;
+        eventually("v3 scaled down after abortScaleDownDelaySeconds", || async {
+            let counts = replica_counts(&client, &ns).await?;
+            Ok((counts.get(&v3) == Some(&0) && counts.get(&stable_hash) == Some(&4)).then_some(()))
         })
         .await?;
         Ok(())
@@ -110,8 +151,7 @@ async fn gateway_api_weights_and_header_rule_and_an_abort_restores_the_route(
         for service in ["web-stable", "web-canary"] {
             create_service(&client, &ns, service, "web").await?;
         }
-        let routes: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &ns, &http_route_resource());
+        let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &http_route_resource());
         let route: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "HTTPRoute",
@@ -123,64 +163,83 @@ async fn gateway_api_weights_and_header_rule_and_an_abort_restores_the_route(
                      "backendRefs": [{"name": "web-stable", "port": 80, "weight": 100},
                                      {"name": "web-canary", "port": 80, "weight": 0}]},
                     {"matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
+                     "filters": [{"type": "RequestHeaderModifier",
+                                  "requestHeaderModifier": {"add": [{"name": "x-cdn", "value": "1"}]}}],
                      "backendRefs": [{"name": "cdn", "port": 80}]},
                 ],
             },
         }))?;
         routes.create(&PostParams::default(), &route).await?;
-        let original = serde_json::to_value(routes.get("web").await?)?["spec"]["rules"].clone();
+        let rules_now = || async {
+            anyhow::Ok(serde_json::to_value(routes.get("web").await?)?["spec"]["rules"].clone())
+        };
+        let mut original = rules_now().await?;
         let strategy = routed_strategy(json!({"gatewayAPI": {"httpRoute": "web"}}));
         create_rollout(&client, &ns, rollout_manifest("web", 4, "web:1", strategy)).await?;
-        status_until(&client, &ns, "web", "v1 Healthy", |s| {
-            s.phase == Phase::Healthy
-        })
-        .await?;
+        status_until(&client, &ns, "web", "v1 Healthy", |s| s.phase == Phase::Healthy).await?;
 
         set_image(&client, &ns, "web", "web:2").await?;
-        let paused = status_until(&client, &ns, "web", "v2 at its pause", |s| {
-            s.current_step_index == Some(2) && s.phase == Phase::Paused
+        let mut new = String::new();
+        for (index, weight) in PAUSES {
+            new = at_pause(&client, &ns, index).await?;
+            let route = serde_json::to_value(routes.get("web").await?)?;
+            let rules = route["spec"]["rules"].as_array().context("no rules")?.clone();
+            ensure!(rules.len() == 3, "{rules:?}");
+            ensure!(rules[0]["name"] == "sluice-web-0", "{:?}", rules[0]);
+            ensure!(rules[0]["matches"][0]["path"]["value"] == "/", "{:?}", rules[0]);
+            ensure!(rules[0]["matches"][0]["headers"][0]["name"] == "X-Canary", "{:?}", rules[0]);
+            ensure!(
+                rules[1]["backendRefs"][0]["weight"] == 100 - weight && rules[1]["backendRefs"][1]["weight"] == weight,
+                "step {index}: {:?}", rules[1]
+            );
+            ensure!(rules[2] == original[1], "the foreign rule changed: {:?}", rules[2]);
+            ensure!(route["metadata"]["annotations"][MANAGED_RULES_ANNOTATION] == "sluice-web-0");
+            if weight == 50 {
+                // A hand edit of a weight Sluice owns is put back; one of the foreign rule is kept.
+                let mut edited = route.clone();
+                edited["spec"]["rules"][1]["backendRefs"][0]["weight"] = json!(100);
+                edited["spec"]["rules"][1]["backendRefs"][1]["weight"] = json!(0);
+                edited["spec"]["rules"][2]["matches"][0]["path"]["value"] = json!("/assets");
+                let edited: DynamicObject = serde_json::from_value(edited)?;
+                routes.replace("web", &PostParams::default(), &edited).await?;
+                original[1]["matches"][0]["path"]["value"] = json!("/assets");
+                eventually("the hand-edited weight to be restored", || async {
+                    let rules = rules_now().await?;
+                    Ok((rules[1]["backendRefs"][1]["weight"] == 50).then_some(rules))
+                })
+                .await
+                .and_then(|rules| {
+                    ensure!(rules[2] == original[1], "the hand edit of the foreign rule was undone: {:?}", rules[2]);
+                    Ok(())
+                })?;
+            }
+            decide(&client, &ns, "web", json!({"revision": new, "promotedStep": index})).await?;
+        }
+        status_until(&client, &ns, "web", "v2 Healthy", |s| {
+            s.phase == Phase::Healthy && s.stable_revision.as_deref() == Some(new.as_str())
         })
         .await?;
-        let new = paused.updated_revision.context("no updated revision")?;
-        let route = serde_json::to_value(routes.get("web").await?)?;
-        let rules = route["spec"]["rules"].as_array().context("no rules")?;
-        ensure!(rules.len() == 3, "{rules:?}");
-        ensure!(rules[0]["name"] == "sluice-web-0", "{:?}", rules[0]);
-        ensure!(
-            rules[0]["matches"][0]["path"]["value"] == "/",
-            "{:?}",
-            rules[0]
-        );
-        ensure!(
-            rules[0]["matches"][0]["headers"][0]["name"] == "X-Canary",
-            "{:?}",
-            rules[0]
-        );
-        ensure!(
-            rules[1]["backendRefs"][0]["weight"] == 75
-                && rules[1]["backendRefs"][1]["weight"] == 25,
-            "{:?}",
-            rules[1]
-        );
-        ensure!(
-            rules[2] == original[1],
-            "a rule Sluice does not manage changed: {:?}",
-            rules[2]
-        );
-        ensure!(route["metadata"]["annotations"][MANAGED_RULES_ANNOTATION] == "sluice-web-0");
+        eventually("the route back to the user's rules", || async {
+            Ok((rules_now().await? == original).then_some(()))
+        })
+        .await?;
 
-        decide(&client, &ns, "web", json!({"revision": new, "abort": true})).await?;
-        status_until(&client, &ns, "web", "v2 Aborted", |s| {
-            s.phase == Phase::Aborted
-        })
-        .await?;
+        // v3 aborted at weight 10: weight 0 and the header rule gone at once, then the pods.
+        let stable_hash = new;
+        set_image(&client, &ns, "web", "web:3").await?;
+        let v3 = at_pause(&client, &ns, 2).await?;
+        decide(&client, &ns, "web", json!({"revision": v3, "abort": true})).await?;
+        status_until(&client, &ns, "web", "v3 Aborted", |s| s.phase == Phase::Aborted).await?;
         eventually("the route as the user wrote it", || async {
             let route = serde_json::to_value(routes.get("web").await?)?;
             let restored = route["spec"]["rules"] == original
-                && route["metadata"]["annotations"]
-                    .get(MANAGED_RULES_ANNOTATION)
-                    .is_none();
+                && route["metadata"]["annotations"].get(MANAGED_RULES_ANNOTATION).is_none();
             Ok(restored.then_some(()))
+        })
+        .await?;
+        eventually("v3 scaled down after abortScaleDownDelaySeconds", || async {
+            let counts = replica_counts(&client, &ns).await?;
+            Ok((counts.get(&v3) == Some(&0) && counts.get(&stable_hash) == Some(&4)).then_some(()))
         })
         .await?;
         Ok(())

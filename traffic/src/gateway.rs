@@ -245,6 +245,35 @@ mod tests {
     }
 
     #[test]
+    fn weights_at_each_step_with_header_and_cookie_routes() {
+        for weight in [0, 10, 50, 100] {
+            let state = TrafficState {
+                canary_weight: weight,
+                routes: vec![
+                    vec![RequestMatch::Header {
+                        name: "X-A".into(),
+                        value: ValueMatch::Regex("^b+$".into()),
+                    }],
+                    vec![RequestMatch::Cookie {
+                        name: "canary".into(),
+                    }],
+                ],
+            };
+            let (rules, annotation) = desired_rules(&route(), &backends(), &state, 100).unwrap();
+            assert_eq!(annotation.as_deref(), Some("sluice-web-0,sluice-web-1"));
+            assert_eq!(rules[2]["backendRefs"][0]["weight"], 100 - weight);
+            assert_eq!(rules[2]["backendRefs"][1]["weight"], weight);
+            assert_eq!(rules[2]["filters"], route()["spec"]["rules"][0]["filters"]);
+            assert_eq!(rules[3], route()["spec"]["rules"][1]);
+            assert_eq!(rules[0]["matches"][0]["headers"][0]["value"], "^b+$");
+            assert_eq!(
+                rules[1]["matches"][0]["headers"][0]["value"],
+                "(^|;\\s*)canary=always(;|$)"
+            );
+        }
+    }
+
+    #[test]
     fn weights_change_and_nothing_else() {
         let state = TrafficState {
             canary_weight: 30,

@@ -296,21 +296,55 @@ mod tests {
     }
 
     #[test]
+    fn annotations_at_each_weight_with_a_header_and_a_cookie() {
+        for weight in [0, 10, 50, 100] {
+            let state = TrafficState {
+                canary_weight: weight,
+                routes: vec![
+                    vec![RequestMatch::Header {
+                        name: "X-A".into(),
+                        value: ValueMatch::Exact("1".into()),
+                    }],
+                    vec![RequestMatch::Cookie {
+                        name: "canary".into(),
+                    }],
+                ],
+            };
+            let ingress = canary_ingress(&stable(), &backends(), &state, "p", 100, None).unwrap();
+            let a = &ingress["metadata"]["annotations"];
+            assert_eq!(a["p/canary-weight"], weight.to_string());
+            assert_eq!(a["p/canary-by-header"], "X-A");
+            assert_eq!(a["p/canary-by-header-value"], "1");
+            assert_eq!(a["p/canary-by-cookie"], "canary");
+            assert_eq!(a.as_object().unwrap().len(), 5, "{a}");
+        }
+        let total = canary_ingress(
+            &stable(),
+            &backends(),
+            &TrafficState::default(),
+            "p",
+            1000,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            total["metadata"]["annotations"]["p/canary-weight-total"],
+            "1000"
+        );
+    }
+
+    #[test]
     fn what_nginx_cannot_express_is_rejected() {
         let header = |n: &str| RequestMatch::Header {
             name: n.into(),
             value: ValueMatch::Exact("1".into()),
         };
+        let cookie = || RequestMatch::Cookie { name: "c".into() };
         assert!(lint(&[vec![header("a")]], "f").is_ok());
-        assert!(
-            lint(
-                &[vec![header("a"), RequestMatch::Cookie { name: "c".into() }]],
-                "f"
-            )
-            .is_ok()
-        );
+        assert!(lint(&[vec![header("a")], vec![cookie()]], "f").is_ok());
         let two = lint(&[vec![header("a"), header("b")]], "steps[2].setHeaderRoute").unwrap_err();
         assert!(two.to_string().contains("steps[2].setHeaderRoute"), "{two}");
+        assert!(lint(&[vec![header("a"), cookie()]], "f").is_err());
         assert!(lint(&[vec![header("a")], vec![header("b")]], "f").is_err());
     }
 
