@@ -70,7 +70,7 @@ async fn nginx_canary_ingress_follows_the_steps_and_goes_at_the_end(
     env.install_crds().await?;
     env.in_namespace("nginx", |ns: TestNamespace| async move {
         let TestNamespace { name: ns, client } = ns;
-        let _controller = RunningController::start(client.clone(), &ns);
+        let controller = RunningController::start(client.clone(), &ns);
         for service in ["web-stable", "web-canary"] {
             create_service(&client, &ns, service, "web").await?;
         }
@@ -136,6 +136,7 @@ async fn nginx_canary_ingress_follows_the_steps_and_goes_at_the_end(
             Ok((counts.get(&v3) == Some(&0) && counts.get(&stable_hash) == Some(&4)).then_some(()))
         })
         .await?;
+        print_writes(&controller, "nginx").await?;
         Ok(())
     })
     .await
@@ -147,7 +148,7 @@ async fn gateway_api_weights_and_header_rule_and_an_abort_restores_the_route(
     env.install_crds().await?;
     env.in_namespace("gateway", |ns: TestNamespace| async move {
         let TestNamespace { name: ns, client } = ns;
-        let _controller = RunningController::start(client.clone(), &ns);
+        let controller = RunningController::start(client.clone(), &ns);
         for service in ["web-stable", "web-canary"] {
             create_service(&client, &ns, service, "web").await?;
         }
@@ -242,9 +243,24 @@ async fn gateway_api_weights_and_header_rule_and_an_abort_restores_the_route(
             Ok((counts.get(&v3) == Some(&0) && counts.get(&stable_hash) == Some(&4)).then_some(()))
         })
         .await?;
+        print_writes(&controller, "gateway").await?;
         Ok(())
     })
     .await
+}
+
+/// Prints the controller's API writes by kind: how many each router change costs.
+async fn print_writes(controller: &RunningController, router: &str) -> anyhow::Result<()> {
+    let metrics = controller.metrics().await?;
+    let writes: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_api_writes_total{"))
+        .collect();
+    eprintln!(
+        "routers: {router}: v2 through weights 0/10/50/100 to completion, v3 to an abort: {}",
+        writes.join(", ")
+    );
+    Ok(())
 }
 
 fn ab_strategy(routing: Value, matches: Value) -> Value {

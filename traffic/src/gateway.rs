@@ -133,7 +133,10 @@ pub fn desired_rules(
             })
             .collect();
         let name = managed_rule_name(&backends.rollout, n);
-        let mut backend = json!({"name": backends.canary_service});
+        // Written as the apiserver stores it (the CRD's defaults spelled out), so that the
+        // route read back equals what was written and no write repeats.
+        let mut backend =
+            json!({"group": "", "kind": "Service", "name": backends.canary_service, "weight": 1});
         if let Some(port) = &stable_port {
             backend["port"] = port.clone();
         }
@@ -313,7 +316,7 @@ mod tests {
         assert_eq!(rules[0]["matches"][0]["headers"][1]["name"], "Cookie");
         assert_eq!(
             rules[0]["backendRefs"],
-            json!([{"name": "web-canary", "port": 80}])
+            json!([{"group": "", "kind": "Service", "name": "web-canary", "port": 80, "weight": 1}])
         );
         assert_eq!(rules[1]["someFutureField"], json!({"kept": true}));
 

@@ -247,6 +247,24 @@ impl<'a> Planner<'a> {
             .filter(|d| d.revision == self.updated)
     }
 
+    /// The weight the router may send: `weight`, or less while canary pods that carried it are
+    /// not ready, so that traffic never points at pods that are not there. The step's weight in
+    /// status stays; the router's comes back as the pods do.
+    fn routable_weight(&self, weight: i32) -> i32 {
+        let replicas = self.replicas().max(1);
+        let max = self.max_weight();
+        let ready = self
+            .observed
+            .replica_set(&self.updated)
+            .map_or(0, |rs| rs.available.min(rs.replicas));
+        let (needed, _) = self.split_for(weight, None);
+        if ready >= needed {
+            weight
+        } else {
+            weight.min(ready * max / replicas)
+        }
+    }
+
     fn max_weight(&self) -> i32 {
         self.router
             .as_ref()
@@ -609,7 +627,9 @@ impl<'a> Planner<'a> {
                 self.select(&service, stable);
             }
             if let Some(service) = canary_service {
-                let target = if self.observed.available(canary) > 0 {
+                // Only a version that keeps pods after this plan takes the canary Service.
+                let keeps_pods = self.targets.get(canary).is_none_or(|&n| n > 0);
+                let target = if self.observed.available(canary) > 0 && keeps_pods {
                     canary
                 } else {
                     stable
@@ -859,7 +879,7 @@ impl<'a> Planner<'a> {
             }
             if self.router.is_some() {
                 self.traffic_state = Some(traffic::TrafficState {
-                    canary_weight: canary_status.weight,
+                    canary_weight: self.routable_weight(canary_status.weight),
                     routes: self.header_routes(steps, index),
                 });
             }
@@ -879,7 +899,7 @@ impl<'a> Planner<'a> {
             self.set_split(stable, canary_want, stable_want);
             if self.router.is_some() {
                 self.traffic_state = Some(traffic::TrafficState {
-                    canary_weight: canary_status.weight,
+                    canary_weight: self.routable_weight(canary_status.weight),
                     routes: self.header_routes(steps, index),
                 });
             }

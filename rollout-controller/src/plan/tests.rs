@@ -283,6 +283,20 @@ impl Sim {
     /// One reconcile: plan, then each write in the plan's order, checking after each.
     fn reconcile(&mut self) -> Plan {
         let plan = plan(&self.rollout, &self.observed(), self.now);
+        // A router's weight only ever points at a canary with the pods for its share.
+        if let (Some(state), Some(updated)) = (
+            plan.traffic.as_ref().and_then(|t| t.state.as_ref()),
+            plan.status.updated_revision.as_ref(),
+        ) {
+            let need = replicas_for_weight(state.canary_weight, self.rollout.spec.replicas);
+            if self.ready_of(updated) < need {
+                self.violate(format!(
+                    "router weight {} with {} ready canary pods (needs {need})",
+                    state.canary_weight,
+                    self.ready_of(updated)
+                ));
+            }
+        }
         let aborting = plan.status.abort;
         for target in &plan.scale_up {
             self.write_replicas(target, aborting);
@@ -362,7 +376,10 @@ impl Sim {
                 ));
             }
         }
-        if self.rollout.spec.strategy.blue_green.is_some()
+        let stable_stays_whole = self.rollout.spec.strategy.blue_green.is_some()
+            || self.rollout.spec.strategy.routed().is_some();
+        if stable_stays_whole
+            && !status.abort
             && let Some(stable) = &status.stable_revision
             && status.updated_revision.as_ref() != Some(stable)
             && self.replicas_of(stable) < replicas
@@ -1033,6 +1050,19 @@ proptest! {
         let steps = json!([{"setWeight": 20}, {"pause": {"duration": "30s"}}, {"setCanaryScale": {"replicas": 1}},
                            {"setWeight": 60}, {"pause": {}}, {"setCanaryScale": {"matchTrafficWeight": true}}]);
         let sim = play(deployed(canary_rollout(replicas, steps)), &events);
+        prop_assert_eq!(sim.violation.clone(), None);
+        assert_converges(sim);
+    }
+
+    #[test]
+    fn routed_canary_invariants_hold(replicas in 1..8i32, events in proptest::collection::vec(event(), 1..60)) {
+        let mut rollout = canary_rollout(replicas, json!([{"setWeight": 20}, {"pause": {"duration": "30s"}},
+            {"setHeaderRoute": {"match": [{"headerName": "x", "headerValue": {"exact": "1"}}]}},
+            {"setWeight": 60}, {"pause": {}}, {"setWeight": 30}, {"pause": {}}]));
+        if let Some(c) = rollout.spec.strategy.canary.as_mut() {
+            c.traffic_routing = Some(serde_json::from_value(json!({"gatewayAPI": {"httpRoute": "web"}})).unwrap());
+        }
+        let sim = play(deployed(rollout), &events);
         prop_assert_eq!(sim.violation.clone(), None);
         assert_converges(sim);
     }
