@@ -20,6 +20,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::api_server::{KubeAuthorizer, KubeControl};
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use crate::metrics::Metrics;
@@ -36,6 +37,19 @@ pub struct Options {
     pub health_addr: SocketAddr,
     /// AnalysisRuns measured at once, across all rollouts.
     pub analysis_concurrency: u16,
+    /// Where the REST API is served; `None`: not served.
+    pub api_addr: Option<SocketAddr>,
+    pub api_auth: ApiAuth,
+}
+
+/// How the REST API checks callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiAuth {
+    /// Bearer tokens, checked with TokenReview and SubjectAccessReview.
+    #[default]
+    Kubernetes,
+    /// Nobody is checked: for local use only.
+    None,
 }
 
 /// Default of [`Options::analysis_concurrency`].
@@ -43,7 +57,7 @@ pub const DEFAULT_ANALYSIS_CONCURRENCY: u16 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("binding the health and metrics address {0}: {1}")]
+    #[error("binding {0}: {1}")]
     Bind(SocketAddr, #[source] std::io::Error),
 }
 
@@ -124,6 +138,29 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
 
     let controller = Controller::new(rollouts, watcher::Config::default());
     let rollout_store = controller.store();
+    if let Some(addr) = options.api_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| RunError::Bind(addr, e))?;
+        let control = Arc::new(KubeControl::new(client.clone(), rollout_store.clone()));
+        let app = match options.api_auth {
+            ApiAuth::Kubernetes => {
+                api::router(control, Arc::new(KubeAuthorizer::new(client.clone())))
+            }
+            ApiAuth::None => {
+                warn!(
+                    "--api-auth=none: the REST API lets anyone read and steer every rollout; local use only"
+                );
+                api::router(control, Arc::new(api::NoAuth))
+            }
+        };
+        info!(%addr, "REST API listening");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                warn!(error = %e, "REST API server stopped");
+            }
+        });
+    }
     let ctx = Arc::new(Context {
         client: client.clone(),
         writes: Default::default(),

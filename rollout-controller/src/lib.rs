@@ -1,6 +1,7 @@
 //! Sluice's rollout controller: the `Rollout` CRD, the pure planning of each strategy, and the
 //! reconciler that carries plans out against the cluster.
 
+pub mod api_server;
 pub mod controller;
 pub mod crd;
 pub mod hash;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use rollout_controller::controller::{DEFAULT_ANALYSIS_CONCURRENCY, Options, run};
+use rollout_controller::controller::{ApiAuth, DEFAULT_ANALYSIS_CONCURRENCY, Options, run};
 
 #[derive(Parser)]
 #[command(about = "Sluice: progressive delivery for Kubernetes")]
@@ -26,8 +26,21 @@ struct Cli {
     /// AnalysisRuns measured at once, across all rollouts.
     #[arg(long, default_value_t = DEFAULT_ANALYSIS_CONCURRENCY)]
     analysis_concurrency: u16,
+    /// Where the REST API is served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    api_addr: SocketAddr,
+    /// How API callers are checked: `kubernetes` (TokenReview + SubjectAccessReview) or `none`
+    /// (local use only).
+    #[arg(long, value_enum, default_value_t = ApiAuthArg::Kubernetes)]
+    api_auth: ApiAuthArg,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ApiAuthArg {
+    Kubernetes,
+    None,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -88,6 +101,11 @@ async fn main() -> anyhow::Result<()> {
             namespace: cli.namespace,
             health_addr: cli.health_addr,
             analysis_concurrency: cli.analysis_concurrency,
+            api_addr: Some(cli.api_addr),
+            api_auth: match cli.api_auth {
+                ApiAuthArg::Kubernetes => ApiAuth::Kubernetes,
+                ApiAuthArg::None => ApiAuth::None,
+            },
         },
     )
     .await?;

@@ -12,6 +12,7 @@ macro_rules! trial {
 }
 
 mod prometheus_analysis;
+mod rest_api;
 mod restart;
 mod rollout_analysis;
 mod rollouts;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         prometheus_analysis::trials(),
         rollout_analysis::trials(),
         routers::trials(),
+        rest_api::trials(),
     ]
     .into_iter()
     .flatten()

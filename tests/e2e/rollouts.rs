@@ -551,7 +551,7 @@ async fn the_apiserver_rejects_invalid_specs(env: &'static Env) -> anyhow::Resul
         let cases = [
             (
                 json!({"canary": {}, "rollingUpdate": {}}),
-                "exactly one of strategy.rollingUpdate, strategy.blueGreen or strategy.canary",
+                "exactly one of strategy.rollingUpdate, strategy.blueGreen, strategy.canary or strategy.abTest",
             ),
             (
                 json!({"canary": {"steps": [{"setWeight": 150}]}}),
@@ -581,6 +581,12 @@ async fn the_apiserver_rejects_invalid_specs(env: &'static Env) -> anyhow::Resul
             (
                 json!({"canary": {"trafficRouting": {"nginx": {"stableIngress": "web"}}}}),
                 "trafficRouting needs stableService and canaryService",
+            ),
+            (
+                json!({"abTest": {"stableService": "s", "canaryService": "c", "duration": "1m",
+                                  "trafficRouting": {"nginx": {"stableIngress": "web"}},
+                                  "match": [{"headers": [{"name": "x", "exact": "1"}], "cookie": "c"}]}}),
+                "a match sets exactly one of headers or cookie",
             ),
         ];
         for (i, (strategy, expected)) in cases.into_iter().enumerate() {

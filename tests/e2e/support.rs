@@ -213,18 +213,35 @@ pub async fn events_with_reason(
 pub struct RunningController {
     task: tokio::task::JoinHandle<()>,
     health_addr: SocketAddr,
+    api_addr: Option<SocketAddr>,
+}
+
+/// A loopback port the kernel just handed out and we let go of: free for the controller to bind.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 impl RunningController {
     pub fn start(client: Client, namespace: &str) -> Self {
-        // A port the kernel just handed out and we let go of: free for the controller to bind.
-        let health_addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        Self::spawn(client, namespace, None)
+    }
+
+    /// With the REST API served on loopback, callers checked with TokenReview and
+    /// SubjectAccessReview.
+    pub fn with_api(client: Client, namespace: &str) -> Self {
+        Self::spawn(client, namespace, Some(free_port()))
+    }
+
+    fn spawn(client: Client, namespace: &str, api_addr: Option<SocketAddr>) -> Self {
+        let health_addr = free_port();
         let options = Options {
             namespace: Some(namespace.to_owned()),
             health_addr,
             analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
+            api_addr,
+            api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
         };
         let namespace = namespace.to_owned();
         let task = tokio::spawn(async move {
@@ -232,7 +249,17 @@ impl RunningController {
                 eprintln!("controller for {namespace} stopped: {e}");
             }
         });
-        Self { task, health_addr }
+        Self {
+            task,
+            health_addr,
+            api_addr,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>` of the REST API.
+    pub fn api_url(&self) -> anyhow::Result<String> {
+        let addr = self.api_addr.context("started without the REST API")?;
+        Ok(format!("http://{addr}"))
     }
 
     /// The controller's `/metrics` text.

@@ -47,6 +47,8 @@ async fn measure(cluster: &ControlPlane, changes: usize) -> anyhow::Result<()> {
             namespace: Some(namespace.into()),
             health_addr: ([127, 0, 0, 1], 0).into(),
             analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
+            api_addr: None,
+            api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
         },
     ));
 

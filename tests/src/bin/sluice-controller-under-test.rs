@@ -27,6 +27,8 @@ async fn main() -> anyhow::Result<()> {
             namespace: Some(namespace),
             health_addr,
             analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
+            api_addr: None,
+            api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
         },
     )
     .await?;
