@@ -924,8 +924,23 @@ impl<'a> Planner<'a> {
                 .iter()
                 .any(|p| p.reason == analysis::REASON_ANALYSIS_INCONCLUSIVE);
             if inconclusive && (paused || blocked_on_pause) {
+                // Name the run and the metric that could not decide, so a person knows what
+                // to look at before promoting.
+                let why = self
+                    .status
+                    .analysis_runs
+                    .iter()
+                    .filter(|r| r.phase == "Inconclusive" && !r.dismissed)
+                    .find_map(|r| {
+                        let run = self.observed.analysis_runs.get(&r.name)?;
+                        Some(format!(
+                            "analysis run {} is inconclusive: {}",
+                            r.name, run.message
+                        ))
+                    })
+                    .unwrap_or_else(|| "analysis inconclusive".into());
                 self.status.message = format!(
-                    "step {}/{}: paused: analysis inconclusive; promote the step or abort",
+                    "step {}/{}: paused: {why}; promote the step or abort",
                     index + 1,
                     steps.len()
                 );

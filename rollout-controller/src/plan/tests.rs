@@ -1176,6 +1176,12 @@ fn an_inconclusive_analysis_pauses_until_the_step_is_promoted() {
     sim.end_run(&run, RunPhase::Inconclusive);
     let plan = sim.reconcile();
     assert_eq!(plan.status.phase, Phase::Paused);
+    assert_eq!(
+        plan.status.message,
+        format!(
+            "step 2/2: paused: analysis run {run} is inconclusive: metric errors Inconclusive; promote the step or abort"
+        )
+    );
     assert!(
         plan.events
             .iter()
