@@ -1,8 +1,10 @@
-//! Sluice's REST API for pipelines (API.md): list, get, wait for, promote, abort, retry, pause and
-//! resume rollouts. No Kubernetes here: the routes talk to a [`RolloutControl`] for rollouts and an
-//! [`Authorizer`] for callers, which the controller implements with kube (actions become writes of
-//! `spec.paused` / `spec.decision`, never of status).
+//! Sluice's REST API for pipelines (API.md): list, get, wait for, watch, promote, abort, retry,
+//! pause, resume and undo rollouts, and its OpenAPI document. No Kubernetes here: the routes talk
+//! to a [`RolloutControl`] for rollouts and an [`Authorizer`] for callers, which the controller
+//! implements with kube (actions become writes of `spec.paused` / `spec.decision` /
+//! `spec.template`, never of status).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,40 +13,18 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-/// A rollout as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct RolloutView {
-    pub namespace: String,
-    pub name: String,
-    /// `metadata.generation`: grows with every spec change.
-    pub generation: i64,
-    /// The generation the status describes.
-    pub observed_generation: i64,
-    pub strategy: String,
-    pub phase: String,
-    pub message: String,
-    pub current_step: Option<i32>,
-    pub steps: Option<i32>,
-    pub paused: bool,
-    pub weight: Option<i32>,
-    pub stable_revision: Option<String>,
-    pub updated_revision: Option<String>,
-    pub analysis_runs: Vec<AnalysisRunView>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct AnalysisRunView {
-    pub name: String,
-    pub kind: String,
-    pub phase: String,
-}
+mod views;
+pub use views::{
+    AnalysisRunView, MeasurementView, MetricView, RevisionView, RolloutView, StepView,
+};
 
 /// What a caller asks of a rollout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +38,11 @@ pub enum Action {
     Retry,
     Pause,
     Resume,
+    /// Go back to an older revision (its `sluice.dev/revision` number); `None`: the one before
+    /// the current.
+    Undo {
+        to_revision: Option<i64>,
+    },
 }
 
 impl Action {
@@ -68,6 +53,7 @@ impl Action {
             Action::Retry => "retry",
             Action::Pause => "pause",
             Action::Resume => "resume",
+            Action::Undo { .. } => "undo",
         }
     }
 }
@@ -158,7 +144,7 @@ impl Authorizer for NoAuth {
 }
 
 /// The body of every error.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ErrorBody {
     pub error: String,
     pub message: String,
@@ -223,9 +209,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Longest `wait` a caller may ask for.
+/// Longest `wait` or `events` stream a caller may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 const DEFAULT_WAIT: Duration = Duration::from_secs(600);
+/// How often `wait` and `events` look at the rollout. The controller's store is in memory, so a
+/// look is cheap; a quarter second is well below any step's length.
 const WAIT_POLL: Duration = Duration::from_millis(250);
 /// Request bodies are small JSON objects.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -238,43 +226,53 @@ struct Shared<C, A> {
 
 type AppState<C, A> = Arc<Shared<C, A>>;
 
-/// The API's routes, served by the controller.
+/// The OpenAPI document: every route, its parameters, bodies and answers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Sluice",
+        description = "Progressive delivery for Kubernetes: read and steer rollouts from a pipeline. \
+            Callers send `Authorization: Bearer <Kubernetes token>`; reads need get/list and \
+            actions update on rollouts.sluice.dev in the rollout's namespace."
+    ),
+    paths(
+        list,
+        get_one,
+        wait,
+        events,
+        promote,
+        abort,
+        retry,
+        pause,
+        resume,
+        undo,
+        openapi_json
+    ),
+    components(schemas(ErrorBody, PromoteBody, UndoBody))
+)]
+pub struct ApiDoc;
+
+/// The API's routes, served by the controller. Each path comes from its handler's OpenAPI
+/// annotation, so the document and the router cannot name different paths.
 pub fn router<C: RolloutControl, A: Authorizer>(control: Arc<C>, auth: Arc<A>) -> Router {
+    use utoipa::Path as _;
     let state: AppState<C, A> = Arc::new(Shared {
         control,
         auth,
         requests: AtomicU64::new(0),
     });
     Router::new()
-        .route("/api/v1/rollouts", get(list::<C, A>))
-        .route(
-            "/api/v1/namespaces/{ns}/rollouts/{name}",
-            get(get_one::<C, A>),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/rollouts/{name}/wait",
-            get(wait::<C, A>),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/rollouts/{name}/promote",
-            post(promote::<C, A>),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/rollouts/{name}/abort",
-            post(abort::<C, A>),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/rollouts/{name}/retry",
-            post(retry::<C, A>),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/rollouts/{name}/pause",
-            post(pause::<C, A>),
-        )
-        .route(
-            "/api/v1/namespaces/{ns}/rollouts/{name}/resume",
-            post(resume::<C, A>),
-        )
+        .route(&__path_list::path(), get(list::<C, A>))
+        .route(&__path_get_one::path(), get(get_one::<C, A>))
+        .route(&__path_wait::path(), get(wait::<C, A>))
+        .route(&__path_events::path(), get(events::<C, A>))
+        .route(&__path_promote::path(), post(promote::<C, A>))
+        .route(&__path_abort::path(), post(abort::<C, A>))
+        .route(&__path_retry::path(), post(retry::<C, A>))
+        .route(&__path_pause::path(), post(pause::<C, A>))
+        .route(&__path_resume::path(), post(resume::<C, A>))
+        .route(&__path_undo::path(), post(undo::<C, A>))
+        .route(&__path_openapi_json::path(), get(openapi_json))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -289,7 +287,57 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Authorizes and logs one request with an id, the caller and the outcome.
+/// One admitted request, logged when it ends.
+struct Admitted {
+    id: u64,
+    caller: String,
+    started: Instant,
+}
+
+impl Admitted {
+    fn log(&self, what: &str, status: StatusCode) {
+        info!(
+            request = self.id,
+            caller = %self.caller,
+            what,
+            status = status.as_u16(),
+            millis = self.started.elapsed().as_millis() as u64,
+            "API request"
+        );
+    }
+}
+
+/// Gives the request an id and checks its caller; a refusal is logged here.
+async fn admit<C: RolloutControl, A: Authorizer>(
+    state: &AppState<C, A>,
+    headers: &HeaderMap,
+    namespace: Option<&str>,
+    verb: Verb,
+    what: &str,
+) -> Result<Admitted, ApiError> {
+    let id = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let started = Instant::now();
+    match state.auth.authorize(bearer(headers), namespace, verb).await {
+        Ok(caller) => Ok(Admitted {
+            id,
+            caller,
+            started,
+        }),
+        Err(e) => {
+            let error = ApiError::from(e);
+            info!(
+                request = id,
+                what,
+                status = error.status.as_u16(),
+                "{}",
+                error.message
+            );
+            Err(error)
+        }
+    }
+}
+
+/// Authorizes, runs and logs one request with an id, the caller and the outcome.
 async fn handle<C, A, T, F>(
     state: &AppState<C, A>,
     headers: &HeaderMap,
@@ -303,44 +351,66 @@ where
     A: Authorizer,
     F: Future<Output = Result<T, ApiError>>,
 {
-    let id = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let started = Instant::now();
-    let caller = match state.auth.authorize(bearer(headers), namespace, verb).await {
-        Ok(caller) => caller,
-        Err(e) => {
-            let error = ApiError::from(e);
-            info!(
-                request = id,
-                what,
-                status = error.status.as_u16(),
-                "{}",
-                error.message
-            );
-            return Err(error);
-        }
-    };
+    let admitted = admit(state, headers, namespace, verb, what).await?;
     let outcome = run.await;
-    let status = match &outcome {
-        Ok(_) => StatusCode::OK,
-        Err(e) => e.status,
-    };
-    info!(
-        request = id,
-        caller = %caller,
+    admitted.log(
         what,
-        status = status.as_u16(),
-        millis = started.elapsed().as_millis() as u64,
-        "API request"
+        match &outcome {
+            Ok(_) => StatusCode::OK,
+            Err(e) => e.status,
+        },
     );
     outcome.map(axum::Json)
 }
 
-#[derive(Deserialize)]
+fn bad_request(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
+/// A humantime `timeout` parameter, at most [`MAX_WAIT`].
+fn parse_timeout(timeout: Option<&str>, default: Duration) -> Result<Duration, ApiError> {
+    let timeout = match timeout {
+        Some(t) => {
+            humantime::parse_duration(t).map_err(|e| bad_request(format!("timeout: {t:?}: {e}")))?
+        }
+        None => default,
+    };
+    if timeout > MAX_WAIT {
+        return Err(bad_request(format!(
+            "timeout: at most {}",
+            humantime::format_duration(MAX_WAIT)
+        )));
+    }
+    Ok(timeout)
+}
+
+/// A JSON body, or the default for an empty one; unknown fields are refused.
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("request body: {e}")))
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this namespace (default: all the caller may list).
     namespace: Option<String>,
 }
 
+/// List rollouts, with phase, step and weight.
+#[utoipa::path(
+    get,
+    path = "/api/v1/rollouts",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The rollouts, by namespace and name", body = Vec<RolloutView>),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "The caller may not list rollouts there", body = ErrorBody),
+    )
+)]
 async fn list<C: RolloutControl, A: Authorizer>(
     State(state): State<AppState<C, A>>,
     headers: HeaderMap,
@@ -359,6 +429,18 @@ async fn list<C: RolloutControl, A: Authorizer>(
     .await
 }
 
+/// One rollout: phase, steps, weights, revisions and its analysis verdicts with their evidence.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/rollouts/{name}",
+    params(("ns" = String, Path, description = "Namespace"), ("name" = String, Path, description = "Rollout")),
+    responses(
+        (status = 200, description = "The rollout", body = RolloutView),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "The caller may not get rollouts there", body = ErrorBody),
+        (status = 404, description = "No such rollout", body = ErrorBody),
+    )
+)]
 async fn get_one<C: RolloutControl, A: Authorizer>(
     State(state): State<AppState<C, A>>,
     headers: HeaderMap,
@@ -372,18 +454,32 @@ async fn get_one<C: RolloutControl, A: Authorizer>(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
+    /// The phase to wait for (default `Healthy`).
     phase: Option<String>,
+    /// How long to wait, e.g. `10m` (default 10m, at most 1h).
     timeout: Option<String>,
 }
 
 const PHASES: [&str; 5] = ["Progressing", "Paused", "Healthy", "Degraded", "Aborted"];
 
 /// Long-polls until the rollout reaches `phase` for the generation current when the call came
-/// in (a wait right after an apply never returns the old revision's Healthy): 200 then, 409 if it
-/// aborted instead, 504 at the timeout.
+/// in (a wait right after an apply never returns the old revision's Healthy).
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/rollouts/{name}/wait",
+    params(("ns" = String, Path), ("name" = String, Path), WaitQuery),
+    responses(
+        (status = 200, description = "The phase was reached", body = RolloutView),
+        (status = 400, description = "Unknown phase or bad timeout", body = ErrorBody),
+        (status = 404, description = "No such rollout", body = ErrorBody),
+        (status = 409, description = "The rollout aborted instead", body = ErrorBody),
+        (status = 504, description = "The timeout passed first", body = ErrorBody),
+    )
+)]
 async fn wait<C: RolloutControl, A: Authorizer>(
     State(state): State<AppState<C, A>>,
     headers: HeaderMap,
@@ -395,29 +491,11 @@ async fn wait<C: RolloutControl, A: Authorizer>(
     handle(&state, &headers, Some(&ns), Verb::Get, &what, async {
         let phase = query.phase.unwrap_or_else(|| "Healthy".into());
         if !PHASES.contains(&phase.as_str()) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("phase: {phase:?} is not one of {PHASES:?}"),
-            ));
+            return Err(bad_request(format!(
+                "phase: {phase:?} is not one of {PHASES:?}"
+            )));
         }
-        let timeout = match &query.timeout {
-            Some(t) => humantime::parse_duration(t).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    format!("timeout: {t:?}: {e}"),
-                )
-            })?,
-            None => DEFAULT_WAIT,
-        };
-        if timeout > MAX_WAIT {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("timeout: at most {}", humantime::format_duration(MAX_WAIT)),
-            ));
-        }
+        let timeout = parse_timeout(query.timeout.as_deref(), DEFAULT_WAIT)?;
         let deadline = Instant::now() + timeout;
         let generation = control.get(&ns, &name).await?.generation;
         loop {
@@ -453,12 +531,132 @@ async fn wait<C: RolloutControl, A: Authorizer>(
     .await
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct EventsQuery {
+    /// How long to stream, e.g. `30m` (default and at most 1h); then a `timeout` event ends it.
+    timeout: Option<String>,
+}
+
+/// What the `events` stream is at, between looks.
+struct Watching<C> {
+    control: Arc<C>,
+    namespace: String,
+    name: String,
+    last: Option<RolloutView>,
+    deadline: Instant,
+    done: bool,
+}
+
+/// Server-sent events: a `status` event with the rollout's view at once and on every change,
+/// `error` when the Kubernetes API cannot be read (the stream goes on), and a final `deleted` or
+/// `timeout`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/rollouts/{name}/events",
+    params(("ns" = String, Path), ("name" = String, Path), EventsQuery),
+    responses(
+        (status = 200, description = "A text/event-stream of `status` events, each a RolloutView as JSON", content_type = "text/event-stream", body = RolloutView),
+        (status = 404, description = "No such rollout", body = ErrorBody),
+    )
+)]
+async fn events<C: RolloutControl, A: Authorizer>(
+    State(state): State<AppState<C, A>>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let what = format!("events {ns}/{name}");
+    let admitted = admit(&state, &headers, Some(&ns), Verb::Get, &what).await?;
+    let opened = async {
+        let timeout = parse_timeout(query.timeout.as_deref(), MAX_WAIT)?;
+        // Refuse a stream about a rollout that does not exist, with a status code, not an event.
+        let first = state.control.get(&ns, &name).await?;
+        Ok::<_, ApiError>((timeout, first))
+    }
+    .await;
+    let (timeout, first) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            admitted.log(&what, e.status);
+            return Err(e);
+        }
+    };
+    admitted.log(&what, StatusCode::OK);
+    let watching = Watching {
+        control: state.control.clone(),
+        namespace: ns,
+        name,
+        last: None,
+        deadline: Instant::now() + timeout,
+        done: false,
+    };
+    let stream = futures::stream::unfold((watching, Some(first)), |(mut w, pending)| async move {
+        if let Some(view) = pending {
+            let event = status_event(&view);
+            w.last = Some(view);
+            return Some((event, (w, None)));
+        }
+        if w.done {
+            return None;
+        }
+        loop {
+            if Instant::now() >= w.deadline {
+                w.done = true;
+                return Some((Event::default().event("timeout").data("{}"), (w, None)));
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+            match w.control.get(&w.namespace, &w.name).await {
+                Ok(view) if w.last.as_ref() == Some(&view) => continue,
+                Ok(view) => {
+                    let event = status_event(&view);
+                    w.last = Some(view);
+                    return Some((event, (w, None)));
+                }
+                Err(ControlError::NotFound { .. }) => {
+                    w.done = true;
+                    return Some((Event::default().event("deleted").data("{}"), (w, None)));
+                }
+                Err(e) => {
+                    let body = ErrorBody {
+                        error: "Unavailable".into(),
+                        message: e.to_string(),
+                    };
+                    let data = serde_json::to_string(&body).unwrap_or_default();
+                    return Some((Event::default().event("error").data(data), (w, None)));
+                }
+            }
+        }
+    })
+    .map(Ok);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn status_event(view: &RolloutView) -> Event {
+    Event::default()
+        .event("status")
+        .data(serde_json::to_string(view).unwrap_or_default())
+}
+
+/// The body of `promote`.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PromoteBody {
+    /// Skip all remaining steps and analyses.
     #[serde(default)]
     full: bool,
+    /// The step the caller means to promote: a 409 unless it is the current one, so that of many
+    /// pipelines promoting one step, one succeeds.
     from_step: Option<i32>,
+}
+
+/// The body of `undo`.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UndoBody {
+    /// The `sluice.dev/revision` to go back to (default: the one before the current).
+    to_revision: Option<i64>,
 }
 
 async fn act<C: RolloutControl, A: Authorizer>(
@@ -476,23 +674,25 @@ async fn act<C: RolloutControl, A: Authorizer>(
     .await
 }
 
+/// Approve the paused step (`fromStep` must be it), or with `full` skip all remaining steps.
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{ns}/rollouts/{name}/promote",
+    params(("ns" = String, Path), ("name" = String, Path)),
+    request_body(content = Option<PromoteBody>, description = "Empty: promote the current step"),
+    responses(
+        (status = 200, description = "Promoted", body = RolloutView),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 409, description = "Not paused, aborted, already promoted, or fromStep is not the current step", body = ErrorBody),
+    )
+)]
 async fn promote<C: RolloutControl, A: Authorizer>(
     State(state): State<AppState<C, A>>,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<RolloutView>, ApiError> {
-    let body: PromoteBody = if body.iter().all(u8::is_ascii_whitespace) {
-        PromoteBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("request body: {e}"),
-            )
-        })?
-    };
+    let body: PromoteBody = parse_body(&body)?;
     let action = Action::Promote {
         full: body.full,
         from_step: body.from_step,
@@ -500,8 +700,47 @@ async fn promote<C: RolloutControl, A: Authorizer>(
     act(state, headers, ns, name, action).await
 }
 
+/// Go back to an older revision: its pod template becomes the rollout's, and rolls out as any
+/// new template does.
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{ns}/rollouts/{name}/undo",
+    params(("ns" = String, Path), ("name" = String, Path)),
+    request_body(content = Option<UndoBody>, description = "Empty: the revision before the current"),
+    responses(
+        (status = 200, description = "The older template is the rollout's again", body = RolloutView),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 409, description = "No such revision in history, or it is the current one", body = ErrorBody),
+    )
+)]
+async fn undo<C: RolloutControl, A: Authorizer>(
+    State(state): State<AppState<C, A>>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<RolloutView>, ApiError> {
+    let body: UndoBody = parse_body(&body)?;
+    let action = Action::Undo {
+        to_revision: body.to_revision,
+    };
+    act(state, headers, ns, name, action).await
+}
+
 macro_rules! simple_action {
-    ($handler:ident, $action:expr) => {
+    ($handler:ident, $action:expr, $path:literal, $summary:literal, $conflict:literal) => {
+        #[doc = $summary]
+        #[utoipa::path(
+            post,
+            path = $path,
+            params(("ns" = String, Path), ("name" = String, Path)),
+            responses(
+                (status = 200, description = "Done", body = RolloutView),
+                (status = 401, description = "No or bad token", body = ErrorBody),
+                (status = 403, description = "The caller may not update rollouts there", body = ErrorBody),
+                (status = 404, description = "No such rollout", body = ErrorBody),
+                (status = 409, description = $conflict, body = ErrorBody),
+            )
+        )]
         async fn $handler<C: RolloutControl, A: Authorizer>(
             State(state): State<AppState<C, A>>,
             headers: HeaderMap,
@@ -512,10 +751,52 @@ macro_rules! simple_action {
     };
 }
 
-simple_action!(abort, Action::Abort);
-simple_action!(retry, Action::Retry);
-simple_action!(pause, Action::Pause);
-simple_action!(resume, Action::Resume);
+simple_action!(
+    abort,
+    Action::Abort,
+    "/api/v1/namespaces/{ns}/rollouts/{name}/abort",
+    "Abort the revision rolling out: all traffic back to stable.",
+    "Nothing is rolling out, or it is aborted already"
+);
+simple_action!(
+    retry,
+    Action::Retry,
+    "/api/v1/namespaces/{ns}/rollouts/{name}/retry",
+    "Start an aborted revision again from its first step.",
+    "The rollout is not aborted"
+);
+simple_action!(
+    pause,
+    Action::Pause,
+    "/api/v1/namespaces/{ns}/rollouts/{name}/pause",
+    "Hold the rollout where it is (`spec.paused`).",
+    "The rollout changed while the request was decided; ask again"
+);
+simple_action!(
+    resume,
+    Action::Resume,
+    "/api/v1/namespaces/{ns}/rollouts/{name}/resume",
+    "Let a paused rollout go on.",
+    "The rollout changed while the request was decided; ask again"
+);
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))
+)]
+async fn openapi_json() -> Response {
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            format!("writing the OpenAPI document: {e}"),
+        )
+        .into_response(),
+    }
+}
 
 #[cfg(test)]
 mod tests;

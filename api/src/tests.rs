@@ -83,6 +83,14 @@ impl RolloutControl for Memory {
                 view.phase = "Progressing".into();
             }
             Action::Abort => view.phase = "Aborted".into(),
+            Action::Undo { to_revision } => {
+                if to_revision == Some(99) {
+                    return Err(ControlError::Conflict(
+                        "revision 99 is not in the rollout's history".into(),
+                    ));
+                }
+                view.generation += 1;
+            }
             _ => {}
         }
         Ok(view.clone())
@@ -322,4 +330,200 @@ async fn wait_answers_for_the_generation_current_at_the_call() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// Every route API.md names, as (method, path).
+const API_MD_ROUTES: [(&str, &str); 11] = [
+    ("get", "/api/v1/rollouts"),
+    ("get", "/api/v1/namespaces/{ns}/rollouts/{name}"),
+    ("get", "/api/v1/namespaces/{ns}/rollouts/{name}/wait"),
+    ("get", "/api/v1/namespaces/{ns}/rollouts/{name}/events"),
+    ("post", "/api/v1/namespaces/{ns}/rollouts/{name}/promote"),
+    ("post", "/api/v1/namespaces/{ns}/rollouts/{name}/abort"),
+    ("post", "/api/v1/namespaces/{ns}/rollouts/{name}/retry"),
+    ("post", "/api/v1/namespaces/{ns}/rollouts/{name}/pause"),
+    ("post", "/api/v1/namespaces/{ns}/rollouts/{name}/resume"),
+    ("post", "/api/v1/namespaces/{ns}/rollouts/{name}/undo"),
+    ("get", "/openapi.json"),
+];
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_every_listed_route_is_served() {
+    let app = router(Memory::with(paused_at(1)), Arc::new(Tokens));
+    let (status, doc) = call(&app, "GET", "/openapi.json", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> = API_MD_ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+    // Each documented route answers (a token is needed, but the route exists): never 404/405.
+    for (method, path) in &documented {
+        let uri = path.replace("{ns}", "shop").replace("{name}", "web");
+        let uri = if uri.ends_with("/events") || uri.ends_with("/wait") {
+            format!("{uri}?timeout=1ms")
+        } else {
+            uri
+        };
+        let (status, _) = call(&app, &method.to_uppercase(), &uri, Some("writer"), "").await;
+        assert!(
+            status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}: {status}"
+        );
+    }
+    // The views carry their schemas.
+    for schema in [
+        "RolloutView",
+        "RevisionView",
+        "MetricView",
+        "ErrorBody",
+        "PromoteBody",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}
+
+/// Reads server-sent events from a response body until `count` events arrived.
+async fn read_events(body: Body, count: usize) -> Vec<(String, serde_json::Value)> {
+    let mut stream = body.into_data_stream();
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let Some(chunk) = futures::StreamExt::next(&mut stream).await else {
+            break;
+        };
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.into();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            if !name.is_empty() {
+                events.push((name, serde_json::from_str(&data).unwrap_or_default()));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn events_stream_each_status_change_and_end_when_the_rollout_is_gone() {
+    let memory = Memory::with(paused_at(1));
+    let app = router(memory.clone(), Arc::new(Tokens));
+    let events_uri = format!("{WEB}/events");
+    assert_eq!(
+        call(&app, "GET", &events_uri, None, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, _) = call(
+        &app,
+        "GET",
+        "/api/v1/namespaces/shop/rollouts/nope/events",
+        Some("reader"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let request = Request::get(&events_uri)
+        .header("authorization", "Bearer reader")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let changes = {
+        let memory = memory.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            memory.update(|v| {
+                v.current_step = Some(2);
+                v.phase = "Progressing".into();
+            });
+            // Unchanged looks send nothing; the next change does.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            memory.update(|v| v.phase = "Healthy".into());
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            memory.rollouts.lock().unwrap().clear();
+        })
+    };
+    let events = read_events(response.into_body(), 4).await;
+    changes.await.unwrap();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["status", "status", "status", "deleted"],
+        "{events:?}"
+    );
+    assert_eq!(events[0].1["phase"], "Paused");
+    assert_eq!(
+        (
+            events[1].1["phase"].as_str(),
+            events[1].1["currentStep"].as_i64()
+        ),
+        (Some("Progressing"), Some(2))
+    );
+    assert_eq!(events[2].1["phase"], "Healthy");
+
+    // A stream ends by itself at its timeout.
+    memory
+        .rollouts
+        .lock()
+        .unwrap()
+        .insert(("shop".into(), "web".into()), paused_at(1));
+    let request = Request::get(format!("{events_uri}?timeout=300ms"))
+        .header("authorization", "Bearer reader")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let events = read_events(response.into_body(), 3).await;
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["status", "timeout"]);
+    let (status, _) = call(
+        &app,
+        "GET",
+        &format!("{events_uri}?timeout=2h"),
+        Some("reader"),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn undo_takes_an_optional_revision_and_says_why_it_cannot() {
+    let memory = Memory::with(paused_at(1));
+    let app = router(memory.clone(), Arc::new(Tokens));
+    let undo = format!("{WEB}/undo");
+    let (status, body) = call(&app, "POST", &undo, Some("writer"), "").await;
+    assert_eq!(
+        (status, body["generation"].as_i64()),
+        (StatusCode::OK, Some(3))
+    );
+    let (status, _) = call(&app, "POST", &undo, Some("writer"), r#"{"toRevision": 1}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&app, "POST", &undo, Some("writer"), r#"{"toRevision": 99}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["message"].as_str().unwrap().contains("revision 99"),
+        "{body}"
+    );
+    let (status, _) = call(&app, "POST", &undo, Some("writer"), r#"{"revision": 1}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(&app, "POST", &undo, Some("reader"), "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

@@ -7,16 +7,24 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use api::{
-    Action, AnalysisRunView, AuthError, Authorizer, ControlError, RolloutControl, RolloutView, Verb,
+    Action, AnalysisRunView, AuthError, Authorizer, ControlError, MeasurementView, MetricView,
+    RevisionView, RolloutControl, RolloutView, StepView, Verb,
 };
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::crd::{GROUP, Phase, Rollout};
+use crate::crd::analysis::{AnalysisRun, MetricResult};
+use crate::crd::{
+    CanaryStep, GROUP, POD_TEMPLATE_HASH_LABEL, Phase, REVISION_ANNOTATION, Rollout,
+    TEMPLATE_ANNOTATION,
+};
+use crate::hash::pod_template_hash;
 use crate::reconcile::FIELD_MANAGER;
 
 /// How long an authorization decision is reused.
@@ -25,17 +33,184 @@ const AUTH_CACHE_TTL: Duration = Duration::from_secs(10);
 pub struct KubeControl {
     client: Client,
     rollouts: Store<Rollout>,
+    replica_sets: Store<ReplicaSet>,
+    analysis_runs: Store<AnalysisRun>,
 }
 
 impl KubeControl {
-    pub fn new(client: Client, rollouts: Store<Rollout>) -> Self {
-        Self { client, rollouts }
+    pub fn new(
+        client: Client,
+        rollouts: Store<Rollout>,
+        replica_sets: Store<ReplicaSet>,
+        analysis_runs: Store<AnalysisRun>,
+    ) -> Self {
+        Self {
+            client,
+            rollouts,
+            replica_sets,
+            analysis_runs,
+        }
+    }
+
+    /// The rollout's ReplicaSets and AnalysisRuns, from the stores.
+    fn parts(&self, rollout: &Rollout) -> (Vec<ReplicaSet>, Vec<AnalysisRun>) {
+        let namespace = rollout.namespace();
+        let replica_sets = self
+            .replica_sets
+            .state()
+            .iter()
+            .filter(|rs| rs.namespace() == namespace && owned_by(rollout, rs.as_ref()))
+            .map(|rs| rs.as_ref().clone())
+            .collect();
+        let runs = self
+            .analysis_runs
+            .state()
+            .iter()
+            .filter(|r| r.namespace() == namespace && owned_by(rollout, r.as_ref()))
+            .map(|r| r.as_ref().clone())
+            .collect();
+        (replica_sets, runs)
+    }
+
+    fn view(&self, rollout: &Rollout) -> RolloutView {
+        let (replica_sets, runs) = self.parts(rollout);
+        view(rollout, &replica_sets, &runs)
     }
 }
 
-/// The API's view of a rollout.
-pub fn view(rollout: &Rollout) -> RolloutView {
+/// Whether `object` is controlled by `rollout` (its owner reference with `controller: true`).
+pub fn owned_by(rollout: &Rollout, object: &impl Resource) -> bool {
+    let uid = rollout.uid();
+    object
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+}
+
+fn revision_number(rs: &ReplicaSet) -> Option<i64> {
+    rs.annotations()
+        .get(REVISION_ANNOTATION)
+        .and_then(|r| r.parse().ok())
+}
+
+/// What a canary step does, in a few words.
+fn describe_step(step: &CanaryStep) -> String {
+    if let Some(weight) = step.set_weight {
+        return format!("setWeight {weight}");
+    }
+    if let Some(pause) = &step.pause {
+        return match &pause.duration {
+            Some(d) => format!("pause {d}"),
+            None => "pause (until promoted)".into(),
+        };
+    }
+    if let Some(scale) = &step.set_canary_scale {
+        return match (scale.replicas, scale.weight, scale.match_traffic_weight) {
+            (Some(r), _, _) => format!("setCanaryScale {r} replicas"),
+            (_, Some(w), _) => format!("setCanaryScale {w}%"),
+            _ => "setCanaryScale matchTrafficWeight".into(),
+        };
+    }
+    if let Some(analysis) = &step.analysis {
+        let names: Vec<&str> = analysis
+            .templates
+            .iter()
+            .map(|t| t.template_name.as_str())
+            .collect();
+        return format!("analysis {}", names.join(", "));
+    }
+    if let Some(route) = &step.set_header_route {
+        return if route.matches.is_empty() {
+            "setHeaderRoute (remove)".into()
+        } else {
+            format!("setHeaderRoute ({} matches)", route.matches.len())
+        };
+    }
+    "(empty step)".into()
+}
+
+fn router_name(routing: &traffic::TrafficRouting) -> &'static str {
+    if routing.nginx.is_some() {
+        "nginx"
+    } else {
+        "gatewayAPI"
+    }
+}
+
+/// The API's view of a rollout, from the rollout and the ReplicaSets and AnalysisRuns it owns.
+/// Pure, so that the CLI shows exactly what the REST API does.
+pub fn view(rollout: &Rollout, replica_sets: &[ReplicaSet], runs: &[AnalysisRun]) -> RolloutView {
     let status = rollout.status.clone().unwrap_or_default();
+    let strategy = &rollout.spec.strategy;
+    let traffic_router = if let Some(c) = &strategy.canary {
+        Some(c.traffic_routing.as_ref().map_or("replicas", router_name))
+    } else if let Some(ab) = &strategy.ab_test {
+        Some(router_name(&ab.traffic_routing))
+    } else if strategy.blue_green.is_some() {
+        Some("services")
+    } else {
+        None
+    };
+    let updated_role = if strategy.blue_green.is_some() {
+        "preview"
+    } else if strategy.rolling_update.is_some() {
+        "updated"
+    } else {
+        "canary"
+    };
+    let mut revisions: Vec<RevisionView> = replica_sets
+        .iter()
+        .filter_map(|rs| {
+            let hash = rs.labels().get(POD_TEMPLATE_HASH_LABEL)?.clone();
+            let role = if status.stable_revision.as_deref() == Some(&hash) {
+                "stable"
+            } else if status.updated_revision.as_deref() == Some(&hash) {
+                updated_role
+            } else {
+                "old"
+            };
+            let images = rs
+                .spec
+                .template
+                .as_ref()
+                .and_then(|t| t.spec.as_ref())
+                .map(|p| {
+                    p.containers
+                        .iter()
+                        .map(|c| format!("{}={}", c.name, c.image.clone().unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let rs_status = rs.status.as_ref();
+            Some(RevisionView {
+                revision: revision_number(rs),
+                hash,
+                role: role.into(),
+                images,
+                desired: rs.spec.replicas.unwrap_or(0),
+                ready: rs_status.and_then(|s| s.ready_replicas).unwrap_or(0),
+                available: rs_status.and_then(|s| s.available_replicas).unwrap_or(0),
+            })
+        })
+        .collect();
+    revisions.sort_by(|a, b| b.revision.cmp(&a.revision).then(a.hash.cmp(&b.hash)));
+    let analysis_runs = status
+        .analysis_runs
+        .iter()
+        .map(|r| {
+            let run = runs.iter().find(|run| run.name_any() == r.name);
+            let run_status = run.and_then(|run| run.status.as_ref());
+            AnalysisRunView {
+                name: r.name.clone(),
+                kind: r.kind.clone(),
+                phase: r.phase.clone(),
+                message: run_status.map(|s| s.message.clone()).unwrap_or_default(),
+                metrics: run_status
+                    .map(|s| s.metric_results.iter().map(metric_view).collect())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
     RolloutView {
         namespace: rollout.namespace().unwrap_or_default(),
         name: rollout.name_any(),
@@ -45,25 +220,122 @@ pub fn view(rollout: &Rollout) -> RolloutView {
         phase: status.phase.as_str().into(),
         message: status.message.clone(),
         current_step: status.current_step_index,
-        steps: rollout
-            .spec
-            .strategy
+        steps: strategy
             .canary
-            .as_ref()
-            .map(|c| c.steps.len() as i32),
-        paused: rollout.spec.paused == Some(true),
-        weight: status.canary.as_ref().map(|c| c.weight),
-        stable_revision: status.stable_revision.clone(),
-        updated_revision: status.updated_revision.clone(),
-        analysis_runs: status
-            .analysis_runs
             .iter()
-            .map(|r| AnalysisRunView {
-                name: r.name.clone(),
-                kind: r.kind.clone(),
-                phase: r.phase.clone(),
+            .flat_map(|c| c.steps.iter())
+            .zip(0..)
+            .map(|(step, index)| StepView {
+                index,
+                description: describe_step(step),
             })
             .collect(),
+        paused: rollout.spec.paused == Some(true),
+        aborted: status.abort,
+        weight: status.canary.as_ref().map(|c| c.weight),
+        traffic_router: traffic_router.map(str::to_owned),
+        stable_revision: status.stable_revision.clone(),
+        updated_revision: status.updated_revision.clone(),
+        revisions,
+        analysis_runs,
+    }
+}
+
+fn metric_view(result: &MetricResult) -> MetricView {
+    MetricView {
+        name: result.name.clone(),
+        phase: format!("{:?}", result.phase),
+        dry_run: result.dry_run,
+        passed: result.tally.passed,
+        failed: result.tally.failed,
+        inconclusive: result.tally.inconclusive,
+        errors: result.tally.errors,
+        latest: result.measurements.last().map(|m| MeasurementView {
+            verdict: format!("{:?}", m.judgement.verdict),
+            message: m.judgement.message.clone(),
+            finished_at: m.finished_at.to_string(),
+            evidence: serde_json::to_value(&m.judgement.evidence).unwrap_or_default(),
+        }),
+    }
+}
+
+/// The `spec.template` patch that goes back to revision `to` (default: the newest revision
+/// older than the current template's), or why it cannot. The template is the one the
+/// ReplicaSet keeps in [`TEMPLATE_ANNOTATION`], and it must hash to the ReplicaSet's own hash,
+/// so an undo never writes a template that is not the one that revision ran.
+pub fn undo_patch(
+    rollout: &Rollout,
+    replica_sets: &[ReplicaSet],
+    to: Option<i64>,
+) -> Result<serde_json::Value, String> {
+    let current_hash = pod_template_hash(&rollout.spec.template);
+    let current_revision = replica_sets
+        .iter()
+        .find(|rs| rs.labels().get(POD_TEMPLATE_HASH_LABEL) == Some(&current_hash))
+        .and_then(revision_number);
+    let target = match to {
+        Some(n) => replica_sets
+            .iter()
+            .find(|rs| revision_number(rs) == Some(n))
+            .ok_or_else(|| format!("revision {n} is not in the rollout's history"))?,
+        None => replica_sets
+            .iter()
+            .filter(|rs| rs.labels().get(POD_TEMPLATE_HASH_LABEL) != Some(&current_hash))
+            .filter(|rs| match (revision_number(rs), current_revision) {
+                (Some(r), Some(current)) => r < current,
+                (r, None) => r.is_some(),
+                _ => false,
+            })
+            .max_by_key(|rs| revision_number(rs))
+            .ok_or("no older revision in the rollout's history")?,
+    };
+    let target_hash = target
+        .labels()
+        .get(POD_TEMPLATE_HASH_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    let number = revision_number(target).unwrap_or(0);
+    if target_hash == current_hash {
+        return Err(format!("revision {number} is the current template"));
+    }
+    let original = target.annotations().get(TEMPLATE_ANNOTATION).ok_or_else(|| {
+        format!("revision {number}'s ReplicaSet does not keep its template ({TEMPLATE_ANNOTATION}); edit spec.template instead")
+    })?;
+    let template: PodTemplateSpec = serde_json::from_str(original)
+        .map_err(|e| format!("revision {number}: {TEMPLATE_ANNOTATION}: {e}"))?;
+    if pod_template_hash(&template) != target_hash {
+        return Err(format!(
+            "revision {number}: {TEMPLATE_ANNOTATION} does not hash to {target_hash}; edit spec.template instead"
+        ));
+    }
+    let current = serde_json::to_value(&rollout.spec.template).unwrap_or_default();
+    let target = serde_json::to_value(&template).unwrap_or_default();
+    Ok(json!({"spec": {"template": merge_patch_between(&current, &target)}}))
+}
+
+/// The JSON merge patch (RFC 7386) that turns `from` into `to`: a key `to` lacks becomes null,
+/// objects are compared key by key, anything else is replaced whole.
+fn merge_patch_between(from: &serde_json::Value, to: &serde_json::Value) -> serde_json::Value {
+    match (from, to) {
+        (serde_json::Value::Object(from), serde_json::Value::Object(to)) => {
+            let mut patch = serde_json::Map::new();
+            for key in from.keys().filter(|k| !to.contains_key(*k)) {
+                patch.insert(key.clone(), serde_json::Value::Null);
+            }
+            for (key, value) in to {
+                match from.get(key) {
+                    Some(old) if old == value => {}
+                    Some(old) => {
+                        patch.insert(key.clone(), merge_patch_between(old, value));
+                    }
+                    None => {
+                        patch.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+            serde_json::Value::Object(patch)
+        }
+        _ => to.clone(),
     }
 }
 
@@ -71,9 +343,14 @@ fn unavailable(e: kube::Error) -> ControlError {
     ControlError::Unavailable(e.to_string())
 }
 
-/// The `spec` patch an action makes, decided on `rollout` as read; the reason it does not apply
-/// now otherwise. Pure, so that the CLI writes the very same fields.
-pub fn action_patch(rollout: &Rollout, action: &Action) -> Result<serde_json::Value, String> {
+/// The `spec` patch an action makes, decided on `rollout` (and, for undo, the ReplicaSets it
+/// owns) as read; the reason it does not apply now otherwise. Pure, so that the CLI writes the
+/// very same fields.
+pub fn action_patch(
+    rollout: &Rollout,
+    replica_sets: &[ReplicaSet],
+    action: &Action,
+) -> Result<serde_json::Value, String> {
     let status = rollout.status.clone().unwrap_or_default();
     let updated = status.updated_revision.clone().unwrap_or_default();
     let in_progress = !updated.is_empty() && status.stable_revision.as_deref() != Some(&updated);
@@ -146,6 +423,7 @@ pub fn action_patch(rollout: &Rollout, action: &Action) -> Result<serde_json::Va
         }
         Action::Pause => Ok(json!({"spec": {"paused": true}})),
         Action::Resume => Ok(json!({"spec": {"paused": false}})),
+        Action::Undo { to_revision } => undo_patch(rollout, replica_sets, *to_revision),
     }
 }
 
@@ -156,7 +434,7 @@ impl RolloutControl for KubeControl {
             .state()
             .iter()
             .filter(|r| namespace.is_none_or(|ns| r.namespace().as_deref() == Some(ns)))
-            .map(|r| view(r))
+            .map(|r| self.view(r))
             .collect();
         views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         Ok(views)
@@ -164,12 +442,12 @@ impl RolloutControl for KubeControl {
 
     async fn get(&self, namespace: &str, name: &str) -> Result<RolloutView, ControlError> {
         if let Some(rollout) = self.rollouts.get(&ObjectRef::new(name).within(namespace)) {
-            return Ok(view(&rollout));
+            return Ok(self.view(&rollout));
         }
         // Not in the store (yet): ask the apiserver, so a rollout created a moment ago is found.
         let rollouts: Api<Rollout> = Api::namespaced(self.client.clone(), namespace);
         match rollouts.get_opt(name).await.map_err(unavailable)? {
-            Some(rollout) => Ok(view(&rollout)),
+            Some(rollout) => Ok(self.view(&rollout)),
             None => Err(ControlError::NotFound {
                 namespace: namespace.into(),
                 name: name.into(),
@@ -192,7 +470,9 @@ impl RolloutControl for KubeControl {
                 namespace: namespace.into(),
                 name: name.into(),
             })?;
-        let mut patch = action_patch(&rollout, &action).map_err(ControlError::Conflict)?;
+        let (replica_sets, _) = self.parts(&rollout);
+        let mut patch =
+            action_patch(&rollout, &replica_sets, &action).map_err(ControlError::Conflict)?;
         // Decided on this version: if the rollout changed since, the apiserver refuses the write
         // and the caller asks again, so two callers never both act on one state.
         patch["metadata"] = json!({"resourceVersion": rollout.resource_version()});
@@ -201,7 +481,7 @@ impl RolloutControl for KubeControl {
             ..PatchParams::default()
         };
         match rollouts.patch(name, &params, &Patch::Merge(&patch)).await {
-            Ok(rollout) => Ok(view(&rollout)),
+            Ok(rollout) => Ok(self.view(&rollout)),
             Err(kube::Error::Api(status)) if status.code == 409 => Err(ControlError::Conflict(
                 "the rollout changed while this request was decided; look again".into(),
             )),
@@ -339,7 +619,7 @@ mod tests {
             from_step: Some(1),
         };
         assert_eq!(
-            action_patch(&r, &promote).unwrap(),
+            action_patch(&r, &[], &promote).unwrap(),
             json!({"spec": {"decision": {"revision": "b", "promotedStep": 1}}})
         );
         let full = Action::Promote {
@@ -347,17 +627,200 @@ mod tests {
             from_step: None,
         };
         assert_eq!(
-            action_patch(&r, &full).unwrap()["spec"]["decision"]["full"],
+            action_patch(&r, &[], &full).unwrap()["spec"]["decision"]["full"],
             true
         );
         assert_eq!(
-            action_patch(&r, &Action::Abort).unwrap()["spec"]["decision"]["abort"],
+            action_patch(&r, &[], &Action::Abort).unwrap()["spec"]["decision"]["abort"],
             true
         );
         assert_eq!(
-            action_patch(&r, &Action::Pause).unwrap(),
+            action_patch(&r, &[], &Action::Pause).unwrap(),
             json!({"spec": {"paused": true}})
         );
+    }
+
+    /// A rollout of `image` (uid set, so it can own ReplicaSets), with canary role metadata.
+    fn rollout_of(image: &str, template_labels: serde_json::Value) -> Rollout {
+        serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "7"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": template_labels},
+                             "spec": {"containers": [{"name": "app", "image": image}]}},
+                "strategy": {"canary": {"canaryMetadata": {"labels": {"role": "canary"}},
+                                        "stableMetadata": {"labels": {"role": "stable"}}}},
+            },
+            "status": {"phase": "Healthy", "stableRevision": "x", "updatedRevision": "x"},
+        }))
+        .unwrap()
+    }
+
+    /// The ReplicaSet the controller makes for `rollout`'s template, with role labels on it.
+    fn replica_set_of(rollout: &Rollout, revision: u64, role: &str) -> ReplicaSet {
+        let hash = pod_template_hash(&rollout.spec.template);
+        let target = crate::plan::ReplicaSetTarget {
+            hash: hash.clone(),
+            replicas: 1,
+            revision: Some(revision),
+        };
+        let change = crate::plan::PodMetadataChange {
+            hash: hash.clone(),
+            labels: [("role".to_owned(), Some(role.to_owned()))].into(),
+            annotations: Default::default(),
+        };
+        crate::reconcile::new_replica_set(rollout, &target, &format!("web-{hash}"), Some(&change))
+            .unwrap()
+    }
+
+    /// RFC 7386, as the apiserver applies a merge patch.
+    fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+        let Some(fields) = patch.as_object() else {
+            *target = patch.clone();
+            return;
+        };
+        if !target.is_object() {
+            *target = json!({});
+        }
+        for (key, value) in fields {
+            if value.is_null() {
+                target.as_object_mut().unwrap().remove(key);
+            } else {
+                merge(&mut target[key], value);
+            }
+        }
+    }
+
+    #[test]
+    fn undo_puts_back_the_template_an_older_revision_ran() {
+        let labels = json!({"app": "web", "tier": "front"});
+        let v1 = rollout_of("web:1", labels.clone());
+        let mut v2 = rollout_of("web:2", json!({"app": "web"}));
+        v2.spec.template.metadata.as_mut().unwrap().annotations =
+            Some([("note".to_owned(), "v2 only".to_owned())].into());
+        let v3 = rollout_of("web:3", labels.clone());
+        let history = [
+            replica_set_of(&v1, 1, "stable"),
+            replica_set_of(&v2, 2, "stable"),
+            replica_set_of(&v3, 3, "canary"),
+        ];
+        let undo = |from: &Rollout, to| {
+            let patch = action_patch(from, &history, &Action::Undo { to_revision: to })?;
+            let mut rollout = serde_json::to_value(from).unwrap();
+            merge(&mut rollout, &patch);
+            let rollout: Rollout = serde_json::from_value(rollout).unwrap();
+            Ok::<_, String>(pod_template_hash(&rollout.spec.template))
+        };
+        let hash = |r: &Rollout| pod_template_hash(&r.spec.template);
+        // From v3, the previous revision is v2; the label and the annotation v3 lacks come back
+        // (and role labels stay off).
+        assert_eq!(undo(&v3, None), Ok(hash(&v2)));
+        assert_eq!(undo(&v3, Some(1)), Ok(hash(&v1)));
+        // From v2 (a template change back), the one before is v1.
+        assert_eq!(undo(&v2, None), Ok(hash(&v1)));
+        assert_eq!(
+            undo(&v3, Some(3)),
+            Err("revision 3 is the current template".into())
+        );
+        assert_eq!(
+            undo(&v3, Some(9)),
+            Err("revision 9 is not in the rollout's history".into())
+        );
+        assert_eq!(
+            undo(&v1, None),
+            Err("no older revision in the rollout's history".into())
+        );
+        // A ReplicaSet that does not keep its template, or keeps one that is not its own, is
+        // refused: an undo never guesses.
+        let mut bare = replica_set_of(&v1, 1, "stable");
+        bare.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(TEMPLATE_ANNOTATION);
+        let error = action_patch(
+            &v3,
+            &[bare],
+            &Action::Undo {
+                to_revision: Some(1),
+            },
+        )
+        .unwrap_err();
+        assert!(error.contains("does not keep its template"), "{error}");
+        let mut forged = replica_set_of(&v1, 1, "stable");
+        let v2_template = serde_json::to_string(&v2.spec.template).unwrap();
+        forged
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(TEMPLATE_ANNOTATION.into(), v2_template);
+        let error = action_patch(
+            &v3,
+            &[forged],
+            &Action::Undo {
+                to_revision: Some(1),
+            },
+        )
+        .unwrap_err();
+        assert!(error.contains("does not hash to"), "{error}");
+    }
+
+    #[test]
+    fn the_view_shows_steps_revisions_and_latest_verdicts() {
+        let mut rollout = rollout_of("web:2", json!({"app": "web"}));
+        let v1 = rollout_of("web:1", json!({"app": "web"}));
+        let stable = replica_set_of(&v1, 1, "stable");
+        let canary = replica_set_of(&rollout, 2, "canary");
+        let stable_hash = pod_template_hash(&v1.spec.template);
+        let canary_hash = pod_template_hash(&rollout.spec.template);
+        rollout.spec.strategy.canary.as_mut().unwrap().steps = serde_json::from_value(json!([
+            {"setWeight": 20}, {"pause": {}}, {"analysis": {"templates": [{"templateName": "errors"}]}}
+        ]))
+        .unwrap();
+        rollout.status = serde_json::from_value(json!({
+            "phase": "Progressing", "stableRevision": stable_hash, "updatedRevision": canary_hash,
+            "currentStepIndex": 2, "canary": {"weight": 20},
+            "analysisRuns": [{"name": "web-x-2-1", "kind": "step-2", "phase": "Running"}],
+        }))
+        .unwrap();
+        let run: AnalysisRun = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "AnalysisRun",
+            "metadata": {"name": "web-x-2-1", "namespace": "shop"},
+            "spec": {"metrics": [{"name": "errors", "provider": {"prometheus": {"address": "http://127.0.0.1:9", "query": "q"}}}]},
+            "status": {"phase": "Running", "metricResults": [{
+                "name": "errors", "phase": "Running", "tally": {"passed": 2, "failed": 0, "inconclusive": 0, "errors": 0, "consecutiveErrors": 0},
+                "measurements": [
+                    {"startedAt": "2026-12-01T07:00:00.000Z", "finishedAt": "2026-12-01T07:00:01.000Z",
+                     "verdict": "Pass", "message": "old", "evidence": {}},
+                    {"startedAt": "2026-12-01T07:01:00.000Z", "finishedAt": "2026-12-01T07:01:01.000Z",
+                     "verdict": "Pass", "message": "0.004 < 0.01", "evidence": {"values": "[0.004]"}},
+                ]}]},
+        }))
+        .unwrap();
+        let view = view(&rollout, &[stable, canary], &[run]);
+        let steps: Vec<&str> = view.steps.iter().map(|s| s.description.as_str()).collect();
+        assert_eq!(
+            steps,
+            ["setWeight 20", "pause (until promoted)", "analysis errors"]
+        );
+        assert_eq!(view.traffic_router.as_deref(), Some("replicas"));
+        let roles: Vec<(Option<i64>, &str)> = view
+            .revisions
+            .iter()
+            .map(|r| (r.revision, r.role.as_str()))
+            .collect();
+        assert_eq!(roles, [(Some(2), "canary"), (Some(1), "stable")]);
+        assert_eq!(view.revisions[0].images, ["app=web:2"]);
+        let metric = &view.analysis_runs[0].metrics[0];
+        assert_eq!((metric.name.as_str(), metric.passed), ("errors", 2));
+        let latest = metric.latest.as_ref().unwrap();
+        assert_eq!(
+            (latest.verdict.as_str(), latest.message.as_str()),
+            ("Pass", "0.004 < 0.01")
+        );
+        assert_eq!(latest.evidence["values"], "[0.004]");
     }
 
     #[test]
@@ -400,7 +863,7 @@ mod tests {
             ),
         ];
         for (r, action, why) in cases {
-            let error = action_patch(&r, &action).unwrap_err();
+            let error = action_patch(&r, &[], &action).unwrap_err();
             assert!(error.contains(why), "{action:?}: {error}");
         }
         let aborted = rollout(
@@ -408,7 +871,7 @@ mod tests {
             json!({"revision": "b", "abort": true, "retry": 2}),
         );
         assert_eq!(
-            action_patch(&aborted, &Action::Retry).unwrap(),
+            action_patch(&aborted, &[], &Action::Retry).unwrap(),
             json!({"spec": {"decision": {"revision": "b", "abort": false, "retry": 3}}})
         );
     }

@@ -142,7 +142,12 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| RunError::Bind(addr, e))?;
-        let control = Arc::new(KubeControl::new(client.clone(), rollout_store.clone()));
+        let control = Arc::new(KubeControl::new(
+            client.clone(),
+            rollout_store.clone(),
+            rs_store.clone(),
+            run_store.clone(),
+        ));
         let app = match options.api_auth {
             ApiAuth::Kubernetes => {
                 api::router(control, Arc::new(KubeAuthorizer::new(client.clone())))

@@ -24,7 +24,10 @@ use traffic::nginx::{DEFAULT_ANNOTATION_PREFIX, NginxRouter, canary_ingress, can
 use crate::crd::analysis::{
     ANALYSIS_KIND_LABEL, AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, ROLLOUT_LABEL,
 };
-use crate::crd::{POD_TEMPLATE_HASH_LABEL, PodMetadata, REVISION_ANNOTATION, Rollout};
+use crate::crd::{
+    POD_TEMPLATE_HASH_LABEL, PodMetadata, REVISION_ANNOTATION, Rollout, TEMPLATE_ANNOTATION,
+    TEMPLATE_ANNOTATION_LIMIT,
+};
 use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
 use crate::plan::analysis::{NewAnalysisRun, ObservedRun, TemplateKey, referenced_templates};
 use crate::plan::{
@@ -435,31 +438,22 @@ async fn check_router(
         return Ok(None);
     };
     let routing = routed.routing;
-    let backends = traffic::Backends {
-        rollout: rollout.name_any(),
-        stable_service: routed.stable_service.to_owned(),
-        canary_service: routed.canary_service.to_owned(),
-    };
-    let state = traffic::TrafficState::default();
-    let max = routing.max_traffic_weight.unwrap_or(100);
-    let (field, checked) = if let Some(nginx) = &routing.nginx {
+    let found = if let Some(nginx) = &routing.nginx {
         let router = NginxRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
-        let checked = match router.stable_ingress(&nginx.stable_ingress).await {
-            Ok(stable) => canary_ingress(&stable, &backends, &state, "p", max, None).map(|_| ()),
-            Err(e) => Err(e),
-        };
-        (format!("{}.nginx.stableIngress", routed.field), checked)
+        router
+            .stable_ingress(&nginx.stable_ingress)
+            .await
+            .map(|stable| RouterObject::Ingress(Box::new(stable)))
     } else if let Some(gateway) = &routing.gateway_api {
         let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
             ctx.client.clone(),
             namespace,
             &traffic::gateway::http_route_resource(),
         );
-        let checked = match routes.get_opt(&gateway.http_route).await {
-            Ok(Some(route)) => {
-                let route = serde_json::to_value(&route).unwrap_or_default();
-                traffic::gateway::desired_rules(&route, &backends, &state, max).map(|_| ())
-            }
+        match routes.get_opt(&gateway.http_route).await {
+            Ok(Some(route)) => Ok(RouterObject::HttpRoute(
+                serde_json::to_value(&route).unwrap_or_default(),
+            )),
             Ok(None) => Err(traffic::TrafficError::NotFound {
                 kind: "HTTPRoute",
                 namespace: namespace.to_owned(),
@@ -471,18 +465,68 @@ async fn check_router(
                     gateway.http_route
                 ))(source));
             }
-        };
-        (format!("{}.gatewayAPI.httpRoute", routed.field), checked)
+        }
     } else {
         return Ok(None);
     };
+    Ok(router_problem(rollout, found)?)
+}
+
+/// The user's object a rollout's router starts from, as read.
+#[derive(Debug, Clone)]
+pub(crate) enum RouterObject {
+    /// The stable Ingress (`trafficRouting.nginx.stableIngress`).
+    Ingress(Box<k8s_openapi::api::networking::v1::Ingress>),
+    /// The HTTPRoute (`trafficRouting.gatewayAPI.httpRoute`), as JSON.
+    HttpRoute(serde_json::Value),
+}
+
+/// The spec field that names the router's object, which an [`InvalidSpec`] about it points at.
+pub(crate) fn router_field(routed: &crate::crd::Routed<'_>) -> Option<String> {
+    if routed.routing.nginx.is_some() {
+        Some(format!("{}.nginx.stableIngress", routed.field))
+    } else if routed.routing.gateway_api.is_some() {
+        Some(format!("{}.gatewayAPI.httpRoute", routed.field))
+    } else {
+        None
+    }
+}
+
+/// What is wrong with the router's object for the planner, from the result of reading it:
+/// pure, so that the offline linter (`crate::lint`) concludes what a reconcile concludes. An
+/// error that is not about the user's objects (a failing API) stays an error.
+pub(crate) fn router_problem(
+    rollout: &Rollout,
+    found: Result<RouterObject, traffic::TrafficError>,
+) -> Result<Option<InvalidSpec>, traffic::TrafficError> {
+    let Some(routed) = rollout.spec.strategy.routed() else {
+        return Ok(None);
+    };
+    let Some(field) = router_field(&routed) else {
+        return Ok(None);
+    };
+    let backends = traffic::Backends {
+        rollout: rollout.name_any(),
+        stable_service: routed.stable_service.to_owned(),
+        canary_service: routed.canary_service.to_owned(),
+    };
+    let state = traffic::TrafficState::default();
+    let max = routed.routing.max_traffic_weight.unwrap_or(100);
+    let checked = found.and_then(|object| match object {
+        RouterObject::Ingress(stable) => {
+            canary_ingress(&stable, &backends, &state, "p", max, None).map(|_| ())
+        }
+        RouterObject::HttpRoute(route) => {
+            traffic::gateway::desired_rules(&route, &backends, &state, max).map(|_| ())
+        }
+    });
     match checked {
         Ok(()) => Ok(None),
         Err(e) if e.is_invalid_spec() => Ok(Some(InvalidSpec {
             field,
             message: e.to_string(),
         })),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -736,6 +780,15 @@ pub fn new_replica_set(
         .match_labels
         .get_or_insert_with(BTreeMap::new)
         .insert(POD_TEMPLATE_HASH_LABEL.into(), target.hash.clone());
+    let mut annotations = BTreeMap::from([(
+        REVISION_ANNOTATION.to_owned(),
+        target.revision.unwrap_or(1).to_string(),
+    )]);
+    if let Ok(original) = serde_json::to_string(&rollout.spec.template)
+        && original.len() <= TEMPLATE_ANNOTATION_LIMIT
+    {
+        annotations.insert(TEMPLATE_ANNOTATION.to_owned(), original);
+    }
     let owner = rollout
         .controller_owner_ref(&())
         .ok_or_else(|| ReconcileError::Manifest {
@@ -748,7 +801,7 @@ pub fn new_replica_set(
         "metadata": {
             "name": name,
             "labels": labels,
-            "annotations": {REVISION_ANNOTATION: target.revision.unwrap_or(1).to_string()},
+            "annotations": annotations,
             "ownerReferences": [owner],
         },
         "spec": {

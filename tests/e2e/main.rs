@@ -11,6 +11,7 @@ macro_rules! trial {
     };
 }
 
+mod cli;
 mod prometheus_analysis;
 mod rest_api;
 mod restart;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         rollout_analysis::trials(),
         routers::trials(),
         rest_api::trials(),
+        cli::trials(),
     ]
     .into_iter()
     .flatten()

@@ -2,15 +2,11 @@
 //! SubjectAccessReview, 20 concurrent promotes of one step of which exactly one wins, and `wait`
 //! answering Healthy for the new generation and 409 for an abort.
 
-use anyhow::{Context, ensure};
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::Client;
-use kube::api::{Api, PostParams};
+use anyhow::ensure;
 use libtest_mimic::Trial;
 use rollout_controller::crd::Phase;
 use serde_json::{Value, json};
+use sluice_tests::tokens::service_account_token;
 
 use crate::rollouts::{create_rollout, create_service, rollout_manifest, set_image, status_until};
 use crate::support::{Env, RunningController, TestNamespace};
@@ -19,52 +15,6 @@ pub fn trials() -> Vec<Trial> {
     vec![trial!(
         rest_api::pipelines_promote_wait_and_abort_with_service_account_tokens
     )]
-}
-
-/// A ServiceAccount allowed `verbs` on rollouts in `ns`, and a token for it.
-async fn service_account_token(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    verbs: &[&str],
-) -> anyhow::Result<String> {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    accounts
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name}}))?,
-        )
-        .await?;
-    let roles: Api<Role> = Api::namespaced(client.clone(), ns);
-    roles
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "rules": [{"apiGroups": ["sluice.dev"], "resources": ["rollouts"], "verbs": verbs}],
-            }))?,
-        )
-        .await?;
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), ns);
-    bindings
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
-            }))?,
-        )
-        .await?;
-    let request: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))?;
-    let token = accounts
-        .create_token_request(name, &PostParams::default(), &request)
-        .await?;
-    token
-        .status
-        .and_then(|s| s.token)
-        .context("no token issued")
 }
 
 struct Caller {

@@ -14,6 +14,7 @@ pub mod pki;
 mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod tokens;
 pub mod wait;
 
 pub use cluster::{ClusterOptions, ControlPlane};

@@ -22,6 +22,14 @@ pub const GROUP: &str = "sluice.dev";
 pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
 /// Annotation on ReplicaSets: the revision number, growing with every new template.
 pub const REVISION_ANNOTATION: &str = "sluice.dev/revision";
+/// Annotation on ReplicaSets: the Rollout's pod template as the user wrote it (JSON), which
+/// `undo` puts back. The ReplicaSet's own template cannot serve: the apiserver fills in defaults
+/// (imagePullPolicy, dnsPolicy, ...) that a Rollout's template does not have, so it would hash
+/// differently and roll out as a new version.
+pub const TEMPLATE_ANNOTATION: &str = "sluice.dev/pod-template";
+/// Templates larger than this are not kept in [`TEMPLATE_ANNOTATION`]: all annotations of an
+/// object share 256 KiB.
+pub const TEMPLATE_ANNOTATION_LIMIT: usize = 64 * 1024;
 
 /// A humantime duration such as `30s`, `2m` or `1h30m`.
 const DURATION_PATTERN: &str = r"^([0-9]+(ns|us|ms|s|m|h|d))+$";

@@ -36,7 +36,7 @@ pub struct TemplateKey {
 }
 
 impl TemplateKey {
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         if self.cluster_scope {
             "ClusterAnalysisTemplate"
         } else {

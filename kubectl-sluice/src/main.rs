@@ -1,0 +1,425 @@
+//! `kubectl sluice`: see and steer Sluice rollouts with your kubeconfig. Actions write the same
+//! `spec.paused` / `spec.decision` / `spec.template` fields as the REST API, decided by the same
+//! code, so both behave the same.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use api::{Action, RolloutView};
+use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use rollout_controller::api_server::{action_patch, owned_by, view};
+use rollout_controller::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
+use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
+use serde_json::json;
+
+mod render;
+
+use render::Style;
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_ABORTED: u8 = 3;
+const EXIT_TIMEOUT: u8 = 4;
+const EXIT_CONFLICT: u8 = 5;
+const EXIT_DEGRADED: u8 = 6;
+const EXIT_LINT: u8 = 7;
+
+/// The field manager of the CLI's writes, beside the controller's `sluice` and the API's
+/// `sluice-api`: managedFields then say who decided.
+const FIELD_MANAGER: &str = "kubectl-sluice";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done (status: the rollout is Healthy; lint: no errors)
+  1  error (no cluster, no such rollout, a failed request)
+  2  usage
+  3  status: the rollout aborted
+  4  status: the timeout passed first
+  5  the action does not apply now (promote a rollout that is not paused, retry one that is
+     not aborted, undo to a revision not in history), or the rollout changed while deciding
+  6  status: the rollout is Degraded (an invalid spec, or the progress deadline passed)
+  7  lint: the file has errors";
+
+#[derive(Parser)]
+#[command(
+    name = "kubectl-sluice",
+    about = "See and steer Sluice rollouts",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List rollouts: strategy, phase, step, weight.
+    List {
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// One rollout: phase, steps with the current one marked, traffic, revisions with their
+    /// pods, analysis runs with their latest verdicts and evidence.
+    Get {
+        /// `rollout` (or `ro`)
+        kind: String,
+        name: String,
+        /// Keep watching: show each change.
+        #[arg(short, long)]
+        watch: bool,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Wait until the rollout is Healthy (exit 0), aborted (3), Degraded (6) or the timeout
+    /// passes (4). Answers for the spec as it is now: right after a change it never reports the
+    /// previous revision's Healthy.
+    Status {
+        name: String,
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+    },
+    /// Approve the current step (or, with --full, skip all remaining steps and analyses).
+    Promote {
+        name: String,
+        #[arg(long)]
+        full: bool,
+    },
+    /// Abort the revision rolling out: all traffic back to stable.
+    Abort { name: String },
+    /// Start an aborted revision again from its first step.
+    Retry { name: String },
+    /// Hold the rollout where it is.
+    Pause { name: String },
+    /// Let a paused rollout go on.
+    Resume { name: String },
+    /// Go back to an older revision's pod template (see the revisions in `get rollout`).
+    Undo {
+        name: String,
+        /// The revision number (default: the one before the current).
+        #[arg(long)]
+        to_revision: Option<i64>,
+    },
+    /// Change a container's image: starts a new revision.
+    Set {
+        /// `image`
+        what: String,
+        name: String,
+        /// CONTAINER=IMAGE
+        assignment: String,
+    },
+    /// Check Rollouts in a file offline, with the rules the apiserver and the controller apply
+    /// (including what a traffic router cannot express). Needs no cluster.
+    Lint {
+        #[arg(short, long)]
+        file: PathBuf,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let style = Style::for_stdout(std::io::stdout().is_terminal());
+    let namespace = cli.namespace.as_deref();
+    match cli.command {
+        Command::Lint { file, output } => lint(&file, output, style),
+        Command::List { output } => {
+            let cluster = Cluster::connect(namespace).await?;
+            let views = cluster.list().await?;
+            match output {
+                Output::Text => print!("{}", render::table(&views, style)),
+                other => print_structured(&views, other)?,
+            }
+            Ok(0)
+        }
+        Command::Get {
+            kind,
+            name,
+            watch,
+            output,
+        } => {
+            if !matches!(kind.as_str(), "rollout" | "rollouts" | "ro") {
+                bail!("get takes `rollout NAME`, not {kind:?}");
+            }
+            let cluster = Cluster::connect(namespace).await?;
+            let mut last = None;
+            loop {
+                let current = cluster.view(&name).await?;
+                if last.as_ref() != Some(&current) {
+                    match output {
+                        Output::Text => {
+                            if watch && style.colour {
+                                // Redraw in place on a terminal, as `watch` does.
+                                print!("\x1b[H\x1b[2J");
+                            }
+                            print!("{}", render::rollout(&current, style));
+                        }
+                        other => print_structured(&current, other)?,
+                    }
+                    last = Some(current);
+                }
+                if !watch {
+                    return Ok(0);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        Command::Status { name, timeout } => {
+            let timeout = humantime::parse_duration(&timeout)
+                .with_context(|| format!("--timeout {timeout:?}"))?;
+            status(&Cluster::connect(namespace).await?, &name, timeout).await
+        }
+        Command::Promote { name, full } => {
+            let action = Action::Promote {
+                full,
+                from_step: None,
+            };
+            Cluster::connect(namespace).await?.act(&name, action).await
+        }
+        Command::Abort { name } => act(namespace, &name, Action::Abort).await,
+        Command::Retry { name } => act(namespace, &name, Action::Retry).await,
+        Command::Pause { name } => act(namespace, &name, Action::Pause).await,
+        Command::Resume { name } => act(namespace, &name, Action::Resume).await,
+        Command::Undo { name, to_revision } => {
+            act(namespace, &name, Action::Undo { to_revision }).await
+        }
+        Command::Set {
+            what,
+            name,
+            assignment,
+        } => {
+            if what != "image" {
+                bail!("set takes `image NAME CONTAINER=IMAGE`, not {what:?}");
+            }
+            let (container, image) = assignment
+                .split_once('=')
+                .filter(|(c, i)| !c.is_empty() && !i.is_empty())
+                .context("expected CONTAINER=IMAGE")?;
+            let cluster = Cluster::connect(namespace).await?;
+            cluster.set_image(&name, container, image).await?;
+            println!("rollout {name}: {container} set to {image}");
+            Ok(0)
+        }
+    }
+}
+
+async fn act(namespace: Option<&str>, name: &str, action: Action) -> anyhow::Result<u8> {
+    Cluster::connect(namespace).await?.act(name, action).await
+}
+
+/// Waits until the rollout's current generation is Healthy, aborted or Degraded.
+async fn status(cluster: &Cluster, name: &str, timeout: Duration) -> anyhow::Result<u8> {
+    let deadline = Instant::now() + timeout;
+    let generation = cluster.rollouts.get(name).await?.metadata.generation;
+    let generation = generation.unwrap_or(0);
+    let mut said = String::new();
+    loop {
+        let current = cluster.view(name).await?;
+        if current.observed_generation >= generation {
+            let outcome = match current.phase.as_str() {
+                "Healthy" => Some(0),
+                "Aborted" => Some(EXIT_ABORTED),
+                "Degraded" => Some(EXIT_DEGRADED),
+                _ => None,
+            };
+            if let Some(code) = outcome {
+                println!("rollout {name} is {}: {}", current.phase, current.message);
+                return Ok(code);
+            }
+        }
+        // Progress as it happens, once per change: a pipeline log shows where the time went.
+        let line = format!("rollout {name}: {} {}", current.phase, current.message);
+        if line != said {
+            eprintln!("{line}");
+            said = line;
+        }
+        if Instant::now() >= deadline {
+            println!(
+                "rollout {name} is still {} after {}: {}",
+                current.phase,
+                humantime::format_duration(timeout),
+                current.message
+            );
+            return Ok(EXIT_TIMEOUT);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn lint(file: &std::path::Path, output: Output, style: Style) -> anyhow::Result<u8> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let reports = rollout_controller::lint::lint(&text)
+        .with_context(|| format!("reading {}", file.display()))?;
+    let failed = reports.iter().any(|r| r.has_errors());
+    match output {
+        Output::Text => print!(
+            "{}",
+            render::lint(&file.display().to_string(), &reports, style)
+        ),
+        other => print_structured(&reports, other)?,
+    }
+    Ok(if failed { EXIT_LINT } else { 0 })
+}
+
+/// The rollouts of one namespace, with what they own.
+struct Cluster {
+    rollouts: Api<Rollout>,
+    replica_sets: Api<ReplicaSet>,
+    analysis_runs: Api<AnalysisRun>,
+}
+
+impl Cluster {
+    /// The user's kubeconfig, in `namespace` or the context's.
+    async fn connect(namespace: Option<&str>) -> anyhow::Result<Self> {
+        let client = Client::try_default()
+            .await
+            .context("no kubeconfig (set KUBECONFIG) and not in a cluster")?;
+        let namespace = namespace.unwrap_or(client.default_namespace()).to_owned();
+        Ok(Self {
+            rollouts: Api::namespaced(client.clone(), &namespace),
+            replica_sets: Api::namespaced(client.clone(), &namespace),
+            analysis_runs: Api::namespaced(client, &namespace),
+        })
+    }
+
+    async fn owned_replica_sets(&self, rollout: &Rollout) -> anyhow::Result<Vec<ReplicaSet>> {
+        let list = self
+            .replica_sets
+            .list(&ListParams::default().labels(POD_TEMPLATE_HASH_LABEL))
+            .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|rs| owned_by(rollout, rs))
+            .collect())
+    }
+
+    async fn view_of(&self, rollout: &Rollout) -> anyhow::Result<RolloutView> {
+        let replica_sets = self.owned_replica_sets(rollout).await?;
+        let selector = format!("{ROLLOUT_LABEL}={}", rollout.name_any());
+        let runs = self
+            .analysis_runs
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(|r| owned_by(rollout, r))
+            .collect::<Vec<_>>();
+        Ok(view(rollout, &replica_sets, &runs))
+    }
+
+    async fn view(&self, name: &str) -> anyhow::Result<RolloutView> {
+        let rollout = self.rollouts.get(name).await?;
+        self.view_of(&rollout).await
+    }
+
+    async fn list(&self) -> anyhow::Result<Vec<RolloutView>> {
+        let rollouts = self.rollouts.list(&ListParams::default()).await?;
+        let mut views = Vec::with_capacity(rollouts.items.len());
+        for rollout in &rollouts.items {
+            views.push(self.view_of(rollout).await?);
+        }
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(views)
+    }
+
+    /// The same decision the REST API makes, written with the same guard: a merge patch that
+    /// carries the resourceVersion it was decided on.
+    async fn act(&self, name: &str, action: Action) -> anyhow::Result<u8> {
+        let rollout = self.rollouts.get(name).await?;
+        let replica_sets = self.owned_replica_sets(&rollout).await?;
+        let mut patch = match action_patch(&rollout, &replica_sets, &action) {
+            Ok(patch) => patch,
+            Err(why) => {
+                eprintln!("rollout {name}: {why}");
+                return Ok(EXIT_CONFLICT);
+            }
+        };
+        patch["metadata"] = json!({"resourceVersion": rollout.resource_version()});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match self
+            .rollouts
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                println!("rollout {name}: {}", render::requested(&action));
+                Ok(0)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                eprintln!("rollout {name} changed while deciding; look again");
+                Ok(EXIT_CONFLICT)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn set_image(&self, name: &str, container: &str, image: &str) -> anyhow::Result<()> {
+        let mut rollout = self.rollouts.get(name).await?;
+        let resource_version = rollout.resource_version();
+        let spec = rollout
+            .spec
+            .template
+            .spec
+            .as_mut()
+            .context("the rollout has no pod spec")?;
+        let target = spec
+            .containers
+            .iter_mut()
+            .find(|c| c.name == container)
+            .with_context(|| format!("no container {container:?} in rollout {name}"))?;
+        target.image = Some(image.to_owned());
+        // Containers are a list: a merge patch replaces it whole, so send all of them.
+        let patch = json!({
+            "metadata": {"resourceVersion": resource_version},
+            "spec": {"template": {"spec": {"containers": spec.containers}}},
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        self.rollouts
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+}
+
+fn print_structured<T: serde::Serialize>(value: &T, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Yaml => print!("{}", serde_norway::to_string(value)?),
+        _ => println!("{}", serde_json::to_string_pretty(value)?),
+    }
+    Ok(())
+}
