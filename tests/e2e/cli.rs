@@ -28,7 +28,7 @@ pub fn trials() -> Vec<Trial> {
 }
 
 /// A binary `cargo test --workspace` built beside this test binary.
-fn built_binary(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn built_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()

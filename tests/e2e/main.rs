@@ -12,6 +12,7 @@ macro_rules! trial {
 }
 
 mod cli;
+mod examples;
 mod prometheus_analysis;
 mod rest_api;
 mod restart;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         routers::trials(),
         rest_api::trials(),
         cli::trials(),
+        examples::trials(),
     ]
     .into_iter()
     .flatten()
