@@ -17,9 +17,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
-use traffic::ServiceSelectorRouter;
-use traffic::gateway::GatewayRouter;
-use traffic::nginx::{DEFAULT_ANNOTATION_PREFIX, NginxRouter, canary_ingress, canary_ingress_name};
+use traffic::{Applied, ServiceSelectorRouter, TrafficRouter};
 
 use crate::crd::analysis::{
     ANALYSIS_KIND_LABEL, AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate, ROLLOUT_LABEL,
@@ -437,39 +435,38 @@ async fn check_router(
     let Some(routed) = rollout.spec.strategy.routed() else {
         return Ok(None);
     };
-    let routing = routed.routing;
-    let found = if let Some(nginx) = &routing.nginx {
-        let router = NginxRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
-        router
-            .stable_ingress(&nginx.stable_ingress)
-            .await
-            .map(|stable| RouterObject::Ingress(Box::new(stable)))
-    } else if let Some(gateway) = &routing.gateway_api {
-        let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
-            ctx.client.clone(),
-            namespace,
-            &traffic::gateway::http_route_resource(),
-        );
-        match routes.get_opt(&gateway.http_route).await {
-            Ok(Some(route)) => Ok(RouterObject::HttpRoute(
-                serde_json::to_value(&route).unwrap_or_default(),
-            )),
-            Ok(None) => Err(traffic::TrafficError::NotFound {
-                kind: "HTTPRoute",
-                namespace: namespace.to_owned(),
-                name: gateway.http_route.clone(),
-            }),
-            Err(source) => {
-                return Err(kube_err(format!(
-                    "reading HTTPRoute {}",
-                    gateway.http_route
-                ))(source));
-            }
-        }
-    } else {
+    let (Some(field), Some(router)) = (
+        router_field(&routed),
+        traffic_router(rollout, namespace, routed.routing, ctx),
+    ) else {
         return Ok(None);
     };
-    Ok(router_problem(rollout, found)?)
+    let checked = router.check(&routed_backends(rollout, &routed)).await;
+    Ok(invalid_spec(field, checked)?)
+}
+
+/// The router `routing` names, for this rollout's objects.
+fn traffic_router(
+    rollout: &Rollout,
+    namespace: &str,
+    routing: &traffic::TrafficRouting,
+    ctx: &Context,
+) -> Option<traffic::Router> {
+    traffic::Router::for_routing(
+        ctx.client.clone(),
+        namespace,
+        FIELD_MANAGER,
+        routing,
+        rollout.controller_owner_ref(&()),
+    )
+}
+
+fn routed_backends(rollout: &Rollout, routed: &crate::crd::Routed<'_>) -> traffic::Backends {
+    traffic::Backends {
+        rollout: rollout.name_any(),
+        stable_service: routed.stable_service.to_owned(),
+        canary_service: routed.canary_service.to_owned(),
+    }
 }
 
 /// The user's object a rollout's router starts from, as read.
@@ -493,8 +490,9 @@ pub(crate) fn router_field(routed: &crate::crd::Routed<'_>) -> Option<String> {
 }
 
 /// What is wrong with the router's object for the planner, from the result of reading it:
-/// pure, so that the offline linter (`crate::lint`) concludes what a reconcile concludes. An
-/// error that is not about the user's objects (a failing API) stays an error.
+/// pure, so that the offline linter (`crate::lint`) concludes what a reconcile concludes (both
+/// end in the router's own pure check). An error that is not about the user's objects (a
+/// failing API) stays an error.
 pub(crate) fn router_problem(
     rollout: &Rollout,
     found: Result<RouterObject, traffic::TrafficError>,
@@ -505,21 +503,20 @@ pub(crate) fn router_problem(
     let Some(field) = router_field(&routed) else {
         return Ok(None);
     };
-    let backends = traffic::Backends {
-        rollout: rollout.name_any(),
-        stable_service: routed.stable_service.to_owned(),
-        canary_service: routed.canary_service.to_owned(),
-    };
-    let state = traffic::TrafficState::default();
-    let max = routed.routing.max_traffic_weight.unwrap_or(100);
+    let backends = routed_backends(rollout, &routed);
     let checked = found.and_then(|object| match object {
-        RouterObject::Ingress(stable) => {
-            canary_ingress(&stable, &backends, &state, "p", max, None).map(|_| ())
-        }
-        RouterObject::HttpRoute(route) => {
-            traffic::gateway::desired_rules(&route, &backends, &state, max).map(|_| ())
-        }
+        RouterObject::Ingress(stable) => traffic::nginx::check_stable_ingress(&stable, &backends),
+        RouterObject::HttpRoute(route) => traffic::gateway::check_route(&route, &backends),
     });
+    invalid_spec(field, checked)
+}
+
+/// A router's check as the planner takes it: a problem with the user's objects becomes an
+/// [`InvalidSpec`] at `field`; any other error stays one.
+fn invalid_spec(
+    field: String,
+    checked: Result<(), traffic::TrafficError>,
+) -> Result<Option<InvalidSpec>, traffic::TrafficError> {
     match checked {
         Ok(()) => Ok(None),
         Err(e) if e.is_invalid_spec() => Ok(Some(InvalidSpec {
@@ -530,54 +527,22 @@ pub(crate) fn router_problem(
     }
 }
 
-/// Brings the router to the plan's state; writes only what differs.
+/// Brings the router to the plan's state; the router writes only what differs.
 async fn set_traffic(
     rollout: &Rollout,
     namespace: &str,
     plan: &TrafficPlan,
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
+    let Some(router) = traffic_router(rollout, namespace, &plan.routing, ctx) else {
+        return Ok(());
+    };
     let max = plan.routing.max_traffic_weight.unwrap_or(100);
-    let state = plan.state.clone().unwrap_or_default();
-    if let Some(nginx) = &plan.routing.nginx {
-        let router = NginxRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
-        let name = canary_ingress_name(&rollout.name_any(), &nginx.stable_ingress);
-        let Some(_) = &plan.state else {
-            if router.current(&name).await?.is_some() && router.remove(&name).await? {
-                wrote(ctx, "Ingress");
-                info!(ingress = %name, "canary Ingress removed: all traffic on stable");
-            }
-            return Ok(());
-        };
-        let stable = router.stable_ingress(&nginx.stable_ingress).await?;
-        let prefix = nginx
-            .annotation_prefix
-            .as_deref()
-            .unwrap_or(DEFAULT_ANNOTATION_PREFIX);
-        let owner = rollout.controller_owner_ref(&());
-        let desired = canary_ingress(&stable, &plan.backends, &state, prefix, max, owner.as_ref())?;
-        let current = router
-            .current(&name)
-            .await?
-            .map(|i| serde_json::to_value(i).unwrap_or_default());
-        let same = current.as_ref().is_some_and(|c| {
-            c["metadata"]["annotations"] == desired["metadata"]["annotations"]
-                && c["spec"] == desired["spec"]
-        });
-        if !same {
-            router.apply(&desired).await?;
-            wrote(ctx, "Ingress");
-            info!(ingress = %name, weight = state.canary_weight, "canary Ingress set");
-        }
-    } else if let Some(gateway) = &plan.routing.gateway_api {
-        let router = GatewayRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
-        if router
-            .apply(&gateway.http_route, &plan.backends, &state, max)
-            .await?
-        {
-            wrote(ctx, "HTTPRoute");
-            info!(http_route = %gateway.http_route, weight = state.canary_weight, "HTTPRoute weights set");
-        }
+    if let Applied::Wrote(kind) = router
+        .apply(&plan.backends, plan.state.as_ref(), max)
+        .await?
+    {
+        wrote(ctx, kind);
     }
     Ok(())
 }

@@ -1,15 +1,21 @@
 //! The traffic routers against the real apiserver: an ingress-nginx canary Ingress beside the
-//! user's, and weights and a header rule on a Gateway API HTTPRoute (CRD from the Gateway API's
-//! own release). No proxy runs here: the objects are what the tests check, as ingress-nginx and
-//! a Gateway implementation would read them.
+//! user's, and weights and a header rule on a Gateway API HTTPRoute (the Gateway API's standard
+//! channel installed from its own release). No proxy runs here: the objects are what the tests
+//! check, as ingress-nginx and a Gateway implementation would read them.
 
 use anyhow::{Context, ensure};
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{Api, DynamicObject, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use libtest_mimic::Trial;
 use rollout_controller::crd::Phase;
 use serde_json::{Value, json};
-use traffic::gateway::{MANAGED_RULES_ANNOTATION, http_route_resource};
+use traffic::gateway::{GatewayRouter, MANAGED_RULES_ANNOTATION, http_route_resource};
+use traffic::spec::GatewayApiRouting;
+use traffic::{Applied, TrafficRouter};
 
 use crate::rollouts::{
     create_rollout, create_service, decide, replica_counts, rollout_manifest, set_image,
@@ -23,7 +29,115 @@ pub fn trials() -> Vec<Trial> {
         trial!(routers::gateway_api_weights_and_header_rule_and_an_abort_restores_the_route),
         trial!(routers::ab_test_on_nginx_routes_by_header_then_promotes),
         trial!(routers::ab_test_on_gateway_api_routes_by_header_and_cookie_then_promotes),
+        trial!(routers::the_gateway_api_standard_channel_is_installed),
+        trial!(routers::a_stale_http_route_patch_is_refused_and_the_router_reads_again),
     ]
+}
+
+/// The HTTPRoute router's JSON patch against the real apiserver: a patch computed from a route
+/// someone changed since is refused (its resourceVersion test fails, 422), and the router reads
+/// the route again and writes over the change without undoing it; a patch the apiserver refuses
+/// for itself is an error at once, not a conflict retried.
+async fn a_stale_http_route_patch_is_refused_and_the_router_reads_again(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("route-patch", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &http_route_resource());
+        let route: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "web"},
+            "spec": {"parentRefs": [{"name": "gateway"}], "rules": [
+                {"backendRefs": [{"name": "web-stable", "port": 80, "weight": 100},
+                                 {"name": "web-canary", "port": 80, "weight": 0}]}]},
+        }))?;
+        routes.create(&PostParams::default(), &route).await?;
+        let backends = traffic::Backends {
+            rollout: "web".into(),
+            stable_service: "web-stable".into(),
+            canary_service: "web-canary".into(),
+        };
+        let state = traffic::TrafficState { canary_weight: 10, routes: vec![] };
+        let stale = serde_json::to_value(routes.get("web").await?)?;
+        let ops = traffic::gateway::route_patch(&stale, &backends, &state, 100)?.context("nothing to write")?;
+
+        // Someone else's change in between.
+        let mut edited = stale.clone();
+        edited["metadata"]["annotations"] = json!({"team": "shop"});
+        routes.replace("web", &PostParams::default(), &serde_json::from_value(edited)?).await?;
+        let params = PatchParams::default();
+        match routes.patch("web", &params, &Patch::<()>::Json(serde_json::from_value(json!(ops))?)).await {
+            Err(kube::Error::Api(status)) if status.code == 422 => {}
+            other => anyhow::bail!("a stale patch was not refused with 422: {other:?}"),
+        }
+
+        let router = GatewayRouter::new(
+            client.clone(), &ns, "sluice", &GatewayApiRouting { http_route: "web".into() },
+        );
+        ensure!(router.apply(&backends, Some(&state), 100).await? == Applied::Wrote("HTTPRoute"));
+        let route = serde_json::to_value(routes.get("web").await?)?;
+        ensure!(route["spec"]["rules"][0]["backendRefs"][1]["weight"] == 10, "{route}");
+        ensure!(route["metadata"]["annotations"]["team"] == "shop", "the change in between was undone: {route}");
+        ensure!(router.apply(&backends, Some(&state), 100).await? == Applied::Unchanged);
+
+        // A weight beyond the CRD's maximum: refused whatever the resourceVersion.
+        match router.apply(&backends, Some(&state), 2_000_000).await {
+            Err(traffic::TrafficError::Api { source, .. }) if matches!(*source, kube::Error::Api(ref s) if s.code == 422) => {}
+            other => anyhow::bail!("an invalid patch was not an API error: {other:?}"),
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The harness installs all of the pinned Gateway API's standard channel, not only HTTPRoute.
+async fn the_gateway_api_standard_channel_is_installed(env: &'static Env) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    let client = env.cluster().await?.admin_client().await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut kinds: Vec<String> = crds
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|crd| crd.spec.group == "gateway.networking.k8s.io")
+        .filter(|crd| {
+            crd.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        })
+        .map(|crd| crd.spec.names.kind)
+        .collect();
+    kinds.sort();
+    for kind in [
+        "BackendTLSPolicy",
+        "GRPCRoute",
+        "Gateway",
+        "GatewayClass",
+        "HTTPRoute",
+        "ReferenceGrant",
+    ] {
+        ensure!(
+            kinds.iter().any(|k| k == kind),
+            "{kind} is not Established: {kinds:?}"
+        );
+    }
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client);
+    ensure!(
+        policies
+            .get_opt("safe-upgrades.gateway.networking.k8s.io")
+            .await?
+            .is_some(),
+        "the standard channel's upgrade policy is not installed"
+    );
+    eprintln!("routers: Gateway API CRDs installed: {}", kinds.join(", "));
+    Ok(())
 }
 
 fn routed_strategy(routing: Value) -> Value {
@@ -152,15 +266,35 @@ async fn gateway_api_weights_and_header_rule_and_an_abort_restores_the_route(
         for service in ["web-stable", "web-canary"] {
             create_service(&client, &ns, service, "web").await?;
         }
+        // The route's parent, as the standard channel's Gateway CRD has it (no implementation
+        // runs to program it).
+        let gateways: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "Gateway")),
+        );
+        let gateway: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "gateway"},
+            "spec": {"gatewayClassName": "example",
+                     "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]},
+        }))?;
+        gateways.create(&PostParams::default(), &gateway).await?;
         let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &http_route_resource());
+        // The routed rule rewrites paths and has timeouts: header-routed requests must get both.
+        // (A prefix rewrite allows one match per rule, so Sluice's rule is one per user's rule.)
         let route: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "HTTPRoute",
-            "metadata": {"name": "web"},
+            "metadata": {"name": "web", "annotations": {"team": "shop"}},
             "spec": {
                 "parentRefs": [{"name": "gateway"}],
                 "rules": [
                     {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                     "filters": [{"type": "URLRewrite", "urlRewrite": {"path": {
+                         "type": "ReplacePrefixMatch", "replacePrefixMatch": "/v1"}}}],
+                     "timeouts": {"request": "10s", "backendRequest": "5s"},
                      "backendRefs": [{"name": "web-stable", "port": 80, "weight": 100},
                                      {"name": "web-canary", "port": 80, "weight": 0}]},
                     {"matches": [{"path": {"type": "PathPrefix", "value": "/static"}}],
@@ -189,6 +323,11 @@ async fn gateway_api_weights_and_header_rule_and_an_abort_restores_the_route(
             ensure!(rules[0]["name"] == "sluice-web-0", "{:?}", rules[0]);
             ensure!(rules[0]["matches"][0]["path"]["value"] == "/", "{:?}", rules[0]);
             ensure!(rules[0]["matches"][0]["headers"][0]["name"] == "X-Canary", "{:?}", rules[0]);
+            ensure!(
+                rules[0]["filters"] == original[0]["filters"] && rules[0]["timeouts"] == original[0]["timeouts"],
+                "the header rule lacks the user's filters or timeouts: {:?}", rules[0]
+            );
+            ensure!(route["metadata"]["annotations"]["team"] == "shop", "{:?}", route["metadata"]);
             ensure!(
                 rules[1]["backendRefs"][0]["weight"] == 100 - weight && rules[1]["backendRefs"][1]["weight"] == weight,
                 "step {index}: {:?}", rules[1]
@@ -234,7 +373,8 @@ async fn gateway_api_weights_and_header_rule_and_an_abort_restores_the_route(
         eventually("the route as the user wrote it", || async {
             let route = serde_json::to_value(routes.get("web").await?)?;
             let restored = route["spec"]["rules"] == original
-                && route["metadata"]["annotations"].get(MANAGED_RULES_ANNOTATION).is_none();
+                && route["metadata"]["annotations"].get(MANAGED_RULES_ANNOTATION).is_none()
+                && route["metadata"]["annotations"]["team"] == "shop";
             Ok(restored.then_some(()))
         })
         .await?;

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use serde::Deserialize;
 
 use crate::{HarnessError, Result, wait};
 
@@ -18,19 +19,51 @@ pub async fn install(client: &Client, field_manager: &str) -> Result<()> {
     apply_and_wait(client, field_manager, &crds).await
 }
 
-/// Installs the Gateway API's HTTPRoute CRD that build.sh took from its module.
+/// Installs the Gateway API's standard channel that build.sh took from its module, every
+/// document of every file, as its own install does: the CRDs (waited for until Established),
+/// then the rest (the admission policy that guards their upgrades), all cluster-scoped.
 pub async fn install_gateway_api(client: &Client, field_manager: &str) -> Result<()> {
-    let path = crate::binaries::Binaries::locate()?.http_route_crd()?;
-    let text = std::fs::read_to_string(&path).map_err(|source| HarnessError::Io {
-        context: format!("reading {}", path.display()),
-        source,
-    })?;
-    let crd: CustomResourceDefinition =
-        serde_norway::from_str(&text).map_err(|e| HarnessError::Invalid {
+    let mut crds: Vec<CustomResourceDefinition> = Vec::new();
+    let mut others: Vec<DynamicObject> = Vec::new();
+    for path in crate::binaries::Binaries::locate()?.gateway_api_standard()? {
+        let text = std::fs::read_to_string(&path)
+            .map_err(HarnessError::io(format!("reading {}", path.display())))?;
+        let invalid = |detail: String| HarnessError::Invalid {
             what: path.display().to_string(),
+            detail,
+        };
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let value =
+                serde_json::Value::deserialize(document).map_err(|e| invalid(e.to_string()))?;
+            if value.is_null() {
+                continue;
+            }
+            if value["kind"] == "CustomResourceDefinition" {
+                crds.push(serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?);
+            } else {
+                others.push(serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?);
+            }
+        }
+    }
+    apply_and_wait(client, field_manager, &crds).await?;
+    for object in &others {
+        let types = object.types.as_ref().ok_or_else(|| HarnessError::Invalid {
+            what: format!("Gateway API object {}", object.name_any()),
+            detail: "no apiVersion or kind".into(),
+        })?;
+        let gvk = GroupVersionKind::try_from(types).map_err(|e| HarnessError::Invalid {
+            what: format!("Gateway API object {}", object.name_any()),
             detail: e.to_string(),
         })?;
-    apply_and_wait(client, field_manager, &[crd]).await
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+        api.patch(
+            &object.name_any(),
+            &PatchParams::apply(field_manager).force(),
+            &Patch::Apply(object),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn apply_and_wait(

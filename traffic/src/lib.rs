@@ -3,12 +3,15 @@
 //!
 //! Routers: Service selectors (a Service points at one version's pods through the
 //! pod-template-hash label, the rest of its selector left alone), ingress-nginx canary Ingresses
-//! ([`nginx`]) and Gateway API HTTPRoute weights and header rules ([`gateway`]).
+//! ([`nginx`]) and Gateway API HTTPRoute weights and header rules ([`gateway`]). The last two
+//! are [`TrafficRouter`]s, picked from a rollout's `trafficRouting` by [`Router::for_routing`].
 
 pub mod gateway;
 pub mod nginx;
+pub mod router;
 pub mod spec;
 
+pub use router::{Applied, Router, TrafficRouter};
 pub use spec::{Backends, RequestMatch, SetHeaderRoute, TrafficRouting, TrafficState, ValueMatch};
 
 use k8s_openapi::api::core::v1::Service;
@@ -44,6 +47,13 @@ pub enum TrafficError {
     Unsupported { field: String, reason: String },
     #[error("{kind} {name} kept changing under us; will try again")]
     Conflict { kind: &'static str, name: String },
+    #[error("{kind} {name}: the patch Sluice built is not a JSON patch: {source}")]
+    Patch {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl TrafficError {

@@ -8,8 +8,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::spec::{Backends, RequestMatch, TrafficState, ValueMatch};
-use crate::{TrafficError, api_error};
+use tracing::info;
+
+use crate::spec::{Backends, NginxRouting, RequestMatch, TrafficState, ValueMatch};
+use crate::{Applied, TrafficError, TrafficRouter, api_error};
 
 pub const DEFAULT_ANNOTATION_PREFIX: &str = "nginx.ingress.kubernetes.io";
 
@@ -156,38 +158,126 @@ pub fn canary_ingress(
     Ok(ingress)
 }
 
-/// Writes and removes the canary Ingress of one rollout.
+/// What is wrong with the user's `stable` Ingress for `backends`, if anything: the check a
+/// canary Ingress would make, without making one.
+pub fn check_stable_ingress(stable: &Ingress, backends: &Backends) -> Result<(), TrafficError> {
+    canary_ingress(
+        stable,
+        backends,
+        &TrafficState::default(),
+        DEFAULT_ANNOTATION_PREFIX,
+        100,
+        None,
+    )
+    .map(|_| ())
+}
+
+/// The parts of an Ingress Sluice writes: maps whose keys it sets one by one.
+const OWNED_MAPS: [[&str; 2]; 2] = [["metadata", "annotations"], ["metadata", "labels"]];
+
+/// The keys of `current[section]` that `field_manager` set with server-side apply, read from the
+/// object's managedFields. Keys someone else set are not in it, even where the values agree.
+fn applied_keys<'a>(current: &'a Value, field_manager: &str, section: &[&str]) -> Vec<&'a str> {
+    let mut keys = Vec::new();
+    for entry in current["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if entry["manager"].as_str() != Some(field_manager)
+            || entry["operation"].as_str() != Some("Apply")
+        {
+            continue;
+        }
+        let mut fields = &entry["fieldsV1"];
+        for part in section {
+            fields = &fields[format!("f:{part}")];
+        }
+        if let Some(fields) = fields.as_object() {
+            keys.extend(fields.keys().filter_map(|k| k.strip_prefix("f:")));
+        }
+    }
+    keys
+}
+
+/// True when the canary Ingress as it is (`current`) already is `desired` in every field
+/// Sluice owns: each annotation, label and spec field Sluice wants has its value, and none that
+/// Sluice applied earlier is left over. Fields others added (an annotation of their own, a spec
+/// field) are not compared: applying cannot remove them, so comparing them would apply again on
+/// every resync.
+pub fn canary_ingress_in_place(current: &Value, desired: &Value, field_manager: &str) -> bool {
+    let map_in_place = |section: &[&str]| {
+        let (mut want, mut have) = (desired, current);
+        for part in section {
+            want = &want[*part];
+            have = &have[*part];
+        }
+        let want = want.as_object();
+        let wanted = |key: &str| want.is_some_and(|w| w.contains_key(key));
+        want.into_iter()
+            .flatten()
+            .all(|(k, v)| have.get(k) == Some(v))
+            && applied_keys(current, field_manager, section)
+                .into_iter()
+                .all(wanted)
+    };
+    OWNED_MAPS.iter().all(|section| map_in_place(section)) && map_in_place(&["spec"])
+}
+
+/// The canary Ingress of one rollout, beside the user's stable Ingress: created, kept to the
+/// state asked for, and deleted when all traffic is back on stable.
 pub struct NginxRouter {
     ingresses: Api<Ingress>,
     namespace: String,
     field_manager: String,
+    stable_ingress: String,
+    prefix: String,
+    owner: Option<OwnerReference>,
 }
 
 impl NginxRouter {
-    pub fn new(client: kube::Client, namespace: &str, field_manager: &str) -> Self {
+    /// `owner` goes on the canary Ingress, so that it goes with the rollout.
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        field_manager: &str,
+        routing: &NginxRouting,
+        owner: Option<OwnerReference>,
+    ) -> Self {
         Self {
             ingresses: Api::namespaced(client, namespace),
             namespace: namespace.to_owned(),
             field_manager: field_manager.to_owned(),
+            stable_ingress: routing.stable_ingress.clone(),
+            prefix: routing
+                .annotation_prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_ANNOTATION_PREFIX.to_owned()),
+            owner,
         }
     }
 
     /// Reads the user's Ingress (never writes it).
-    pub async fn stable_ingress(&self, name: &str) -> Result<Ingress, TrafficError> {
-        self.ingresses
-            .get_opt(name)
-            .await
-            .map_err(|e| api_error("Ingress", &self.namespace, name, e))?
+    async fn stable(&self) -> Result<Ingress, TrafficError> {
+        self.current(&self.stable_ingress)
+            .await?
             .ok_or_else(|| TrafficError::NotFound {
                 kind: "Ingress",
                 namespace: self.namespace.clone(),
-                name: name.to_owned(),
+                name: self.stable_ingress.clone(),
             })
     }
 
-    /// Creates or updates the canary Ingress (server-side apply: Sluice owns all of it).
-    pub async fn apply(&self, canary: &Value) -> Result<(), TrafficError> {
-        let name = canary["metadata"]["name"].as_str().unwrap_or_default();
+    /// An Ingress as it is, if it exists.
+    async fn current(&self, name: &str) -> Result<Option<Ingress>, TrafficError> {
+        self.ingresses
+            .get_opt(name)
+            .await
+            .map_err(|e| api_error("Ingress", &self.namespace, name, e))
+    }
+
+    /// Creates or updates the canary Ingress (server-side apply: Sluice owns all it writes).
+    async fn write(&self, name: &str, canary: &Value) -> Result<(), TrafficError> {
         self.ingresses
             .patch(
                 name,
@@ -200,20 +290,57 @@ impl NginxRouter {
     }
 
     /// Deletes the canary Ingress; gone already is fine. True when it existed.
-    pub async fn remove(&self, name: &str) -> Result<bool, TrafficError> {
+    async fn remove(&self, name: &str) -> Result<bool, TrafficError> {
         match self.ingresses.delete(name, &Default::default()).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
             Err(e) => Err(api_error("Ingress", &self.namespace, name, e)),
         }
     }
+}
 
-    /// The canary Ingress as it is, if it exists.
-    pub async fn current(&self, name: &str) -> Result<Option<Ingress>, TrafficError> {
-        self.ingresses
-            .get_opt(name)
-            .await
-            .map_err(|e| api_error("Ingress", &self.namespace, name, e))
+impl TrafficRouter for NginxRouter {
+    async fn check(&self, backends: &Backends) -> Result<(), TrafficError> {
+        check_stable_ingress(&self.stable().await?, backends)
+    }
+
+    async fn apply(
+        &self,
+        backends: &Backends,
+        state: Option<&TrafficState>,
+        max_weight: i32,
+    ) -> Result<Applied, TrafficError> {
+        let name = canary_ingress_name(&backends.rollout, &self.stable_ingress);
+        let Some(state) = state else {
+            // Read first: a DELETE of what is not there would still cost an API call.
+            if self.current(&name).await?.is_some() && self.remove(&name).await? {
+                info!(ingress = %name, "canary Ingress removed: all traffic on stable");
+                return Ok(Applied::Wrote("Ingress"));
+            }
+            return Ok(Applied::Unchanged);
+        };
+        let stable = self.stable().await?;
+        let desired = canary_ingress(
+            &stable,
+            backends,
+            state,
+            &self.prefix,
+            max_weight,
+            self.owner.as_ref(),
+        )?;
+        let current = self
+            .current(&name)
+            .await?
+            .map(|i| serde_json::to_value(i).unwrap_or_default());
+        if current
+            .as_ref()
+            .is_some_and(|c| canary_ingress_in_place(c, &desired, &self.field_manager))
+        {
+            return Ok(Applied::Unchanged);
+        }
+        self.write(&name, &desired).await?;
+        info!(ingress = %name, weight = state.canary_weight, "canary Ingress set");
+        Ok(Applied::Wrote("Ingress"))
     }
 }
 
@@ -376,5 +503,115 @@ mod tests {
         let name = canary_ingress_name(&"r".repeat(200), &"i".repeat(100));
         assert_eq!(name.len(), 253);
         assert!(name.ends_with("-canary"));
+    }
+
+    /// The canary Ingress as the apiserver returns it after Sluice applied `desired`: its
+    /// managedFields name what Sluice set.
+    fn as_stored(desired: &Value) -> Value {
+        let keys = |v: &Value| -> Value {
+            let mut fields = serde_json::Map::new();
+            fields.insert(".".into(), json!({}));
+            for k in v.as_object().unwrap().keys() {
+                fields.insert(format!("f:{k}"), json!({}));
+            }
+            Value::Object(fields)
+        };
+        let mut stored = desired.clone();
+        stored["metadata"]["resourceVersion"] = json!("12");
+        stored["metadata"]["managedFields"] = json!([{
+            "manager": "sluice",
+            "operation": "Apply",
+            "apiVersion": "networking.k8s.io/v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {
+                "f:metadata": {
+                    "f:annotations": keys(&desired["metadata"]["annotations"]),
+                    "f:labels": keys(&desired["metadata"]["labels"]),
+                },
+                "f:spec": keys(&desired["spec"]),
+            },
+        }]);
+        stored
+    }
+
+    fn desired(weight: i32, header: bool) -> Value {
+        let routes = if header {
+            vec![vec![RequestMatch::Header {
+                name: "X-Canary".into(),
+                value: ValueMatch::Exact("1".into()),
+            }]]
+        } else {
+            vec![]
+        };
+        let state = TrafficState {
+            canary_weight: weight,
+            routes,
+        };
+        canary_ingress(&stable(), &backends(), &state, "p", 100, None).unwrap()
+    }
+
+    #[test]
+    fn only_the_fields_sluice_owns_are_compared() {
+        let current = as_stored(&desired(10, true));
+        assert!(canary_ingress_in_place(
+            &current,
+            &desired(10, true),
+            "sluice"
+        ));
+        assert!(!canary_ingress_in_place(
+            &current,
+            &desired(20, true),
+            "sluice"
+        ));
+
+        // What others add to the canary Ingress is theirs: no write for it, ever.
+        let mut foreign = current.clone();
+        foreign["metadata"]["annotations"]["team"] = json!("shop");
+        foreign["metadata"]["annotations"]["p/rewrite-target"] = json!("/");
+        foreign["metadata"]["labels"]["owner"] = json!("ops");
+        foreign["spec"]["defaultBackend"] =
+            json!({"service": {"name": "x", "port": {"number": 80}}});
+        foreign["metadata"]["managedFields"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"manager": "kubectl-edit", "operation": "Update",
+                         "fieldsV1": {"f:metadata": {"f:annotations": {"f:team": {}}}}}));
+        assert!(canary_ingress_in_place(
+            &foreign,
+            &desired(10, true),
+            "sluice"
+        ));
+
+        // A field Sluice applied and no longer wants must go: only applying again removes it.
+        assert!(!canary_ingress_in_place(
+            &current,
+            &desired(10, false),
+            "sluice"
+        ));
+        // Another manager's change of a value Sluice wants is put back.
+        let mut edited = current.clone();
+        edited["metadata"]["annotations"]["p/canary-weight"] = json!("90");
+        assert!(!canary_ingress_in_place(
+            &edited,
+            &desired(10, true),
+            "sluice"
+        ));
+        let mut paths = current.clone();
+        paths["spec"]["rules"][0]["http"]["paths"][0]["path"] = json!("/x");
+        assert!(!canary_ingress_in_place(
+            &paths,
+            &desired(10, true),
+            "sluice"
+        ));
+        let mut removed = current;
+        removed["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("sluice.dev/rollout");
+        assert!(!canary_ingress_in_place(
+            &removed,
+            &desired(10, true),
+            "sluice"
+        ));
     }
 }
