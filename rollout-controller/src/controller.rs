@@ -1,10 +1,18 @@
 //! Wiring: reflector stores for Rollouts, their ReplicaSets, Services, AnalysisRuns and
 //! templates; the Rollout controller and the AnalysisRun runner; the health and metrics
-//! endpoints.
+//! endpoints; leader election.
+//!
+//! With leader election every replica watches everything (its caches stay warm, and its REST API
+//! serves from them), but only the leader's controllers act: their reconciles wait until this
+//! replica leads and its caches have caught up with the cluster, and every write they send goes
+//! through [`leader_only_client`], which refuses it once the lease may have lapsed. Losing the
+//! lease ends [`run`] with an error, and the binary exits (Kubernetes restarts it as a standby).
 
+use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -13,16 +21,20 @@ use axum::routing::get;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::api_server::{KubeAuthorizer, KubeControl};
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
+use crate::leader::{Elector, LeaderElection, LeaderError, Leadership, leader_only_client};
 use crate::metrics::Metrics;
 use crate::plan::analysis::{TemplateKey, referenced_templates};
 use crate::reconcile::{Context, error_policy, reconcile, referenced_services};
@@ -40,6 +52,9 @@ pub struct Options {
     /// Where the REST API is served; `None`: not served.
     pub api_addr: Option<SocketAddr>,
     pub api_auth: ApiAuth,
+    /// Elect a leader among replicas with this Lease; `None`: this process is the only one and
+    /// always acts.
+    pub leader_election: Option<LeaderElection>,
 }
 
 /// How the REST API checks callers.
@@ -59,6 +74,8 @@ pub const DEFAULT_ANALYSIS_CONCURRENCY: u16 = 16;
 pub enum RunError {
     #[error("binding {0}: {1}")]
     Bind(SocketAddr, #[source] std::io::Error),
+    #[error(transparent)]
+    Leadership(#[from] LeaderError),
 }
 
 #[derive(Clone)]
@@ -81,6 +98,23 @@ where
 pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
+    let elected = options.leader_election.is_some();
+    let leadership = Arc::new(if elected {
+        Leadership::elected()
+    } else {
+        metrics.leader.set(1);
+        Leadership::always()
+    });
+    // The controllers write through the gate. The watches read, and the REST API's writes are
+    // spec writes its callers ask for, which every replica may serve: they use the plain client.
+    let writer = if elected {
+        leader_only_client(&client, leadership.clone())
+    } else {
+        client.clone()
+    };
+    // Whether the controllers act: at once without election, else once this replica leads and
+    // its caches have caught up (see `caught_up`).
+    let (acting, may_act) = watch::channel(!elected);
     let listener = tokio::net::TcpListener::bind(options.health_addr)
         .await
         .map_err(|e| RunError::Bind(options.health_addr, e))?;
@@ -167,7 +201,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         });
     }
     let ctx = Arc::new(Context {
-        client: client.clone(),
+        client: writer.clone(),
         writes: Default::default(),
         synced: ready.clone(),
         status_written_over: Default::default(),
@@ -179,7 +213,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         cluster_templates: cluster_template_store.clone(),
         metrics: metrics.clone(),
         recorder: Recorder::new(
-            client.clone(),
+            writer.clone(),
             Reporter {
                 controller: "sluice".into(),
                 instance: std::env::var("POD_NAME").ok(),
@@ -252,26 +286,79 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     };
 
     let runner_ctx = Arc::new(RunnerContext {
-        client: client.clone(),
+        client: writer.clone(),
         rollouts: rollout_store.clone(),
         metrics: metrics.clone(),
         synced: ready.clone(),
     });
-    let runner = Controller::new(runs, watcher::Config::default())
+    let runner_controller = Controller::new(runs.clone(), watcher::Config::default());
+    let runner_store = runner_controller.store();
+    if elected {
+        let stores_caught_up = {
+            let (leadership, ready) = (leadership.clone(), ready.clone());
+            let (client, namespace) = (client.clone(), options.namespace.clone());
+            let (rollout_store, rs_store, svc_store) =
+                (rollout_store.clone(), rs_store.clone(), svc_store.clone());
+            let (run_store, runner_store, template_store, cluster_template_store) = (
+                run_store.clone(),
+                runner_store.clone(),
+                template_store.clone(),
+                cluster_template_store.clone(),
+            );
+            async move {
+                leadership.acquired().await;
+                while !ready.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let all = ListParams::default();
+                futures::join!(
+                    caught_up(api(&client, &namespace), all.clone(), rollout_store),
+                    caught_up(
+                        api(&client, &namespace),
+                        ListParams::default().labels(POD_TEMPLATE_HASH_LABEL),
+                        rs_store
+                    ),
+                    caught_up(api(&client, &namespace), all.clone(), svc_store),
+                    caught_up(api(&client, &namespace), all.clone(), run_store),
+                    caught_up(api(&client, &namespace), all.clone(), runner_store),
+                    caught_up(api(&client, &namespace), all.clone(), template_store),
+                    caught_up(
+                        Api::all(client.clone()),
+                        all.clone(),
+                        cluster_template_store
+                    ),
+                );
+                info!("leading, and the caches have caught up: reconciling");
+                acting.send_replace(true);
+            }
+        };
+        tokio::spawn(stores_caught_up);
+    }
+    let runner = runner_controller
         .with_config(
             kube::runtime::controller::Config::default()
                 .concurrency(options.analysis_concurrency.max(1)),
         )
         .shutdown_on_signal()
         .run(
-            |run, ctx| {
-                let span = info_span!(
-                    "measure",
-                    analysis_run = %run.name_any(),
-                    rollout = run.labels().get(crate::crd::analysis::ROLLOUT_LABEL).cloned().unwrap_or_default(),
-                    namespace = run.namespace().unwrap_or_default()
-                );
-                reconcile_run(run, ctx).instrument(span)
+            {
+                let may_act = may_act.clone();
+                move |run, ctx| {
+                    let span = info_span!(
+                        "measure",
+                        analysis_run = %run.name_any(),
+                        rollout = run.labels().get(crate::crd::analysis::ROLLOUT_LABEL).cloned().unwrap_or_default(),
+                        namespace = run.namespace().unwrap_or_default()
+                    );
+                    let (may_act, store) = (may_act.clone(), runner_store.clone());
+                    async move {
+                        match when_acting(may_act, &store, run).await {
+                            Some(run) => reconcile_run(run, ctx).await,
+                            None => Ok(Action::await_change()),
+                        }
+                    }
+                    .instrument(span)
+                }
             },
             run_error_policy,
             runner_ctx,
@@ -286,17 +373,114 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         .watches_stream(cluster_template_stream, cluster_templates_to_rollouts)
         .shutdown_on_signal()
         .run(
-            |rollout, ctx| {
+            move |rollout, ctx| {
                 let span = info_span!("reconcile", rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default());
-                reconcile(rollout, ctx).instrument(span)
+                let (may_act, store) = (may_act.clone(), rollout_store.clone());
+                async move {
+                    match when_acting(may_act, &store, rollout).await {
+                        Some(rollout) => reconcile(rollout, ctx).await,
+                        None => Ok(Action::await_change()),
+                    }
+                }
+                .instrument(span)
             },
             error_policy,
             ctx,
         )
         .for_each(|_| futures::future::ready(()));
-    futures::join!(rollouts, runner);
+    let controllers = async {
+        futures::join!(rollouts, runner);
+    };
+    match options.leader_election {
+        None => controllers.await,
+        Some(election) => {
+            let mut elector = Elector::new(client, election, leadership, metrics);
+            let lost = tokio::select! {
+                () = controllers => None,
+                lost = elector.run() => Some(lost),
+            };
+            if let Some(lost) = lost {
+                // Returning drops the controllers' reconciles where they stand; the gate has
+                // refused their writes since the deadline.
+                return Err(lost.into());
+            }
+            elector.release().await;
+        }
+    }
     info!("controller stopped");
     Ok(())
+}
+
+/// The object to reconcile: at once while this replica acts; else, once it does, the object as
+/// the store holds it then (the one handed over may be long stale), or `None` if it is gone.
+async fn when_acting<K>(
+    mut may_act: watch::Receiver<bool>,
+    store: &reflector::Store<K>,
+    object: Arc<K>,
+) -> Option<Arc<K>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    if *may_act.borrow() {
+        return Some(object);
+    }
+    may_act.wait_for(|acting| *acting).await.ok()?;
+    store.get(&ObjectRef::from_obj(object.as_ref()))
+}
+
+/// Returns once `store` holds every object a fresh list returns, at the listed resourceVersion
+/// or a later one. A standby's watch may lag, or be reconnecting, when it takes over: planning
+/// from a status older than the old leader's last write would repeat or undo its last step.
+async fn caught_up<K>(api: Api<K>, params: ListParams, store: reflector::Store<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let kind = K::kind(&()).into_owned();
+    let started = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        match api.list_metadata(&params).await {
+            Ok(list) => {
+                let behind = list
+                    .items
+                    .iter()
+                    .filter(|listed| {
+                        let mut key = ObjectRef::<K>::new(&listed.name_any());
+                        if let Some(namespace) = listed.namespace() {
+                            key = key.within(&namespace);
+                        }
+                        let cached = store.get(&key).and_then(|o| o.resource_version());
+                        !not_older(cached.as_deref(), listed.resource_version().as_deref())
+                    })
+                    .count();
+                if behind == 0 {
+                    return;
+                }
+                if !warned && started.elapsed() > Duration::from_secs(5) {
+                    warn!(%kind, behind, "waiting for the cache to catch up before acting");
+                    warned = true;
+                }
+            }
+            Err(e) => warn!(%kind, error = %e, "listing to check the cache"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a cached resourceVersion is the listed one or later. They are etcd revisions on every
+/// apiserver we know of; where one is not a number, only equality counts.
+fn not_older(cached: Option<&str>, listed: Option<&str>) -> bool {
+    match (cached, listed) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(cached), Some(listed)) => {
+            cached == listed
+                || matches!(
+                    (cached.parse::<u64>(), listed.parse::<u64>()),
+                    (Ok(cached), Ok(listed)) if cached >= listed
+                )
+        }
+    }
 }
 
 /// The rollouts whose spec refers to a template (in `namespace`, or anywhere for a cluster one).
@@ -339,4 +523,22 @@ async fn readyz(State(health): State<Health>) -> (StatusCode, &'static str) {
 
 async fn metrics_text(State(health): State<Health>) -> String {
     health.metrics.encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_is_caught_up_at_the_listed_version_or_later() {
+        assert!(not_older(Some("42"), Some("42")));
+        assert!(not_older(Some("43"), Some("42")));
+        assert!(!not_older(Some("41"), Some("42")));
+        assert!(!not_older(None, Some("42")), "not in the cache yet");
+        assert!(not_older(Some("a"), Some("a")));
+        assert!(
+            !not_older(Some("b"), Some("a")),
+            "opaque: only equality counts"
+        );
+    }
 }

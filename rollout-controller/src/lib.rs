@@ -5,6 +5,7 @@ pub mod api_server;
 pub mod controller;
 pub mod crd;
 pub mod hash;
+pub mod leader;
 pub mod lint;
 pub mod metrics;
 pub mod plan;

@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use rollout_controller::controller::{ApiAuth, DEFAULT_ANALYSIS_CONCURRENCY, Options, run};
+use rollout_controller::leader::{self, LeaderElection, Timing};
 
 #[derive(Parser)]
 #[command(about = "Sluice: progressive delivery for Kubernetes")]
@@ -33,6 +35,27 @@ struct Cli {
     /// (local use only).
     #[arg(long, value_enum, default_value_t = ApiAuthArg::Kubernetes)]
     api_auth: ApiAuthArg,
+    /// Elect one leader among the replicas with a coordination.k8s.io Lease: only the leader
+    /// reconciles; the others keep their caches warm, serve the REST API, and take over.
+    /// `--leader-elect=false` for a single replica.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+    /// Namespace of the Lease (default: the kubeconfig's namespace, or in a pod its own).
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = leader::DEFAULT_LEASE_NAME)]
+    leader_election_id: String,
+    /// How long a lease lasts without renewal before another replica may take it.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops writing and exits; shorter
+    /// than the lease.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    renew_deadline: Duration,
+    /// How often the leader renews and the others look.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    retry_period: Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -95,6 +118,19 @@ async fn main() -> anyhow::Result<()> {
             .context("no kubeconfig and not in a cluster")?,
     };
     let client = Client::try_from(config)?;
+    let leader_election = if cli.leader_elect {
+        Some(LeaderElection {
+            namespace: cli
+                .leader_election_namespace
+                .unwrap_or_else(|| client.default_namespace().to_owned()),
+            lease_name: cli.leader_election_id,
+            // $POD_NAME, else <hostname>_<pid>.
+            identity: leader::default_identity(),
+            timing: Timing::new(cli.lease_duration, cli.renew_deadline, cli.retry_period)?,
+        })
+    } else {
+        None
+    };
     run(
         client,
         Options {
@@ -106,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
                 ApiAuthArg::Kubernetes => ApiAuth::Kubernetes,
                 ApiAuthArg::None => ApiAuth::None,
             },
+            leader_election,
         },
     )
     .await?;

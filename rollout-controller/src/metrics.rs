@@ -53,6 +53,8 @@ pub struct Metrics {
     pub measurements: Family<MeasurementLabels, Counter>,
     /// From the Fail verdict (the run's end) to traffic on stable.
     pub abort_latency: Histogram,
+    /// 1 while this replica holds the leader lease (or runs without election), 0 otherwise.
+    pub leader: Gauge,
     /// The info series each rollout has now, so that a phase change replaces it.
     current_info: Mutex<HashMap<RolloutLabels, InfoLabels>>,
 }
@@ -72,6 +74,7 @@ impl Default for Metrics {
         let api_writes = Family::<KindLabels, Counter>::default();
         let measurements = Family::<MeasurementLabels, Counter>::default();
         let abort_latency = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]);
+        let leader = Gauge::default();
         registry.register(
             "rollout_info",
             "Each rollout, with its strategy and phase",
@@ -114,6 +117,11 @@ impl Default for Metrics {
             "From a failed analysis to all traffic on stable",
             abort_latency.clone(),
         );
+        registry.register(
+            "leader",
+            "1 on the replica that holds the leader lease, 0 on the others",
+            leader.clone(),
+        );
         Self {
             registry,
             info,
@@ -126,6 +134,7 @@ impl Default for Metrics {
             api_writes,
             measurements,
             abort_latency,
+            leader,
             current_info: Mutex::new(HashMap::new()),
         }
     }

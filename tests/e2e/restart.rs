@@ -4,23 +4,19 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use futures::StreamExt;
 use kube::Client;
-use kube::api::Api;
-use kube::runtime::watcher;
 use libtest_mimic::Trial;
-use rollout_controller::crd::{Phase, Rollout, RolloutStatus};
+use rollout_controller::crd::{Phase, RolloutStatus};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::rollouts::{
     create_rollout, create_service, replica_counts, rollout_manifest, set_image, status_until,
 };
-use crate::support::{Env, TestNamespace, events_with_reason};
+use crate::support::{Env, TestNamespace, events_with_reason, watch_step_history};
 
 pub fn trials() -> Vec<Trial> {
     vec![trial!(
@@ -135,33 +131,7 @@ async fn run_case(
     let stable = v1.stable_revision.context("no stable revision")?;
     setup.kill().await;
 
-    let history = Arc::new(Mutex::new(Vec::new()));
-    let watch = {
-        let history = history.clone();
-        let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
-        let mut stream = watcher(
-            rollouts,
-            watcher::Config::default().fields(&format!("metadata.name={name}")),
-        )
-        .boxed();
-        tokio::spawn(async move {
-            while let Some(event) = stream.next().await {
-                if let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = event {
-                    let status = r.status.unwrap_or_default();
-                    if status.updated_revision != status.stable_revision {
-                        let step = (
-                            status.current_step_index.unwrap_or(0),
-                            status.canary.map_or(0, |c| c.weight),
-                        );
-                        let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
-                        if history.last() != Some(&step) {
-                            history.push(step);
-                        }
-                    }
-                }
-            }
-        })
-    };
+    let (history, watch) = watch_step_history(client, ns, name);
 
     let mut first = ControllerProcess::start(kubeconfig, ns, &log, fault)?;
     set_image(client, ns, name, "app:2").await?;

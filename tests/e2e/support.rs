@@ -217,7 +217,7 @@ pub struct RunningController {
 }
 
 /// A loopback port the kernel just handed out and we let go of: free for the controller to bind.
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -242,6 +242,7 @@ impl RunningController {
             analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
             api_addr,
             api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
+            leader_election: None,
         };
         let namespace = namespace.to_owned();
         let task = tokio::spawn(async move {
@@ -285,4 +286,49 @@ where
             .block_on(test(&ENV))
             .map_err(|e| Failed::from(format!("{e:#}")))
     })
+}
+
+/// (currentStepIndex, canary weight) pairs, in the order they were seen.
+pub type StepHistory = std::sync::Arc<std::sync::Mutex<Vec<(i32, i32)>>>;
+
+/// (currentStepIndex, canary weight) of rollout `name`, in the order a watch sees them while an
+/// update is in progress (updated revision not yet stable), each change once; until the task is
+/// aborted.
+pub fn watch_step_history(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> (StepHistory, tokio::task::JoinHandle<()>) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    use rollout_controller::crd::Rollout;
+
+    let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
+    let mut stream = watcher(
+        rollouts,
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .boxed();
+    let task = {
+        let history = history.clone();
+        tokio::spawn(async move {
+            while let Some(event) = stream.next().await {
+                if let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = event {
+                    let status = r.status.unwrap_or_default();
+                    if status.updated_revision != status.stable_revision {
+                        let step = (
+                            status.current_step_index.unwrap_or(0),
+                            status.canary.map_or(0, |c| c.weight),
+                        );
+                        let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
+                        if history.last() != Some(&step) {
+                            history.push(step);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    (history, task)
 }

@@ -49,6 +49,7 @@ async fn measure(cluster: &ControlPlane, changes: usize) -> anyhow::Result<()> {
             analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
             api_addr: None,
             api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
+            leader_election: None,
         },
     ));
 

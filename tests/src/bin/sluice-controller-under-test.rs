@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
             analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
             api_addr: None,
             api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
+            leader_election: None,
         },
     )
     .await?;

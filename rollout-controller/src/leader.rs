@@ -1,0 +1,916 @@
+//! Leader election with a `coordination.k8s.io/v1` Lease, as client-go does it: of the replicas,
+//! only the one holding the Lease reconciles and writes; the others keep their caches warm and
+//! take over when the holder stops renewing.
+//!
+//! Safety rests on two clocks never being compared. A candidate judges someone else's lease by
+//! its own monotonic clock: expired when the Lease record has not changed for
+//! `leaseDurationSeconds` since this candidate first saw it as it is (so a skewed `renewTime`
+//! neither shortens nor stretches the wait). A leader judges itself from the moment it *sent* its
+//! last successful write: it may write until that moment plus the renew deadline, which is shorter
+//! than the lease. Anyone else first sees that write after it was sent, and waits a whole lease
+//! from then; so the old leader's permission lapses at least `lease - renewDeadline` before a new
+//! one can acquire. Every Lease write is a create (fails if the Lease exists) or a replace carrying
+//! the resourceVersion it was based on, so of two candidates racing for a free lease one gets a
+//! conflict.
+//!
+//! The decision is a pure function ([`observe`], [`decide`]); [`Elector`] is the thin loop that
+//! reads and writes the Lease; [`Leadership`] is the guard every controller write checks
+//! ([`leader_only_client`]).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+
+/// client-go's defaults (kube-controller-manager's too).
+pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+pub const DEFAULT_RENEW_DEADLINE: Duration = Duration::from_secs(10);
+pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(2);
+/// Default name of the Lease.
+pub const DEFAULT_LEASE_NAME: &str = "sluice-controller";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("leader election timing: {0}")]
+    Timing(String),
+    #[error("lost the leadership of Lease {namespace}/{name} as {identity}: {why}")]
+    Lost {
+        namespace: String,
+        name: String,
+        identity: String,
+        why: StepDown,
+    },
+    #[error("{method} {path}: refused, this replica does not hold the leader lease")]
+    NotLeading { method: String, path: String },
+}
+
+/// How long a lease lasts, how long its holder keeps trying to renew it, and how often
+/// candidates look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    lease_duration: Duration,
+    renew_deadline: Duration,
+    retry_period: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            lease_duration: DEFAULT_LEASE_DURATION,
+            renew_deadline: DEFAULT_RENEW_DEADLINE,
+            retry_period: DEFAULT_RETRY_PERIOD,
+        }
+    }
+}
+
+impl Timing {
+    /// The renew deadline must be shorter than the lease (that difference is the margin by which
+    /// an old leader stops before a new one starts) and longer than the retry period (or a
+    /// leader could never retry a failed renew).
+    pub fn new(
+        lease_duration: Duration,
+        renew_deadline: Duration,
+        retry_period: Duration,
+    ) -> Result<Self, LeaderError> {
+        if lease_duration < Duration::from_secs(1) {
+            return Err(LeaderError::Timing(format!(
+                "the lease duration ({lease_duration:?}) must be at least 1s: a Lease counts whole seconds"
+            )));
+        }
+        if renew_deadline >= lease_duration {
+            return Err(LeaderError::Timing(format!(
+                "the renew deadline ({renew_deadline:?}) must be shorter than the lease duration ({lease_duration:?})"
+            )));
+        }
+        if retry_period.is_zero() || retry_period >= renew_deadline {
+            return Err(LeaderError::Timing(format!(
+                "the retry period ({retry_period:?}) must be above zero and shorter than the renew deadline ({renew_deadline:?})"
+            )));
+        }
+        Ok(Self {
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        })
+    }
+
+    pub fn lease_duration(&self) -> Duration {
+        self.lease_duration
+    }
+
+    pub fn renew_deadline(&self) -> Duration {
+        self.renew_deadline
+    }
+
+    pub fn retry_period(&self) -> Duration {
+        self.retry_period
+    }
+
+    /// `leaseDurationSeconds` as written: rounded up, so that others wait at least as long as
+    /// we mean.
+    fn lease_seconds(&self) -> i32 {
+        let millis = self.lease_duration.as_millis().div_ceil(1000);
+        i32::try_from(millis).unwrap_or(i32::MAX)
+    }
+}
+
+/// Which Lease, and who we are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    pub timing: Timing,
+}
+
+/// `$POD_NAME` (unique among the pods of a namespace, and kept across container restarts),
+/// else `<hostname>_<pid>`.
+pub fn default_identity() -> String {
+    if let Ok(name) = std::env::var("POD_NAME")
+        && !name.is_empty()
+    {
+        return name;
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "sluice".into());
+    format!("{host}_{}", std::process::id())
+}
+
+/// Whether this process may write, shared by the elector (which sets it) and every write
+/// (which checks it).
+#[derive(Debug)]
+pub struct Leadership {
+    state: watch::Sender<Lead>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lead {
+    /// No election: this process is the only one.
+    Always,
+    /// Leading, until this instant unless a renew moves it on.
+    Until(Instant),
+    Not,
+}
+
+impl Leadership {
+    /// Always leading: for a single replica without election.
+    pub fn always() -> Self {
+        Self {
+            state: watch::Sender::new(Lead::Always),
+        }
+    }
+
+    /// Not leading until an [`Elector`] acquires the lease.
+    pub fn elected() -> Self {
+        Self {
+            state: watch::Sender::new(Lead::Not),
+        }
+    }
+
+    /// True while a write sent now cannot overlap another leader's.
+    pub fn may_write(&self, now: Instant) -> bool {
+        match *self.state.borrow() {
+            Lead::Always => true,
+            Lead::Until(until) => now < until,
+            Lead::Not => false,
+        }
+    }
+
+    /// Until when an elected leader may write; `None` when not elected (or always leading).
+    pub fn until(&self) -> Option<Instant> {
+        match *self.state.borrow() {
+            Lead::Until(until) => Some(until),
+            Lead::Always | Lead::Not => None,
+        }
+    }
+
+    /// Returns once this process leads (at once when it always does).
+    pub async fn acquired(&self) {
+        let mut state = self.state.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = state.wait_for(|lead| *lead != Lead::Not).await;
+    }
+
+    fn lead_until(&self, until: Instant) {
+        self.state.send_replace(Lead::Until(until));
+    }
+
+    fn stop(&self) {
+        self.state.send_replace(Lead::Not);
+    }
+}
+
+/// The parts of a Lease record that say who holds it and for how long. A change in any of them
+/// is a sign of life of the holder.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    /// `None` for a free lease (no holder, or an empty one, as a released lease has).
+    pub holder: Option<String>,
+    pub lease_duration_seconds: Option<i32>,
+    pub acquire_time: Option<Timestamp>,
+    pub renew_time: Option<Timestamp>,
+    pub transitions: Option<i32>,
+}
+
+impl Record {
+    pub fn of(lease: &Lease) -> Self {
+        let spec = lease.spec.clone().unwrap_or_default();
+        Self {
+            holder: spec.holder_identity.filter(|h| !h.is_empty()),
+            lease_duration_seconds: spec.lease_duration_seconds,
+            acquire_time: spec.acquire_time.map(|t| t.0),
+            renew_time: spec.renew_time.map(|t| t.0),
+            transitions: spec.lease_transitions,
+        }
+    }
+}
+
+/// A Lease record and when we first saw it so, on our own monotonic clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub record: Record,
+    pub observed_at: Instant,
+}
+
+/// The record as read at `now`, keeping the time it was first seen unless it changed: client-go's
+/// "observed time", which makes expiry independent of the holder's clock.
+pub fn observe(previous: Option<&Seen>, record: Record, now: Instant) -> Seen {
+    match previous {
+        Some(seen) if seen.record == record => seen.clone(),
+        _ => Seen {
+            record,
+            observed_at: now,
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// There is no Lease: create it, naming us.
+    Create,
+    /// The lease is free, expired, or ours from before a restart: take it (replace, guarded by
+    /// the resourceVersion read).
+    Acquire,
+    /// We lead: renew (replace, guarded by the resourceVersion of our last write).
+    Renew,
+    /// Someone else holds a live lease.
+    StandBy,
+    /// We led but may not any more: stop writing, for good.
+    StepDown(StepDown),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepDown {
+    /// No renew succeeded within the renew deadline.
+    RenewDeadlinePassed,
+    /// The Lease names someone else, or is gone.
+    TakenOver,
+}
+
+impl fmt::Display for StepDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StepDown::RenewDeadlinePassed => "no renew succeeded within the renew deadline",
+            StepDown::TakenOver => "the Lease names another holder or was deleted",
+        })
+    }
+}
+
+/// What to do next, from the lease as last seen (`None`: it does not exist), our identity, until
+/// when we may write (`None`: we do not lead), and the monotonic clock.
+pub fn decide(
+    lease: Option<&Seen>,
+    identity: &str,
+    leading_until: Option<Instant>,
+    now: Instant,
+    timing: &Timing,
+) -> Decision {
+    let holder = lease.and_then(|seen| seen.record.holder.as_deref());
+    if let Some(until) = leading_until {
+        return if now >= until {
+            Decision::StepDown(StepDown::RenewDeadlinePassed)
+        } else if holder == Some(identity) {
+            Decision::Renew
+        } else {
+            Decision::StepDown(StepDown::TakenOver)
+        };
+    }
+    let Some(seen) = lease else {
+        return Decision::Create;
+    };
+    match holder {
+        None => Decision::Acquire,
+        // Our identity is our pod's name: the process that held the lease under it before a
+        // restart is gone (client-go takes such a lease back at once too).
+        Some(holder) if holder == identity => Decision::Acquire,
+        Some(_) => {
+            let duration = seen
+                .record
+                .lease_duration_seconds
+                .filter(|s| *s > 0)
+                .map_or(timing.lease_duration, |s| {
+                    Duration::from_secs(u64::from(s.unsigned_abs()))
+                });
+            if now >= seen.observed_at + duration {
+                Decision::Acquire
+            } else {
+                Decision::StandBy
+            }
+        }
+    }
+}
+
+/// Holds the Lease for this process: acquires it, renews it, and says when it was lost.
+pub struct Elector {
+    api: Api<Lease>,
+    election: LeaderElection,
+    leadership: Arc<Leadership>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// The Lease as last read or written (with its resourceVersion), `None` when absent or
+    /// unknown.
+    current: Option<Lease>,
+    seen: Option<Seen>,
+    /// The holder last logged, so that a change of leader is logged once.
+    logged_holder: Option<String>,
+}
+
+impl Elector {
+    /// `client` must be able to write while we do not lead: not a [`leader_only_client`].
+    pub fn new(
+        client: Client,
+        election: LeaderElection,
+        leadership: Arc<Leadership>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "sluice".into(),
+                instance: Some(election.identity.clone()),
+            },
+        );
+        Self {
+            api: Api::namespaced(client, &election.namespace),
+            election,
+            leadership,
+            metrics,
+            recorder,
+            current: None,
+            seen: None,
+            logged_holder: None,
+        }
+    }
+
+    /// Campaigns, then leads; returns only when the leadership is lost, after the guard has
+    /// been closed.
+    pub async fn run(&mut self) -> LeaderError {
+        info!(
+            identity = %self.election.identity,
+            lease = %format!("{}/{}", self.election.namespace, self.election.lease_name),
+            "leader election: campaigning"
+        );
+        loop {
+            let started = Instant::now();
+            if let Err(lost) = self.round().await {
+                return lost;
+            }
+            let next = started + self.election.timing.retry_period;
+            // A leader wakes at its deadline at the latest, to step down at once.
+            let wake = self
+                .leadership
+                .until()
+                .map_or(next, |until| next.min(until));
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+
+    async fn round(&mut self) -> Result<(), LeaderError> {
+        let leading_until = self.leadership.until();
+        // A leader renews from its own last write; it reads only when that is unknown (after a
+        // conflict).
+        if leading_until.is_none() || self.current.is_none() {
+            self.read().await;
+        }
+        let decision = decide(
+            self.seen.as_ref(),
+            &self.election.identity,
+            leading_until,
+            Instant::now(),
+            &self.election.timing,
+        );
+        match decision {
+            Decision::StandBy => self.log_holder(),
+            Decision::StepDown(why) => {
+                self.leadership.stop();
+                self.metrics.leader.set(0);
+                error!(
+                    identity = %self.election.identity,
+                    lease = %format!("{}/{}", self.election.namespace, self.election.lease_name),
+                    reason = %why,
+                    "leader election: lost the leadership; writes stopped, exiting"
+                );
+                return Err(LeaderError::Lost {
+                    namespace: self.election.namespace.clone(),
+                    name: self.election.lease_name.clone(),
+                    identity: self.election.identity.clone(),
+                    why,
+                });
+            }
+            Decision::Create | Decision::Acquire | Decision::Renew => self.write(decision).await,
+        }
+        Ok(())
+    }
+
+    /// How long one API call may take: for a leader, no longer than its deadline.
+    fn call_deadline(&self) -> tokio::time::Instant {
+        let bound = Instant::now() + self.election.timing.renew_deadline;
+        self.leadership
+            .until()
+            .map_or(bound, |until| until.min(bound))
+            .into()
+    }
+
+    async fn read(&mut self) {
+        let name = &self.election.lease_name;
+        match tokio::time::timeout_at(self.call_deadline(), self.api.get_opt(name)).await {
+            Ok(Ok(Some(lease))) => {
+                self.seen = Some(observe(
+                    self.seen.as_ref(),
+                    Record::of(&lease),
+                    Instant::now(),
+                ));
+                self.current = Some(lease);
+            }
+            Ok(Ok(None)) => {
+                self.seen = None;
+                self.current = None;
+            }
+            // A stale view is safe: any write based on it carries its resourceVersion.
+            Ok(Err(e)) => warn!(error = %e, lease = %name, "leader election: reading the Lease"),
+            Err(_) => warn!(lease = %name, "leader election: reading the Lease timed out"),
+        }
+    }
+
+    async fn write(&mut self, decision: Decision) {
+        let identity = self.election.identity.clone();
+        let timing = self.election.timing;
+        let now = MicroTime(Timestamp::now());
+        let lease = match (decision, &self.current) {
+            (Decision::Create, _) => Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.election.lease_name.clone()),
+                    namespace: Some(self.election.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(identity.clone()),
+                    lease_duration_seconds: Some(timing.lease_seconds()),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                    ..LeaseSpec::default()
+                }),
+            },
+            (_, None) => return,
+            (_, Some(current)) => {
+                let mut lease = current.clone();
+                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                if decision == Decision::Acquire {
+                    let previous = spec.holder_identity.clone().filter(|h| !h.is_empty());
+                    if previous.is_some() && previous.as_deref() != Some(identity.as_str()) {
+                        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                    }
+                    spec.holder_identity = Some(identity.clone());
+                    spec.acquire_time = Some(now.clone());
+                }
+                spec.lease_duration_seconds = Some(timing.lease_seconds());
+                spec.renew_time = Some(now);
+                lease
+            }
+        };
+        let deadline = self.call_deadline();
+        // Taken before the request leaves: everyone else sees the write later than this.
+        let sent = Instant::now();
+        let params = PostParams::default();
+        let written = if decision == Decision::Create {
+            tokio::time::timeout_at(deadline, self.api.create(&params, &lease)).await
+        } else {
+            tokio::time::timeout_at(
+                deadline,
+                self.api.replace(&self.election.lease_name, &params, &lease),
+            )
+            .await
+        };
+        match written {
+            Ok(Ok(lease)) => {
+                let was_leading = self.leadership.until().is_some();
+                self.leadership
+                    .lead_until(sent + self.election.timing.renew_deadline);
+                self.seen = Some(observe(
+                    self.seen.as_ref(),
+                    Record::of(&lease),
+                    Instant::now(),
+                ));
+                if !was_leading {
+                    self.became_leader(&lease);
+                }
+                self.current = Some(lease);
+            }
+            // Someone else wrote the Lease first: read it again next round.
+            Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
+                self.current = None;
+            }
+            Ok(Err(e)) => warn!(error = %e, ?decision, "leader election: writing the Lease"),
+            Err(_) => warn!(?decision, "leader election: writing the Lease timed out"),
+        }
+    }
+
+    fn became_leader(&mut self, lease: &Lease) {
+        self.metrics.leader.set(1);
+        self.logged_holder = Some(self.election.identity.clone());
+        info!(
+            identity = %self.election.identity,
+            lease = %format!("{}/{}", self.election.namespace, self.election.lease_name),
+            "leader election: became the leader"
+        );
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "LeaderElection".into(),
+            note: Some(format!("{} became leader", self.election.identity)),
+            action: "Acquire".into(),
+            secondary: None,
+        };
+        let (recorder, reference) = (self.recorder.clone(), lease.object_ref(&()));
+        // On its own task: a slow Event write must not hold up the next renew.
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                warn!(error = %e, "leader election: could not publish the Event");
+            }
+        });
+    }
+
+    fn log_holder(&mut self) {
+        let holder = self.seen.as_ref().and_then(|s| s.record.holder.clone());
+        if holder != self.logged_holder {
+            info!(
+                identity = %self.election.identity,
+                leader = holder.as_deref().unwrap_or("none"),
+                "leader election: standing by"
+            );
+            self.logged_holder = holder;
+        }
+    }
+
+    /// On a graceful stop, after the last write: hands the lease back, so that a standby takes
+    /// over at its next look instead of after a whole lease.
+    pub async fn release(&mut self) {
+        let was_leading = self.leadership.until().is_some();
+        self.leadership.stop();
+        self.metrics.leader.set(0);
+        let Some(mut lease) = self.current.clone().filter(|_| was_leading) else {
+            return;
+        };
+        let now = MicroTime(Timestamp::now());
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(self.election.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.acquire_time = Some(now.clone());
+        spec.renew_time = Some(now);
+        let released = tokio::time::timeout(
+            self.election.timing.retry_period,
+            self.api
+                .replace(&self.election.lease_name, &PostParams::default(), &lease),
+        )
+        .await;
+        match released {
+            Ok(Ok(_)) => {
+                info!(identity = %self.election.identity, "leader election: released the lease")
+            }
+            Ok(Err(e)) => warn!(error = %e, "leader election: releasing the lease"),
+            Err(_) => warn!("leader election: releasing the lease timed out"),
+        }
+    }
+}
+
+/// A client whose writes (anything but GET, HEAD and OPTIONS) are refused unless `leadership`
+/// allows them at the moment they are sent: the one gate in front of every write the Rollout
+/// controller and the AnalysisRun runner make (objects, status, Events alike). Reads pass.
+pub fn leader_only_client(client: &Client, leadership: Arc<Leadership>) -> Client {
+    let namespace = client.default_namespace().to_owned();
+    Client::new(
+        LeaderOnly {
+            client: client.clone(),
+            leadership,
+        },
+        namespace,
+    )
+}
+
+#[derive(Clone)]
+struct LeaderOnly {
+    client: Client,
+    leadership: Arc<Leadership>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Request<kube::client::Body>> for LeaderOnly {
+    type Response = http::Response<kube::client::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        let client = self.client.clone();
+        let leadership = self.leadership.clone();
+        Box::pin(async move {
+            let read = matches!(
+                *request.method(),
+                http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+            );
+            // Checked when the request is about to leave, not when it was built.
+            if !read && !leadership.may_write(Instant::now()) {
+                return Err(Box::new(LeaderError::NotLeading {
+                    method: request.method().to_string(),
+                    path: request.uri().path().to_owned(),
+                }) as BoxError);
+            }
+            client
+                .send(request)
+                .await
+                .map_err(|e| Box::new(e) as BoxError)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing::default()
+    }
+
+    fn seen(holder: Option<&str>, observed_at: Instant) -> Seen {
+        Seen {
+            record: Record {
+                holder: holder.map(Into::into),
+                lease_duration_seconds: Some(15),
+                ..Record::default()
+            },
+            observed_at,
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // What, the lease as seen, until when we lead, now, the decision.
+        type Case = (
+            &'static str,
+            Option<Seen>,
+            Option<Instant>,
+            Instant,
+            Decision,
+        );
+        let cases: Vec<Case> = vec![
+            ("no lease: create it", None, None, t0, Decision::Create),
+            (
+                "free lease (released): acquire",
+                Some(seen(None, t0)),
+                None,
+                t0,
+                Decision::Acquire,
+            ),
+            (
+                "ours and fresh: renew",
+                Some(seen(Some("me"), t0)),
+                Some(t0 + s(10)),
+                t0 + s(2),
+                Decision::Renew,
+            ),
+            (
+                "ours, renews failing but within the deadline: keep renewing",
+                Some(seen(Some("me"), t0)),
+                Some(t0 + s(10)),
+                t0 + s(9),
+                Decision::Renew,
+            ),
+            (
+                "ours, renews failing up to the deadline: step down",
+                Some(seen(Some("me"), t0)),
+                Some(t0 + s(10)),
+                t0 + s(10),
+                Decision::StepDown(StepDown::RenewDeadlinePassed),
+            ),
+            (
+                "ours, past the deadline though the lease still looks ours: step down",
+                Some(seen(Some("me"), t0 + s(11))),
+                Some(t0 + s(10)),
+                t0 + s(11),
+                Decision::StepDown(StepDown::RenewDeadlinePassed),
+            ),
+            (
+                "we lead but the lease names another: step down",
+                Some(seen(Some("other"), t0)),
+                Some(t0 + s(10)),
+                t0 + s(1),
+                Decision::StepDown(StepDown::TakenOver),
+            ),
+            (
+                "we lead but the lease was deleted: step down",
+                None,
+                Some(t0 + s(10)),
+                t0 + s(1),
+                Decision::StepDown(StepDown::TakenOver),
+            ),
+            (
+                "someone else's and fresh: stand by",
+                Some(seen(Some("other"), t0)),
+                None,
+                t0 + s(14),
+                Decision::StandBy,
+            ),
+            (
+                "someone else's and expired: acquire",
+                Some(seen(Some("other"), t0)),
+                None,
+                t0 + s(15),
+                Decision::Acquire,
+            ),
+            (
+                "ours from before a restart (same pod name): take it back",
+                Some(seen(Some("me"), t0)),
+                None,
+                t0,
+                Decision::Acquire,
+            ),
+        ];
+        for (what, lease, leading_until, now, want) in cases {
+            assert_eq!(
+                decide(lease.as_ref(), "me", leading_until, now, &timing()),
+                want,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_lease_duration_is_the_records_own() {
+        let t0 = Instant::now();
+        let mut lease = seen(Some("other"), t0);
+        lease.record.lease_duration_seconds = Some(60);
+        let at = |secs| t0 + Duration::from_secs(secs);
+        assert_eq!(
+            decide(Some(&lease), "me", None, at(30), &timing()),
+            Decision::StandBy
+        );
+        assert_eq!(
+            decide(Some(&lease), "me", None, at(60), &timing()),
+            Decision::Acquire
+        );
+        // Without one, ours.
+        lease.record.lease_duration_seconds = None;
+        assert_eq!(
+            decide(Some(&lease), "me", None, at(15), &timing()),
+            Decision::Acquire
+        );
+    }
+
+    fn record(holder: &str, renew: Timestamp) -> Record {
+        Record {
+            holder: Some(holder.into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(renew),
+            ..Record::default()
+        }
+    }
+
+    /// Reads of the Lease every 2 s from `t0` on, each with the renewTime the holder wrote, and
+    /// the decision after each.
+    fn decisions_over(reads: &[Timestamp], t0: Instant) -> Vec<Decision> {
+        let mut last: Option<Seen> = None;
+        reads
+            .iter()
+            .enumerate()
+            .map(|(i, renew)| {
+                let now = t0 + Duration::from_secs(2 * i as u64);
+                let seen = observe(last.as_ref(), record("other", *renew), now);
+                let decision = decide(Some(&seen), "me", None, now, &timing());
+                last = Some(seen);
+                decision
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clock_skew_neither_shortens_nor_stretches_the_wait() {
+        let t0 = Instant::now();
+        let wall = Timestamp::now();
+        let hour = k8s_openapi::jiff::SignedDuration::from_hours(1);
+        let (ahead, behind) = (wall + hour, wall - hour);
+
+        // The holder's clock is an hour ahead and it died after its first renew: the record
+        // never changes again, so it expires 15 s after we first saw it, not in an hour.
+        let decisions = decisions_over(&[ahead; 9], t0);
+        assert_eq!(decisions[..8], [Decision::StandBy; 8]);
+        assert_eq!(decisions[8], Decision::Acquire, "at 16 s");
+
+        // Its clock is an hour behind, so every renewTime looks long expired, but it renews
+        // every 2 s: it is alive, and we stand by however long we look.
+        let renews: Vec<Timestamp> = (0..20)
+            .map(|i| behind + k8s_openapi::jiff::SignedDuration::from_secs(2 * i))
+            .collect();
+        assert!(
+            decisions_over(&renews, t0)
+                .iter()
+                .all(|d| *d == Decision::StandBy)
+        );
+    }
+
+    #[test]
+    fn observing_keeps_the_first_sight_of_an_unchanged_record() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let first = observe(None, record("other", Timestamp::UNIX_EPOCH), t0);
+        let same = observe(Some(&first), record("other", Timestamp::UNIX_EPOCH), later);
+        assert_eq!(same.observed_at, t0);
+        let renewed = observe(Some(&same), record("other", Timestamp::now()), later);
+        assert_eq!(renewed.observed_at, later);
+        let released = Record::of(&Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(String::new()),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        });
+        assert_eq!(released.holder, None, "an empty holder is no holder");
+    }
+
+    #[test]
+    fn timing_is_checked() {
+        let s = Duration::from_secs;
+        assert!(Timing::new(s(15), s(10), s(2)).is_ok());
+        assert!(Timing::new(s(4), s(3), s(1)).is_ok());
+        assert!(Timing::new(s(10), s(10), s(2)).is_err(), "deadline = lease");
+        assert!(Timing::new(s(10), s(12), s(2)).is_err(), "deadline > lease");
+        assert!(Timing::new(s(15), s(2), s(2)).is_err(), "retry = deadline");
+        assert!(Timing::new(s(15), s(10), s(0)).is_err(), "no retry period");
+        assert!(
+            Timing::new(
+                Duration::from_millis(800),
+                Duration::from_millis(500),
+                Duration::from_millis(100)
+            )
+            .is_err(),
+            "under a second"
+        );
+        let odd = Timing::new(Duration::from_millis(4500), s(3), s(1));
+        assert_eq!(odd.map(|t| t.lease_seconds()).ok(), Some(5), "rounded up");
+    }
+
+    #[test]
+    fn the_guard_follows_the_deadline() {
+        let t0 = Instant::now();
+        let leadership = Leadership::elected();
+        assert!(!leadership.may_write(t0));
+        leadership.lead_until(t0 + Duration::from_secs(10));
+        assert!(leadership.may_write(t0 + Duration::from_secs(9)));
+        assert!(
+            !leadership.may_write(t0 + Duration::from_secs(10)),
+            "not at the deadline, even before the elector steps down"
+        );
+        leadership.stop();
+        assert!(!leadership.may_write(t0));
+        assert!(Leadership::always().may_write(t0 + Duration::from_secs(3600)));
+    }
+}
