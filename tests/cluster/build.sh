@@ -4,6 +4,7 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes)
 #   etcd                                                               (go.etcd.io/etcd/server/v3)
 #   kwok                                                               (sigs.k8s.io/kwok)
+#   helm, to render the chart in deploy/helm                           (helm.sh/helm/v3)
 #
 # Each component is built from a small wrapper module under tests/cluster/go/<component>, whose
 # go.mod/go.sum are committed. k8s.io/kubernetes cannot be `go install`ed directly: its go.mod
@@ -98,6 +99,21 @@ build etcd etcd go.etcd.io/etcd/server/v3 \
 say "(6/6)"
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
+# helm lives beside bin/, in a directory named after its own version (the bin directory's name
+# does not carry it), so that changing HELM_VERSION builds it again.
+# Like helm's Makefile, its default Kubernetes version (.Capabilities.KubeVersion without a
+# cluster, as in `helm template`) is that of the client-go it is built with.
+say "(helm)"
+mkdir -p "$bin/../helm-$HELM_VERSION"
+helm_k8s_minor=$(cd "$here/go/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)
+helm_k8s_minor=${helm_k8s_minor#v0.}
+helm_k8s_minor=${helm_k8s_minor%%.*}
+helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ldflags+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$helm_k8s_minor"
+done
+build helm "../helm-$HELM_VERSION/helm" helm.sh/helm/v3/cmd/helm "$helm_ldflags"
 # kwok's own default lifecycle stages, read from the module cache (not committed); the harness
 # adds a readiness delay to pod-ready when it starts kwok.
 stages="$bin/../kwok-stages"
@@ -109,14 +125,19 @@ if [[ ! -f "$stages/pod-ready.yaml" ]]; then
     install -m 0644 "$kwok_src/kustomize/stage/$f" "$stages/"
   done
 fi
-# The Gateway API's standard-channel CRDs, from its Go module (the HTTPRoute router's tests).
+# The Gateway API's standard channel, from its Go module (the HTTPRoute router's tests): all of
+# config/crd/standard/*.yaml. The marker is written last, so that an interrupted copy, or a cache
+# from when only the HTTPRoute CRD was taken, is copied again.
 gateway_crds="$bin/../gateway-api-${GATEWAY_API_VERSION}"
-if [[ ! -f "$gateway_crds/httproutes.yaml" ]]; then
+if [[ ! -f "$gateway_crds/standard/.complete" ]]; then
   gateway_src=$(GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@${GATEWAY_API_VERSION}" \
     | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  mkdir -p "$gateway_crds"
-  install -m 0644 "$gateway_src/config/crd/standard/gateway.networking.k8s.io_httproutes.yaml" \
-    "$gateway_crds/httproutes.yaml"
+  rm -rf "$gateway_crds"
+  mkdir -p "$gateway_crds/standard"
+  install -m 0644 "$gateway_src"/config/crd/standard/*.yaml "$gateway_crds/standard/"
+  touch "$gateway_crds/standard/.complete"
+  gateway_files=("$gateway_crds"/standard/*.yaml)
+  say "Gateway API $GATEWAY_API_VERSION: ${#gateway_files[@]} files of its standard channel copied"
 fi
 say "all components ready in $((SECONDS - total_started))s"
 echo "$bin"

@@ -14,6 +14,7 @@ pub struct Versions {
     pub etcd: String,
     pub kwok: String,
     pub gateway_api: String,
+    pub helm: String,
 }
 
 impl Versions {
@@ -37,6 +38,7 @@ impl Versions {
             etcd: value("ETCD_VERSION")?,
             kwok: value("KWOK_VERSION")?,
             gateway_api: value("GATEWAY_API_VERSION")?,
+            helm: value("HELM_VERSION")?,
         })
     }
 }
@@ -87,14 +89,42 @@ impl Binaries {
         self.dir.join(name)
     }
 
-    /// The Gateway API's HTTPRoute CRD, copied from its module by build.sh.
-    pub fn http_route_crd(&self) -> Result<PathBuf> {
+    /// The files of the Gateway API's standard channel (its `config/crd/standard/*.yaml`: the
+    /// CRDs, and what guards their upgrades), copied from its module by build.sh, by name.
+    pub fn gateway_api_standard(&self) -> Result<Vec<PathBuf>> {
         let version = Versions::pinned()?.gateway_api;
-        let path = self
+        let dir = self
             .dir
             .join("..")
             .join(format!("gateway-api-{version}"))
-            .join("httproutes.yaml");
+            .join("standard");
+        // Written last by build.sh: without it the copy is partial, or from an older build.sh.
+        self.require_file(&dir.join(".complete"))?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir)
+            .map_err(HarnessError::io(format!("listing {}", dir.display())))?
+        {
+            let path = entry
+                .map_err(HarnessError::io(format!("listing {}", dir.display())))?
+                .path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// helm, built by build.sh beside `bin/` in a directory named after its version (the e2e
+    /// tests render deploy/helm/sluice with it). Only the tests that need it ask for it, so a
+    /// missing helm fails those, with the build hint.
+    pub fn helm(&self) -> Result<PathBuf> {
+        let version = Versions::pinned()?.helm;
+        let path = self
+            .dir
+            .join("..")
+            .join(format!("helm-{version}"))
+            .join("helm");
         self.require_file(&path)?;
         Ok(path)
     }
@@ -158,6 +188,7 @@ mod tests {
         assert!(v.kubernetes.starts_with("v1."), "{v:?}");
         assert!(v.etcd.starts_with("v3.6."), "{v:?}");
         assert!(v.kwok.starts_with('v'), "{v:?}");
+        assert!(v.helm.starts_with("v3."), "{v:?}");
     }
 
     #[test]
