@@ -12,7 +12,10 @@ macro_rules! trial {
 }
 
 mod cli;
+mod deploy;
 mod examples;
+mod leader;
+mod least_privilege;
 mod prometheus_analysis;
 mod rest_api;
 mod restart;
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         smoke::trials(),
         rollouts::trials(),
         restart::trials(),
+        leader::trials(),
         scrape::trials(),
         prometheus_analysis::trials(),
         rollout_analysis::trials(),
@@ -42,6 +46,8 @@ fn main() -> ExitCode {
         rest_api::trials(),
         cli::trials(),
         examples::trials(),
+        deploy::trials(),
+        least_privilege::trials(),
     ]
     .into_iter()
     .flatten()

@@ -24,6 +24,22 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
 const STATE_FILE: &str = "state.json";
 
+/// ServiceAccounts of this namespace are audited: Sluice's controller runs as one there, as
+/// `deploy/` installs it, when a test proves which rights it uses.
+pub const AUDITED_NAMESPACE: &str = "sluice-system";
+
+/// Records who did what (Metadata level: verb, resource, response code) for ServiceAccounts of
+/// [`AUDITED_NAMESPACE`] only; the control plane's own traffic would drown it.
+const AUDIT_POLICY: &str = "\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: [\"system:serviceaccounts:sluice-system\"]
+- level: None
+";
+
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     /// Where certificates, kubeconfigs, logs and etcd's data go. `None`: a fresh temporary
@@ -162,6 +178,9 @@ impl ControlPlane {
 
         let serving = cluster.pki.serving_cert("kube-apiserver")?;
         let service_account = cluster.pki.service_account_key()?;
+        let audit_policy = cluster.dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, AUDIT_POLICY)
+            .map_err(HarnessError::io("writing the audit policy"))?;
         let ca = cluster.pki.ca_cert.display().to_string();
         cluster.spawn(
             "kube-apiserver",
@@ -175,6 +194,10 @@ impl ControlPlane {
                 format!("--tls-private-key-file={}", serving.key.display()),
                 format!("--client-ca-file={ca}"),
                 "--authorization-mode=RBAC".into(),
+                // As hardened clusters run: setting blockOwnerDeletion on an owner reference
+                // needs `update` on the owner's finalizers, which the controller's ClusterRole
+                // must then grant.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 // Endpoints of the `kubernetes` Service would name 127.0.0.1, which EndpointSlice
                 // validation rejects; no test needs them.
@@ -189,6 +212,11 @@ impl ControlPlane {
                     service_account.key.display()
                 ),
                 "--allow-privileged=true".into(),
+                format!("--audit-policy-file={}", audit_policy.display()),
+                format!("--audit-log-path={}", cluster.audit_log().display()),
+                "--audit-log-format=json".into(),
+                // Written as requests complete, so a test reads every request it made.
+                "--audit-log-mode=blocking".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
             ],
@@ -325,9 +353,21 @@ impl ControlPlane {
 
     /// A client that presents `token` as a Bearer token (for ServiceAccount tokens).
     pub async fn token_client(&self, name: &str, token: &str) -> Result<Client> {
+        client_from_kubeconfig(&self.token_kubeconfig(name, token)?).await
+    }
+
+    /// A kubeconfig that presents `token` as a Bearer token, for a process to run as that
+    /// identity.
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> Result<PathBuf> {
         let path = self.dir.join(format!("token-{name}.kubeconfig"));
         self.write_kubeconfig(&path, json!({"token": token}))?;
-        client_from_kubeconfig(&path).await
+        Ok(path)
+    }
+
+    /// The apiserver's audit log (JSON lines): every request of a ServiceAccount of
+    /// [`AUDITED_NAMESPACE`], at Metadata level.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("logs").join("audit.log")
     }
 
     /// Stops every process, newest first. A temporary directory is removed, unless

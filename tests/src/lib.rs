@@ -14,10 +14,11 @@ pub mod pki;
 mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod prometheus_live;
 pub mod tokens;
 pub mod wait;
 
-pub use cluster::{ClusterOptions, ControlPlane};
+pub use cluster::{AUDITED_NAMESPACE, ClusterOptions, ControlPlane};
 pub use error::HarnessError;
 pub use prometheus::BackfilledPrometheus;
 

@@ -1,0 +1,205 @@
+//! The demo's app (examples/demo/app.yaml), installed with server-side apply as a user would
+//! `kubectl apply --server-side` it, and the template changes that ship v2 and v3.
+
+use anyhow::{Context, bail};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::{Client, ResourceExt};
+use rollout_controller::crd::Rollout;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub const APP_YAML: &str = include_str!("../app.yaml");
+pub const FIELD_MANAGER: &str = "sluice-demo";
+
+/// The documents of app.yaml, with the AnalysisTemplate's `prometheus` argument set to the
+/// demo's Prometheus.
+pub fn documents(prometheus_url: &str) -> anyhow::Result<Vec<Value>> {
+    let mut documents = Vec::new();
+    for document in serde_norway::Deserializer::from_str(APP_YAML) {
+        let value = Value::deserialize(document).context("reading app.yaml")?;
+        if value.is_null() {
+            continue;
+        }
+        documents.push(value);
+    }
+    let mut replaced = false;
+    for doc in &mut documents {
+        if doc["kind"] != "AnalysisTemplate" {
+            continue;
+        }
+        let args = doc["spec"]["args"].as_array_mut().into_iter().flatten();
+        for arg in args.filter(|a| a["name"] == "prometheus") {
+            arg["value"] = json!(prometheus_url);
+            replaced = true;
+        }
+    }
+    if !replaced {
+        bail!(
+            "app.yaml has no AnalysisTemplate with a `prometheus` argument to point at the demo's Prometheus"
+        );
+    }
+    Ok(documents)
+}
+
+/// Applies every document into `namespace`; returns `Kind name` of each.
+pub async fn apply(
+    client: &Client,
+    namespace: &str,
+    prometheus_url: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut applied = Vec::new();
+    for doc in documents(prometheus_url)? {
+        let object: DynamicObject = serde_json::from_value(doc).context("an app.yaml object")?;
+        let types = object
+            .types
+            .clone()
+            .context("an app.yaml object without apiVersion/kind")?;
+        let (group, version) = match types.api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", types.api_version.as_str()),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+        let (resource, _) = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .with_context(|| format!("discovering {}", types.kind))?;
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        let name = object.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .with_context(|| format!("applying {} {name}", types.kind))?;
+        applied.push(format!("{} {name}", types.kind));
+    }
+    Ok(applied)
+}
+
+/// A version of the app: its image tag and how demo-app behaves.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub version: &'static str,
+    pub error_rate: &'static str,
+}
+
+impl Release {
+    pub fn image(&self) -> String {
+        format!(
+            "registry.example.com/web:{}",
+            self.version.trim_start_matches('v')
+        )
+    }
+
+    /// How a person would say what changed.
+    pub fn describe(&self) -> String {
+        format!(
+            "image {}, env DEMO_VERSION={} DEMO_ERROR_RATE={}",
+            self.image(),
+            self.version,
+            self.error_rate
+        )
+    }
+}
+
+/// Ships `release`: the first container's image and its DEMO_VERSION / DEMO_ERROR_RATE env in
+/// the Rollout's pod template, the rest of the container as it is. Returns the generation the
+/// change made.
+pub async fn ship(rollouts: &Api<Rollout>, name: &str, release: &Release) -> anyhow::Result<i64> {
+    let rollout = rollouts.get(name).await?;
+    let mut containers = serde_json::to_value(&rollout.spec.template)?["spec"]["containers"].take();
+    let Some(container) = containers.get_mut(0) else {
+        bail!("rollout {name} has no container");
+    };
+    container["image"] = json!(release.image());
+    let mut env: Vec<Value> = container["env"].as_array().cloned().unwrap_or_default();
+    for (key, value) in [
+        ("DEMO_VERSION", release.version),
+        ("DEMO_ERROR_RATE", release.error_rate),
+    ] {
+        env.retain(|var| var["name"] != key);
+        env.push(json!({"name": key, "value": value}));
+    }
+    container["env"] = Value::Array(env);
+    // A merge patch replaces the containers list whole, with the one edited here.
+    let patch = json!({"spec": {"template": {"spec": {"containers": containers}}}});
+    let patched = rollouts
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .with_context(|| format!("changing rollout {name}'s pod template"))?;
+    patched
+        .metadata
+        .generation
+        .context("the patched rollout has no generation")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo's manifests pass `kubectl sluice lint` (the same code) without an error or a
+    /// warning, as the strategy examples do.
+    #[test]
+    fn the_demo_manifests_lint_clean() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            let reports = rollout_controller::lint::lint(&text).unwrap();
+            let findings: Vec<String> = reports.iter().map(ToString::to_string).collect();
+            assert!(
+                !rollout_controller::lint::has_errors(&reports),
+                "{}: {findings:#?}",
+                path.display()
+            );
+            assert!(
+                reports.iter().all(|r| r.findings.is_empty()),
+                "{}: warnings: {findings:#?}",
+                path.display()
+            );
+            assert!(
+                reports.iter().any(|r| r.kind == "Rollout"),
+                "{}: no Rollout linted: {findings:#?}",
+                path.display()
+            );
+        }
+        assert!(files > 0, "no YAML in {}", dir.display());
+    }
+
+    #[test]
+    fn the_prometheus_argument_is_pointed_at_the_demos_prometheus() {
+        let documents = documents("http://127.0.0.1:4321").unwrap();
+        let template = documents
+            .iter()
+            .find(|d| d["kind"] == "AnalysisTemplate")
+            .unwrap();
+        let args = template["spec"]["args"].as_array().unwrap();
+        assert!(
+            args.iter()
+                .any(|a| a["name"] == "prometheus" && a["value"] == "http://127.0.0.1:4321")
+        );
+    }
+
+    #[test]
+    fn a_release_names_its_image_after_its_version() {
+        let v3 = Release {
+            version: "v3",
+            error_rate: "0.05",
+        };
+        assert_eq!(v3.image(), "registry.example.com/web:3");
+        assert!(v3.describe().contains("DEMO_ERROR_RATE=0.05"));
+    }
+}

@@ -1,0 +1,170 @@
+//! What the demo needs before it starts anything: Prometheus on PATH, the control plane built
+//! (tests/cluster/build.sh, once per machine), and the workspace binaries it runs — demo-app,
+//! rollout-controller and kubectl-sluice.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, bail};
+use sluice_tests::HarnessError;
+use sluice_tests::binaries::{Binaries, on_path};
+use tokio::process::Command;
+
+use crate::console::Console;
+
+pub struct Tools {
+    pub demo_app: PathBuf,
+    pub controller: PathBuf,
+    pub kubectl_sluice: PathBuf,
+    /// `env`, to start each demo-app with its pod's environment.
+    pub env: PathBuf,
+}
+
+/// The workspace binaries the demo runs, beside its own.
+const WORKSPACE_BINARIES: [&str; 3] = ["demo-app", "rollout-controller", "kubectl-sluice"];
+
+pub fn workspace_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+pub async fn check(console: &Console) -> anyhow::Result<Tools> {
+    on_path("prometheus", "").map_err(|_| {
+        anyhow::anyhow!(
+            "Prometheus is not on PATH. The demo runs Debian's prometheus package: \
+             `sudo apt-get install prometheus` (its service need not run; the demo starts its own)"
+        )
+    })?;
+    let env =
+        on_path("env", "").map_err(|_| anyhow::anyhow!("`env` (coreutils) is not on PATH"))?;
+    control_plane(console).await?;
+    let built = workspace_binaries(console).await?;
+    let [demo_app, controller, kubectl_sluice] = built;
+    Ok(Tools {
+        demo_app,
+        controller,
+        kubectl_sluice,
+        env,
+    })
+}
+
+/// The cached control plane, built first by tests/cluster/build.sh when it is not there (its
+/// progress goes to the terminal: a few minutes, once per machine).
+async fn control_plane(console: &Console) -> anyhow::Result<Binaries> {
+    match Binaries::locate() {
+        Ok(binaries) => return Ok(binaries),
+        Err(HarnessError::MissingBinary { binary, dir, .. }) => console.say(format!(
+            "the local control plane is not built yet ({binary} is not in {}): \
+             building it with tests/cluster/build.sh — a few minutes, once per machine",
+            dir.display()
+        )),
+        Err(e) => return Err(e).context("finding the control plane binaries"),
+    }
+    if std::env::var_os("SLUICE_K8S_BIN").is_some() {
+        // build.sh writes to the cache, not to a directory named by hand.
+        bail!(
+            "SLUICE_K8S_BIN names a directory without the control plane; unset it to use the cache"
+        );
+    }
+    if on_path("go", "").is_err() {
+        bail!(
+            "building the control plane needs Go (https://go.dev/dl/, 1.26 or newer) on PATH, \
+             and the Go module proxy"
+        );
+    }
+    let script = workspace_root().join("tests/cluster/build.sh");
+    let status = Command::new(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    if !status.success() {
+        bail!(
+            "{} failed ({status}); its output is above",
+            script.display()
+        );
+    }
+    Binaries::locate().context("the control plane binaries after build.sh")
+}
+
+/// demo-app, rollout-controller and kubectl-sluice from this build's target directory. Under
+/// `cargo run` they are built first, in the same profile — a no-op when they are fresh, which
+/// they are after `cargo build --workspace --bins`.
+async fn workspace_binaries(console: &Console) -> anyhow::Result<[PathBuf; 3]> {
+    let exe = std::env::current_exe().context("finding the demo's own binary")?;
+    let dir = exe
+        .parent()
+        .context("the demo's binary has no directory")?
+        .to_path_buf();
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut command = Command::new(cargo);
+        // `--workspace` resolves features over every member, as `cargo build --workspace
+        // --bins` and `cargo run --bin demo` do, so the build shares their artifacts; naming
+        // the bins alone would resolve them for those three packages and rebuild half the
+        // dependency tree with other features.
+        command
+            .current_dir(workspace_root())
+            .args(["build", "--workspace"]);
+        // What `cargo run` set for us describes the demo package, not the build: build scripts
+        // that watch these (ring watches CARGO_MANIFEST_DIR and CARGO_PKG_*) would see them
+        // change and rebuild, and the next plain `cargo build` would rebuild them back.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    &*key,
+                    "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+                )
+            {
+                command.env_remove(&*key);
+            }
+        }
+        for name in WORKSPACE_BINARIES {
+            command.args(["--bin", name]);
+        }
+        // target/<profile>/demo: build the others in the same profile.
+        match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                command.arg("--release");
+            }
+            Some(profile) => {
+                command.args(["--profile", profile]);
+            }
+        }
+        console.say(format!(
+            "building {} (cargo; a no-op when they are fresh)",
+            WORKSPACE_BINARIES.join(", ")
+        ));
+        let status = command
+            .stdin(Stdio::null())
+            .status()
+            .await
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!(
+                "cargo build of {} failed ({status})",
+                WORKSPACE_BINARIES.join(", ")
+            );
+        }
+    }
+    let path = |name: &str| -> anyhow::Result<PathBuf> {
+        let path = dir.join(name);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            bail!(
+                "{} is missing: build the workspace's binaries first with \
+                 `cargo build --workspace --bins` (or start the demo with `cargo run --bin demo`)",
+                path.display()
+            )
+        }
+    };
+    Ok([
+        path(WORKSPACE_BINARIES[0])?,
+        path(WORKSPACE_BINARIES[1])?,
+        path(WORKSPACE_BINARIES[2])?,
+    ])
+}
