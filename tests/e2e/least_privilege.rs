@@ -27,6 +27,7 @@ use traffic::gateway::http_route_resource;
 
 use crate::cli::built_binary;
 use crate::prometheus_analysis::openmetrics;
+use crate::rollout_analysis::error_rate_template;
 use crate::rollouts::{create_rollout, create_service, rollout_manifest, set_image, status_until};
 use crate::support::{Env, TestNamespace, eventually, free_port};
 
@@ -208,35 +209,18 @@ async fn create_namespace_once(client: &kube::Client, name: &str) -> anyhow::Res
     }
 }
 
-/// The canary's analysis: its Prometheus address, bearer token and CA certificate come from a
-/// Secret and a ConfigMap, as a real installation keeps them.
+/// The canary's analysis (rollout_analysis's error-rate template), with its Prometheus address,
+/// bearer token and CA certificate from a Secret and a ConfigMap, as a real installation keeps
+/// them.
 fn analysed_template() -> Value {
-    let query = "sum(rate(http_requests_total{rollouts_pod_template_hash=\"{{args.canary-hash}}\",code=~\"5..\"}[5m])) \
-                 / sum(rate(http_requests_total{rollouts_pod_template_hash=\"{{args.canary-hash}}\"}[5m]))";
-    json!({
-        "apiVersion": "sluice.dev/v1alpha1",
-        "kind": "AnalysisTemplate",
-        "metadata": {"name": "error-rate"},
-        "spec": {
-            "args": [
-                {"name": "prometheus", "valueFrom": {"secretKeyRef": {"name": "prometheus", "key": "address"}}},
-                {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
-            ],
-            "metrics": [{
-                "name": "error-rate",
-                "interval": "1s",
-                "count": 2,
-                "provider": {"prometheus": {
-                    "address": "{{args.prometheus}}",
-                    "query": query,
-                    "authentication": {"bearerToken": {"secretKeyRef": {"name": "prometheus", "key": "token"}}},
-                    "tls": {"caCert": {"configMapKeyRef": {"name": "prometheus-ca", "key": "ca.crt"}}},
-                }},
-                "successCondition": "result[0] < 0.01",
-                "failureCondition": "result[0] >= 0.02",
-            }],
-        },
-    })
+    let mut template = error_rate_template();
+    template["spec"]["args"][0] = json!({"name": "prometheus", "valueFrom": {"secretKeyRef": {"name": "prometheus", "key": "address"}}});
+    let provider = &mut template["spec"]["metrics"][0]["provider"]["prometheus"];
+    provider["authentication"] =
+        json!({"bearerToken": {"secretKeyRef": {"name": "prometheus", "key": "token"}}});
+    provider["tls"] =
+        json!({"caCert": {"configMapKeyRef": {"name": "prometheus-ca", "key": "ca.crt"}}});
+    template
 }
 
 async fn the_controller_uses_exactly_the_rights_deploy_grants(

@@ -33,7 +33,7 @@ fn hash_for(manifest: &Value, image: &str) -> anyhow::Result<String> {
     Ok(pod_template_hash(&serde_json::from_value(template)?))
 }
 
-fn error_rate_template() -> Value {
+pub(crate) fn error_rate_template() -> Value {
     let query = "sum(rate(http_requests_total{rollouts_pod_template_hash=\"{{args.canary-hash}}\",code=~\"5..\"}[5m])) \
                  / sum(rate(http_requests_total{rollouts_pod_template_hash=\"{{args.canary-hash}}\"}[5m]))";
     json!({
