@@ -19,6 +19,9 @@ phase() {
 phase fmt cargo fmt --all -- --check
 phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 phase build cargo test --workspace --all-targets --locked --no-run
+# The e2e tests run the binaries of other packages as processes (the controller, for leader
+# election and least privilege; kubectl-sluice): `cargo test` builds only its own package's.
+phase bins cargo build --workspace --bins --locked
 # Every crate keeps its tests in its own src/ (unit tests); the only integration-test target is
 # the e2e binary. Selecting by target, never by package, keeps one feature set: no rebuild.
 phase unit cargo test --workspace --locked --lib --bins --examples

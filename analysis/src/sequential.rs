@@ -224,6 +224,11 @@ pub struct SequentialState {
     pub last: CounterReadings,
     /// The running test.
     pub test: SequentialTest,
+    /// The canary weight Sluice had set at the last look. The split is checked only over a look
+    /// during which the weight stayed the same: a look that spans a setWeight mixes two splits,
+    /// and would always seem broken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_at_last_look: Option<f64>,
 }
 
 /// When the measured canary share of requests departs from the weight Sluice set by more than
@@ -254,11 +259,13 @@ pub fn start(plan: &SequentialPlan, readings: CounterReadings, alpha: f64) -> Se
         last: readings.clone(),
         start: readings,
         test: SequentialTest::new(plan.bad, plan.theta0, alpha),
+        share_at_last_look: None,
     }
 }
 
 /// One look: the counts since the last look enter the test, unless the traffic split is broken
-/// (`expected_share` is the canary weight Sluice set for this look, if it knows one).
+/// (`expected_share` is the canary weight Sluice has set now, if it knows one; the split is
+/// checked when it was the same at the last look).
 pub fn look(
     state: &SequentialState,
     readings: CounterReadings,
@@ -269,6 +276,7 @@ pub fn look(
         start: state.start.clone(),
         last: readings,
         test: state.test.clone(),
+        share_at_last_look: expected_share,
     };
     let mut evidence = Evidence {
         test: Some("sequentialPoisson".to_owned()),
@@ -276,7 +284,9 @@ pub fn look(
         expected_share: expected_share.and_then(finite),
         ..Evidence::default()
     };
-    let mismatch = expected_share.and_then(|share| sample_ratio_mismatch(&counts, share));
+    let mismatch = expected_share
+        .filter(|share| state.share_at_last_look == Some(*share))
+        .and_then(|share| sample_ratio_mismatch(&counts, share));
     let informative = if mismatch.is_none() && !next.test.rejected {
         next.test.observe(&counts)
     } else {
@@ -590,21 +600,26 @@ mod tests {
         };
         let plan = increase_plan();
         let state = start(&plan, readings(0.0, 0.0), 0.05);
-        // The weight says 20%, the canary got 50% of 10,000 requests.
-        let (next, judgement) = look(&state, readings(5000.0, 5000.0), Some(0.2));
+        // A look across a setWeight (0% -> 20%) mixes two splits: it is not checked, and enters
+        // the test (which takes each look's measured share, whatever the weight).
+        let (state, judgement) = look(&state, readings(500.0, 9500.0), Some(0.2));
+        assert_eq!(judgement.verdict, Verdict::Pass, "{}", judgement.message);
+        assert_eq!(state.test.looks, 1);
+        // At a steady 20%, the canary got 50% of 10,000 requests: broken, and left out.
+        let (next, judgement) = look(&state, readings(5500.0, 14500.0), Some(0.2));
         assert_eq!(
             judgement.verdict,
             Verdict::Inconclusive,
             "{}",
             judgement.message
         );
-        assert_eq!(next.test.looks, 0);
-        // 21% of 10,000 at a 20% weight is fine.
-        let (next, judgement) = look(&next, readings(7100.0, 12900.0), Some(0.2));
-        assert_eq!(judgement.verdict, Verdict::Pass, "{}", judgement.message);
         assert_eq!(next.test.looks, 1);
-        // No canary traffic yet: no data, never a pass.
-        let (_, judgement) = look(&next, readings(7100.0, 15900.0), None);
+        // 21% of 10,000 at a 20% weight is fine.
+        let (next, judgement) = look(&next, readings(7600.0, 22400.0), Some(0.2));
+        assert_eq!(judgement.verdict, Verdict::Pass, "{}", judgement.message);
+        assert_eq!(next.test.looks, 2);
+        // No canary traffic: no data, never a pass.
+        let (_, judgement) = look(&next, readings(7600.0, 25400.0), None);
         assert_eq!(judgement.verdict, Verdict::Inconclusive);
     }
 }

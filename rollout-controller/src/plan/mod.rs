@@ -1482,9 +1482,15 @@ impl<'a> Planner<'a> {
             .map(|rs| rs.available.min(rs.replicas))
             .sum();
         self.status.updated_replicas = updated.map_or(0, |rs| rs.ready);
+        // Retiring an old version (to zero, with the new one whole) is the last act of a
+        // finished rollout, not progress still to come: counting it would flip a Healthy
+        // rollout back to Progressing for the reconcile that retires a version kept for
+        // scaleDownDelaySeconds.
         let healthy = self.is_stable_updated()
             && updated.is_some_and(|rs| rs.available >= replicas && rs.replicas == replicas)
-            && scale_down.is_empty();
+            && scale_down
+                .iter()
+                .all(|t| t.replicas == 0 && t.hash != self.updated);
         if self.is_stable_updated() && self.status.phase != Phase::Degraded {
             self.status.phase = if healthy {
                 Phase::Healthy

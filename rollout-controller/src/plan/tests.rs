@@ -765,7 +765,17 @@ fn blue_green_previews_then_switches_then_scales_down_after_the_delay() {
         Some(green.as_str())
     );
     assert_eq!(sim.replicas_of(&blue), 3, "kept for scaleDownDelaySeconds");
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    // Retiring blue when the delay is over is no progress still to come: the rollout stays
+    // Healthy through it, and says so once.
     sim.advance(30);
+    let retiring = sim.reconcile();
+    assert_eq!(retiring.status.phase, Phase::Healthy);
+    assert!(
+        !retiring.events.iter().any(|e| e.reason == "Healthy"),
+        "{:?}",
+        retiring.events
+    );
     sim.settle();
     assert_eq!(sim.replicas_of(&blue), 0);
     assert_eq!(sim.status().phase, Phase::Healthy);
