@@ -69,20 +69,7 @@ impl BackfilledPrometheus {
             &logs,
         )?;
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
-        let ready = format!("{url}/-/ready");
-        wait::until::<_, HarnessError, _, _>("Prometheus to be ready", START_TIMEOUT, || async {
-            process.ensure_running()?;
-            let up = http
-                .get(&ready)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            Ok(up.then_some(()))
-        })
-        .await?;
+        wait_ready(&process, &url).await?;
         Ok(Self {
             url,
             process,
@@ -102,4 +89,23 @@ impl BackfilledPrometheus {
     pub async fn stop(mut self) {
         self.process.stop().await;
     }
+}
+
+/// Waits until the Prometheus `process` serving at `url` says it is ready; fails at once if it
+/// exits.
+pub(crate) async fn wait_ready(process: &ManagedProcess, url: &str) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let ready = format!("{url}/-/ready");
+    wait::until::<_, HarnessError, _, _>("Prometheus to be ready", START_TIMEOUT, || async {
+        process.ensure_running()?;
+        let up = http
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        Ok(up.then_some(()))
+    })
+    .await
 }

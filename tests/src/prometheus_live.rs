@@ -13,10 +13,9 @@ use serde_json::json;
 use crate::binaries::on_path;
 use crate::ports::free_ports;
 use crate::process::ManagedProcess;
-use crate::{HarnessError, Result, wait};
+use crate::{HarnessError, Result};
 
 const INSTALL_HINT: &str = "install Debian's prometheus package (apt-get install prometheus)";
-const START_TIMEOUT: Duration = Duration::from_secs(60);
 const TARGETS_FILE: &str = "targets.json";
 
 /// One process to scrape: `http://127.0.0.1:<port>/metrics`, its series carrying `labels`.
@@ -88,20 +87,7 @@ impl LivePrometheus {
             dir.path(),
         )?;
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
-        let ready = format!("{url}/-/ready");
-        wait::until::<_, HarnessError, _, _>("Prometheus to be ready", START_TIMEOUT, || async {
-            process.ensure_running()?;
-            let up = http
-                .get(&ready)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            Ok(up.then_some(()))
-        })
-        .await?;
+        crate::prometheus::wait_ready(&process, &url).await?;
         Ok(Self {
             url,
             targets_file,
