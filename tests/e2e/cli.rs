@@ -225,6 +225,17 @@ async fn curl(
     Ok((status.trim().parse()?, value))
 }
 
+/// `GET {api}/wait?phase=...` with curl, as a pipeline waits.
+async fn wait_for(token: &str, api: &str, phase: &str) -> anyhow::Result<(u16, Value)> {
+    curl(
+        token,
+        "GET",
+        &format!("{api}/wait?phase={phase}&timeout=60s"),
+        None,
+    )
+    .await
+}
+
 async fn a_pipeline_drives_a_canary_with_curl_and_gates_on_kubectl_sluice_status(
     env: &'static Env,
 ) -> anyhow::Result<()> {
@@ -241,13 +252,7 @@ async fn a_pipeline_drives_a_canary_with_curl_and_gates_on_kubectl_sluice_status
             "{}/api/v1/namespaces/{ns}/rollouts/web",
             controller.api_url()?
         );
-        let (status, body) = curl(
-            &token,
-            "GET",
-            &format!("{api}/wait?phase=Healthy&timeout=60s"),
-            None,
-        )
-        .await?;
+        let (status, body) = wait_for(&token, &api, "Healthy").await?;
         ensure!(
             status == 200 && body["phase"] == "Healthy",
             "v1: {status} {body}"
@@ -256,13 +261,7 @@ async fn a_pipeline_drives_a_canary_with_curl_and_gates_on_kubectl_sluice_status
         let set = sluice(env, &ns, &["set", "image", "web", "app=web:2"]).await?;
         ensure!(code(&set) == 0, "set image: {set:?}");
         for step in [1, 3] {
-            let (status, body) = curl(
-                &token,
-                "GET",
-                &format!("{api}/wait?phase=Paused&timeout=60s"),
-                None,
-            )
-            .await?;
+            let (status, body) = wait_for(&token, &api, "Paused").await?;
             ensure!(
                 status == 200 && body["currentStep"] == step,
                 "pause {step}: {status} {body}"
@@ -272,13 +271,7 @@ async fn a_pipeline_drives_a_canary_with_curl_and_gates_on_kubectl_sluice_status
                 curl(&token, "POST", &format!("{api}/promote"), Some(&promote)).await?;
             ensure!(status == 200, "promote {step}: {status} {body}");
         }
-        let (status, body) = curl(
-            &token,
-            "GET",
-            &format!("{api}/wait?phase=Healthy&timeout=60s"),
-            None,
-        )
-        .await?;
+        let (status, body) = wait_for(&token, &api, "Healthy").await?;
         ensure!(
             status == 200 && body["updatedRevision"] == body["stableRevision"],
             "v2: {status} {body}"
@@ -309,23 +302,11 @@ async fn a_pipeline_drives_a_canary_with_curl_and_gates_on_kubectl_sluice_status
         // v3 aborted by the pipeline: `wait` answers 409, and the gate exits non-zero.
         let set = sluice(env, &ns, &["set", "image", "web", "app=web:3"]).await?;
         ensure!(code(&set) == 0, "set image: {set:?}");
-        let (status, _) = curl(
-            &token,
-            "GET",
-            &format!("{api}/wait?phase=Paused&timeout=60s"),
-            None,
-        )
-        .await?;
+        let (status, _) = wait_for(&token, &api, "Paused").await?;
         ensure!(status == 200, "v3 did not pause: {status}");
         let (status, body) = curl(&token, "POST", &format!("{api}/abort"), None).await?;
         ensure!(status == 200, "abort: {status} {body}");
-        let (status, body) = curl(
-            &token,
-            "GET",
-            &format!("{api}/wait?phase=Healthy&timeout=60s"),
-            None,
-        )
-        .await?;
+        let (status, body) = wait_for(&token, &api, "Healthy").await?;
         ensure!(
             status == 409 && body["error"] == "Aborted",
             "{status} {body}"
@@ -345,13 +326,7 @@ async fn a_pipeline_drives_a_canary_with_curl_and_gates_on_kubectl_sluice_status
         )
         .await?;
         ensure!(status == 200, "undo: {status} {body}");
-        let (status, body) = curl(
-            &token,
-            "GET",
-            &format!("{api}/wait?phase=Paused&timeout=60s"),
-            None,
-        )
-        .await?;
+        let (status, body) = wait_for(&token, &api, "Paused").await?;
         let canary = body["revisions"]
             .as_array()
             .and_then(|r| r.iter().find(|r| r["role"] == "canary"))

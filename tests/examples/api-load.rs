@@ -324,13 +324,7 @@ async fn get_at_rate(
         let due = ticker.tick().await;
         let request = http.get(url).bearer_auth(token);
         requests.spawn(async move {
-            let status = match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    response.bytes().await.ok().map(|_| status)
-                }
-                Err(_) => None,
-            };
+            let status = answered(request).await;
             Outcome {
                 status,
                 took: due.elapsed(),
@@ -339,6 +333,13 @@ async fn get_at_rate(
     }
     // Every request has the client's timeout, so this ends.
     requests.join_all().await
+}
+
+/// The status of a request whose whole body arrived; `None` when it failed on the way.
+async fn answered(request: reqwest::RequestBuilder) -> Option<u16> {
+    let response = request.send().await.ok()?;
+    let status = response.status().as_u16();
+    response.bytes().await.ok().map(|_| status)
 }
 
 /// Opens `count` long-polls for a phase the rollout will not reach. Each gets a client of its
@@ -359,13 +360,7 @@ fn open_waits(
         let request = http.get(&url).bearer_auth(token);
         waits.spawn(async move {
             let sent = Instant::now();
-            let status = match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    response.bytes().await.ok().map(|_| status)
-                }
-                Err(_) => None,
-            };
+            let status = answered(request).await;
             Outcome {
                 status,
                 took: sent.elapsed(),
