@@ -1,4 +1,4 @@
-//! The metric part of an AnalysisTemplate spec, as users write it (API.md), and its validation into
+//! The metric part of an AnalysisTemplate spec, as users write it (docs/API.md), and its validation into
 //! a [`MetricPlan`] that the lifecycle and the judges use.
 
 use std::time::Duration;

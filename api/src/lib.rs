@@ -1,4 +1,4 @@
-//! Sluice's REST API for pipelines (API.md): list, get, wait for, watch, promote, abort, retry,
+//! Sluice's REST API for pipelines (docs/API.md): list, get, wait for, watch, promote, abort, retry,
 //! pause, resume and undo rollouts, and its OpenAPI document. No Kubernetes here: the routes talk
 //! to a [`RolloutControl`] for rollouts and an [`Authorizer`] for callers, which the controller
 //! implements with kube (actions become writes of `spec.paused` / `spec.decision` /
@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -215,7 +216,7 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(600);
 /// How often `wait` and `events` look at the rollout. The controller's store is in memory, so a
 /// look is cheap; a quarter second is well below any step's length.
 const WAIT_POLL: Duration = Duration::from_millis(250);
-/// Request bodies are small JSON objects.
+/// Request bodies are small JSON objects; a larger one is a 413 ([`read_body`]).
 const BODY_LIMIT: usize = 16 * 1024;
 
 struct Shared<C, A> {
@@ -273,7 +274,6 @@ pub fn router<C: RolloutControl, A: Authorizer>(control: Arc<C>, auth: Arc<A>) -
         .route(&__path_resume::path(), post(resume::<C, A>))
         .route(&__path_undo::path(), post(undo::<C, A>))
         .route(&__path_openapi_json::path(), get(openapi_json))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -382,6 +382,26 @@ fn parse_timeout(timeout: Option<&str>, default: Duration) -> Result<Duration, A
         )));
     }
     Ok(timeout)
+}
+
+/// The request body, up to [`BODY_LIMIT`]. Read only inside [`handle`], after the caller was
+/// admitted: who may not act hears 401 or 403, never what is wrong with a body.
+async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+        let too_large = e
+            .into_inner()
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some();
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!("request body: larger than {BODY_LIMIT} bytes"),
+            )
+        } else {
+            bad_request("request body: could not be read".into())
+        }
+    })
 }
 
 /// A JSON body, or the default for an empty one; unknown fields are refused.
@@ -666,9 +686,28 @@ async fn act<C: RolloutControl, A: Authorizer>(
     name: String,
     action: Action,
 ) -> Result<axum::Json<RolloutView>, ApiError> {
+    let what = action.name();
+    act_on_body(state, headers, ns, name, what, Body::empty(), |_| {
+        Ok(action)
+    })
+    .await
+}
+
+/// An action made of the request's body by `parse`, which sees the body only once the caller
+/// is admitted.
+async fn act_on_body<C: RolloutControl, A: Authorizer>(
+    state: AppState<C, A>,
+    headers: HeaderMap,
+    ns: String,
+    name: String,
+    what: &str,
+    body: Body,
+    parse: impl FnOnce(&[u8]) -> Result<Action, ApiError>,
+) -> Result<axum::Json<RolloutView>, ApiError> {
     let control = state.control.clone();
-    let what = format!("{} {ns}/{name}", action.name());
+    let what = format!("{what} {ns}/{name}");
     handle(&state, &headers, Some(&ns), Verb::Update, &what, async {
+        let action = parse(&read_body(body).await?)?;
         Ok(control.act(&ns, &name, action).await?)
     })
     .await
@@ -683,21 +722,27 @@ async fn act<C: RolloutControl, A: Authorizer>(
     responses(
         (status = 200, description = "Promoted", body = RolloutView),
         (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "The caller may not update rollouts there", body = ErrorBody),
+        (status = 404, description = "No such rollout", body = ErrorBody),
         (status = 409, description = "Not paused, aborted, already promoted, or fromStep is not the current step", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
     )
 )]
 async fn promote<C: RolloutControl, A: Authorizer>(
     State(state): State<AppState<C, A>>,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<axum::Json<RolloutView>, ApiError> {
-    let body: PromoteBody = parse_body(&body)?;
-    let action = Action::Promote {
-        full: body.full,
-        from_step: body.from_step,
-    };
-    act(state, headers, ns, name, action).await
+    act_on_body(state, headers, ns, name, "promote", body, |bytes| {
+        let body: PromoteBody = parse_body(bytes)?;
+        Ok(Action::Promote {
+            full: body.full,
+            from_step: body.from_step,
+        })
+    })
+    .await
 }
 
 /// Go back to an older revision: its pod template becomes the rollout's, and rolls out as any
@@ -710,20 +755,26 @@ async fn promote<C: RolloutControl, A: Authorizer>(
     responses(
         (status = 200, description = "The older template is the rollout's again", body = RolloutView),
         (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "The caller may not update rollouts there", body = ErrorBody),
+        (status = 404, description = "No such rollout", body = ErrorBody),
         (status = 409, description = "No such revision in history, or it is the current one", body = ErrorBody),
+        (status = 413, description = "Body over 16 KiB", body = ErrorBody),
     )
 )]
 async fn undo<C: RolloutControl, A: Authorizer>(
     State(state): State<AppState<C, A>>,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<axum::Json<RolloutView>, ApiError> {
-    let body: UndoBody = parse_body(&body)?;
-    let action = Action::Undo {
-        to_revision: body.to_revision,
-    };
-    act(state, headers, ns, name, action).await
+    act_on_body(state, headers, ns, name, "undo", body, |bytes| {
+        let body: UndoBody = parse_body(bytes)?;
+        Ok(Action::Undo {
+            to_revision: body.to_revision,
+        })
+    })
+    .await
 }
 
 macro_rules! simple_action {

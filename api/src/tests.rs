@@ -332,7 +332,7 @@ async fn wait_answers_for_the_generation_current_at_the_call() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-/// Every route API.md names, as (method, path).
+/// Every route docs/API.md names, as (method, path).
 const API_MD_ROUTES: [(&str, &str); 11] = [
     ("get", "/api/v1/rollouts"),
     ("get", "/api/v1/namespaces/{ns}/rollouts/{name}"),
@@ -526,4 +526,66 @@ async fn undo_takes_an_optional_revision_and_says_why_it_cannot() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = call(&app, "POST", &undo, Some("reader"), "").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_caller_is_checked_before_the_body_is_read() {
+    let memory = Memory::with(paused_at(1));
+    let app = router(memory.clone(), Arc::new(Tokens));
+    let too_big = "x".repeat(BODY_LIMIT + 1);
+    for path in ["promote", "undo"] {
+        let uri = format!("{WEB}/{path}");
+        for body in ["not json", r#"{"force": true}"#, too_big.as_str()] {
+            let (status, reply) = call(&app, "POST", &uri, None, body).await;
+            assert_eq!(
+                (status, reply["error"].as_str()),
+                (StatusCode::UNAUTHORIZED, Some("Unauthorized")),
+                "{path} without a token, body of {} bytes",
+                body.len()
+            );
+            let (status, _) = call(&app, "POST", &uri, Some("reader"), body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} by a reader");
+        }
+    }
+    assert_eq!(
+        memory.get("shop", "web").await.unwrap().current_step,
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413_in_the_documented_error_shape() {
+    let memory = Memory::with(paused_at(1));
+    let app = router(memory.clone(), Arc::new(Tokens));
+    let too_big = format!(r#"{{"fromStep": 1, "x": "{}"}}"#, "a".repeat(BODY_LIMIT));
+    for path in ["promote", "undo"] {
+        let (status, reply) = call(
+            &app,
+            "POST",
+            &format!("{WEB}/{path}"),
+            Some("writer"),
+            &too_big,
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let reply: ErrorBody = serde_json::from_value(reply).expect("the JSON error shape");
+        assert_eq!(reply.error, "PayloadTooLarge");
+        assert!(reply.message.contains("16384 bytes"), "{}", reply.message);
+    }
+    // Exactly at the limit is read (and judged on its content).
+    let at_limit = format!(r#"{{"fromStep": 1{}}}"#, " ".repeat(BODY_LIMIT - 15));
+    assert_eq!(at_limit.len(), BODY_LIMIT);
+    let (status, _) = call(
+        &app,
+        "POST",
+        &format!("{WEB}/promote"),
+        Some("writer"),
+        &at_limit,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        memory.get("shop", "web").await.unwrap().current_step,
+        Some(2)
+    );
 }

@@ -30,7 +30,8 @@ pub struct RolloutView {
     /// Aborted: traffic is on stable until a retry or a new template.
     #[serde(default)]
     pub aborted: bool,
-    /// Percentage of traffic on the canary.
+    /// Percentage of traffic on the updated revision (canary): the step's weight while it rolls
+    /// out, 100 once it is stable, 0 while it is aborted.
     pub weight: Option<i32>,
     /// How traffic is split: `replicas` (no router), `nginx`, `gatewayAPI`, or `services`
     /// (blue-green's selector switch).
@@ -78,7 +79,7 @@ pub struct RevisionView {
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisRunView {
     pub name: String,
-    /// `step-N`, `background`, `pre-promotion`, `post-promotion` or `ab`.
+    /// `step-N`, `background`, `pre-promotion`, `post-promotion` or `ab-test`.
     pub kind: String,
     /// `Pending`, `Running`, `Successful`, `Failed`, `Error` or `Inconclusive`.
     pub phase: String,

@@ -3,14 +3,15 @@
 //! code, so both behave the same.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use api::{Action, RolloutView};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use rollout_controller::api_server::{action_patch, owned_by, view};
@@ -18,8 +19,10 @@ use rollout_controller::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use serde_json::json;
 
+mod args;
 mod render;
 
+use args::{Cli, Command, Output};
 use render::Style;
 
 const EXIT_ERROR: u8 = 1;
@@ -32,105 +35,6 @@ const EXIT_LINT: u8 = 7;
 /// The field manager of the CLI's writes, beside the controller's `sluice` and the API's
 /// `sluice-api`: managedFields then say who decided.
 const FIELD_MANAGER: &str = "kubectl-sluice";
-
-const EXIT_CODES: &str = "\
-Exit codes:
-  0  done (status: the rollout is Healthy; lint: no errors)
-  1  error (no cluster, no such rollout, a failed request)
-  2  usage
-  3  status: the rollout aborted
-  4  status: the timeout passed first
-  5  the action does not apply now (promote a rollout that is not paused, retry one that is
-     not aborted, undo to a revision not in history), or the rollout changed while deciding
-  6  status: the rollout is Degraded (an invalid spec, or the progress deadline passed)
-  7  lint: the file has errors";
-
-#[derive(Parser)]
-#[command(
-    name = "kubectl-sluice",
-    about = "See and steer Sluice rollouts",
-    after_help = EXIT_CODES
-)]
-struct Cli {
-    /// Namespace (default: the kubeconfig context's).
-    #[arg(short, long, global = true)]
-    namespace: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    Text,
-    Json,
-    Yaml,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// List rollouts: strategy, phase, step, weight.
-    List {
-        #[arg(short, long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-    /// One rollout: phase, steps with the current one marked, traffic, revisions with their
-    /// pods, analysis runs with their latest verdicts and evidence.
-    Get {
-        /// `rollout` (or `ro`)
-        kind: String,
-        name: String,
-        /// Keep watching: show each change.
-        #[arg(short, long)]
-        watch: bool,
-        #[arg(short, long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-    /// Wait until the rollout is Healthy (exit 0), aborted (3), Degraded (6) or the timeout
-    /// passes (4). Answers for the spec as it is now: right after a change it never reports the
-    /// previous revision's Healthy.
-    Status {
-        name: String,
-        #[arg(long, default_value = "10m")]
-        timeout: String,
-    },
-    /// Approve the current step (or, with --full, skip all remaining steps and analyses).
-    Promote {
-        name: String,
-        #[arg(long)]
-        full: bool,
-    },
-    /// Abort the revision rolling out: all traffic back to stable.
-    Abort { name: String },
-    /// Start an aborted revision again from its first step.
-    Retry { name: String },
-    /// Hold the rollout where it is.
-    Pause { name: String },
-    /// Let a paused rollout go on.
-    Resume { name: String },
-    /// Go back to an older revision's pod template (see the revisions in `get rollout`).
-    Undo {
-        name: String,
-        /// The revision number (default: the one before the current).
-        #[arg(long)]
-        to_revision: Option<i64>,
-    },
-    /// Change a container's image: starts a new revision.
-    Set {
-        /// `image`
-        what: String,
-        name: String,
-        /// CONTAINER=IMAGE
-        assignment: String,
-    },
-    /// Check Rollouts in a file offline, with the rules the apiserver and the controller apply
-    /// (including what a traffic router cannot express). Needs no cluster.
-    Lint {
-        #[arg(short, long)]
-        file: PathBuf,
-        #[arg(short, long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -150,24 +54,21 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let namespace = cli.namespace.as_deref();
     match cli.command {
         Command::Lint { file, output } => lint(&file, output, style),
-        Command::List { output } => {
-            let cluster = Cluster::connect(namespace).await?;
-            let views = cluster.list().await?;
-            match output {
-                Output::Text => print!("{}", render::table(&views, style)),
-                other => print_structured(&views, other)?,
-            }
-            Ok(0)
-        }
+        Command::List { kind: _, output } => list(namespace, output, style).await,
+        // `get rollouts`: the list, as kubectl lists a kind.
         Command::Get {
-            kind,
-            name,
+            name: None,
+            watch: false,
+            output,
+            ..
+        } => list(namespace, output, style).await,
+        Command::Get { name: None, .. } => bail!("get -w takes a rollout: `get rollout NAME -w`"),
+        Command::Get {
+            name: Some(name),
             watch,
             output,
+            ..
         } => {
-            if !matches!(kind.as_str(), "rollout" | "rollouts" | "ro") {
-                bail!("get takes `rollout NAME`, not {kind:?}");
-            }
             let cluster = Cluster::connect(namespace).await?;
             let mut last = None;
             loop {
@@ -191,12 +92,22 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        Command::Status { name, timeout } => {
+        Command::Status {
+            name,
+            timeout,
+            watch,
+        } => {
             let timeout = humantime::parse_duration(&timeout)
                 .with_context(|| format!("--timeout {timeout:?}"))?;
+            // Without watching, the answer is where the rollout is now: a timeout of zero.
+            let timeout = if watch { timeout } else { Duration::ZERO };
             status(&Cluster::connect(namespace).await?, &name, timeout).await
         }
-        Command::Promote { name, full } => {
+        Command::Promote {
+            name,
+            full,
+            skip_current_step: _,
+        } => {
             let action = Action::Promote {
                 full,
                 from_step: None,
@@ -204,7 +115,27 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Cluster::connect(namespace).await?.act(&name, action).await
         }
         Command::Abort { name } => act(namespace, &name, Action::Abort).await,
-        Command::Retry { name } => act(namespace, &name, Action::Retry).await,
+        Command::Retry { words } => {
+            act(namespace, args::rollout_name(&words)?, Action::Retry).await
+        }
+        Command::Restart { name, delay } => {
+            let delay = match delay {
+                Some(text) => {
+                    humantime::parse_duration(&text).with_context(|| format!("--in {text:?}"))?
+                }
+                None => Duration::ZERO,
+            };
+            let at = Cluster::connect(namespace)
+                .await?
+                .restart(&name, delay)
+                .await?;
+            println!("rollout {name}: restart requested at {at}");
+            Ok(0)
+        }
+        Command::Version => {
+            println!("kubectl-sluice {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
         Command::Pause { name } => act(namespace, &name, Action::Pause).await,
         Command::Resume { name } => act(namespace, &name, Action::Resume).await,
         Command::Undo { name, to_revision } => {
@@ -228,6 +159,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+async fn list(namespace: Option<&str>, output: Output, style: Style) -> anyhow::Result<u8> {
+    let views = Cluster::connect(namespace).await?.list().await?;
+    match output {
+        Output::Text => print!("{}", render::table(&views, style)),
+        other => print_structured(&views, other)?,
+    }
+    Ok(0)
 }
 
 async fn act(namespace: Option<&str>, name: &str, action: Action) -> anyhow::Result<u8> {
@@ -383,6 +323,25 @@ impl Cluster {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Asks the controller to re-create the stable version's pods that exist `delay` from now
+    /// (`spec.restartAt`). The time is rounded up to the next whole second, as the apiserver
+    /// keeps it: rounded down, a pod created earlier in the same second would count as new.
+    async fn restart(&self, name: &str, delay: Duration) -> anyhow::Result<Timestamp> {
+        let at = Timestamp::now()
+            .checked_add(delay)
+            .context("--in is too far off")?;
+        let at = Timestamp::from_second(at.as_second() + 1).context("--in is too far off")?;
+        let patch = json!({"spec": {"restartAt": Time(at)}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        self.rollouts
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await?;
+        Ok(at)
     }
 
     async fn set_image(&self, name: &str, container: &str, image: &str) -> anyhow::Result<()> {

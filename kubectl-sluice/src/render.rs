@@ -106,11 +106,16 @@ pub fn rollout(v: &RolloutView, style: Style) -> String {
         v.message
     );
     if let Some(weight) = v.weight {
-        let _ = writeln!(
-            out,
-            "  Traffic:   canary {weight}%, stable {}%",
-            100 - weight
-        );
+        let finished = v.stable_revision.is_some() && v.stable_revision == v.updated_revision;
+        if finished {
+            let _ = writeln!(out, "  Traffic:   stable {weight}%");
+        } else {
+            let _ = writeln!(
+                out,
+                "  Traffic:   canary {weight}%, stable {}%",
+                100 - weight
+            );
+        }
     }
     if !v.steps.is_empty() {
         let _ = writeln!(out, "  Steps:");
@@ -343,6 +348,19 @@ mod tests {
         assert!(text.contains("bbbb") && text.contains("1/1") && text.contains("4/4"));
         assert!(text.contains("eValue=0.8123") && text.contains("canarySamples=120"));
         assert!(!text.contains('\x1b'), "no colour off a terminal: {text}");
+    }
+
+    #[test]
+    fn a_finished_rollout_shows_all_traffic_on_stable() {
+        let mut finished = paused_canary();
+        finished.phase = "Healthy".into();
+        finished.updated_revision = finished.stable_revision.clone();
+        finished.weight = Some(100);
+        let text = rollout(&finished, Style { colour: false });
+        assert!(text.contains("Traffic:   stable 100%\n"), "{text}");
+        let table = table(&[finished], Style { colour: false });
+        let row = table.lines().nth(1).unwrap_or_default();
+        assert!(row.contains("   100  "), "{table}");
     }
 
     #[test]

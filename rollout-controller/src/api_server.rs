@@ -21,11 +21,18 @@ use serde_json::json;
 
 use crate::crd::analysis::{AnalysisRun, MetricResult};
 use crate::crd::{
-    CanaryStep, GROUP, POD_TEMPLATE_HASH_LABEL, Phase, REVISION_ANNOTATION, Rollout,
+    CanaryStep, Decision, GROUP, POD_TEMPLATE_HASH_LABEL, Phase, REVISION_ANNOTATION, Rollout,
     TEMPLATE_ANNOTATION,
 };
 use crate::hash::pod_template_hash;
 use crate::reconcile::FIELD_MANAGER;
+
+/// How many times an action is decided again when the rollout changed under it: the
+/// controller's own status writes move the resourceVersion several times a step.
+const ACT_TRIES: usize = 5;
+
+/// How long an action waits for the store to see what it wrote.
+const STORE_CATCH_UP: Duration = Duration::from_secs(2);
 
 /// How long an authorization decision is reused.
 const AUTH_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -76,6 +83,22 @@ impl KubeControl {
         let (replica_sets, runs) = self.parts(rollout);
         view(rollout, &replica_sets, &runs)
     }
+
+    /// Waits, briefly, until the store holds the spec an action just wrote: reads answer from
+    /// the store, and a pipeline's `wait` right after its promote must not take the generation
+    /// before the promote for the current one and answer with the pause just promoted.
+    async fn caught_up(&self, written: &Rollout) {
+        let key = ObjectRef::from_obj(written);
+        let deadline = Instant::now() + STORE_CATCH_UP;
+        while let Some(stored) = self.rollouts.get(&key) {
+            if stored.metadata.generation >= written.metadata.generation
+                || Instant::now() >= deadline
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Whether `object` is controlled by `rollout` (its owner reference with `controller: true`).
@@ -99,7 +122,7 @@ fn describe_step(step: &CanaryStep) -> String {
         return format!("setWeight {weight}");
     }
     if let Some(pause) = &step.pause {
-        return match &pause.duration {
+        return match pause.shown() {
             Some(d) => format!("pause {d}"),
             None => "pause (until promoted)".into(),
         };
@@ -232,7 +255,14 @@ pub fn view(rollout: &Rollout, replica_sets: &[ReplicaSet], runs: &[AnalysisRun]
             .collect(),
         paused: rollout.spec.paused == Some(true),
         aborted: status.abort,
-        weight: status.canary.as_ref().map(|c| c.weight),
+        weight: status.canary.as_ref().map(|c| {
+            // Finished: the new version is stable and has all the traffic, though the canary's
+            // own weight is back at 0 for the next release.
+            let finished = !status.abort
+                && status.stable_revision.is_some()
+                && status.stable_revision == status.updated_revision;
+            if finished { 100 } else { c.weight }
+        }),
         traffic_router: traffic_router.map(str::to_owned),
         stable_revision: status.stable_revision.clone(),
         updated_revision: status.updated_revision.clone(),
@@ -269,26 +299,7 @@ pub fn undo_patch(
     to: Option<i64>,
 ) -> Result<serde_json::Value, String> {
     let current_hash = pod_template_hash(&rollout.spec.template);
-    let current_revision = replica_sets
-        .iter()
-        .find(|rs| rs.labels().get(POD_TEMPLATE_HASH_LABEL) == Some(&current_hash))
-        .and_then(revision_number);
-    let target = match to {
-        Some(n) => replica_sets
-            .iter()
-            .find(|rs| revision_number(rs) == Some(n))
-            .ok_or_else(|| format!("revision {n} is not in the rollout's history"))?,
-        None => replica_sets
-            .iter()
-            .filter(|rs| rs.labels().get(POD_TEMPLATE_HASH_LABEL) != Some(&current_hash))
-            .filter(|rs| match (revision_number(rs), current_revision) {
-                (Some(r), Some(current)) => r < current,
-                (r, None) => r.is_some(),
-                _ => false,
-            })
-            .max_by_key(|rs| revision_number(rs))
-            .ok_or("no older revision in the rollout's history")?,
-    };
+    let target = undo_target(rollout, replica_sets, to)?;
     let target_hash = target
         .labels()
         .get(POD_TEMPLATE_HASH_LABEL)
@@ -311,6 +322,60 @@ pub fn undo_patch(
     let current = serde_json::to_value(&rollout.spec.template).unwrap_or_default();
     let target = serde_json::to_value(&template).unwrap_or_default();
     Ok(json!({"spec": {"template": merge_patch_between(&current, &target)}}))
+}
+
+/// The ReplicaSet of revision `to`, or of the newest revision older than the current template's.
+fn undo_target<'a>(
+    rollout: &Rollout,
+    replica_sets: &'a [ReplicaSet],
+    to: Option<i64>,
+) -> Result<&'a ReplicaSet, String> {
+    let current_hash = pod_template_hash(&rollout.spec.template);
+    let current_revision = replica_sets
+        .iter()
+        .find(|rs| rs.labels().get(POD_TEMPLATE_HASH_LABEL) == Some(&current_hash))
+        .and_then(revision_number);
+    match to {
+        Some(n) => replica_sets
+            .iter()
+            .find(|rs| revision_number(rs) == Some(n))
+            .ok_or_else(|| format!("revision {n} is not in the rollout's history")),
+        None => replica_sets
+            .iter()
+            .filter(|rs| rs.labels().get(POD_TEMPLATE_HASH_LABEL) != Some(&current_hash))
+            .filter(|rs| match (revision_number(rs), current_revision) {
+                (Some(r), Some(current)) => r < current,
+                (r, None) => r.is_some(),
+                _ => false,
+            })
+            .max_by_key(|rs| revision_number(rs))
+            .ok_or_else(|| "no older revision in the rollout's history".into()),
+    }
+}
+
+/// `action` as the caller meant it on `rollout` as first read: a promote of the step that was
+/// current, an undo to the revision that was the one before. Decided again on a rollout that
+/// changed since, it then still means that, and never promotes a step, or undoes a revision,
+/// the caller did not see.
+fn pinned(rollout: &Rollout, replica_sets: &[ReplicaSet], action: Action) -> Action {
+    match action {
+        Action::Promote {
+            full: false,
+            from_step: None,
+        } => Action::Promote {
+            full: false,
+            from_step: rollout
+                .status
+                .as_ref()
+                .map(|s| s.current_step_index.unwrap_or(0)),
+        },
+        Action::Undo { to_revision: None } => Action::Undo {
+            to_revision: undo_target(rollout, replica_sets, None)
+                .ok()
+                .and_then(revision_number),
+        },
+        other => other,
+    }
 }
 
 /// The JSON merge patch (RFC 7386) that turns `from` into `to`: a key `to` lacks becomes null,
@@ -343,6 +408,30 @@ fn unavailable(e: kube::Error) -> ControlError {
     ControlError::Unavailable(e.to_string())
 }
 
+/// `decision` as a merge patch that replaces the stored one whole: a field it does not set is
+/// written as null, so nothing of an earlier decision survives under its revision's name (a
+/// merge patch leaves absent keys alone).
+fn whole_decision(decision: &Decision) -> serde_json::Value {
+    // Every field, listed without `..`, so that a new one does not compile until it is named.
+    let every = Decision {
+        revision: String::new(),
+        attempt: Some(0),
+        promoted_step: Some(0),
+        full: Some(false),
+        abort: Some(false),
+        retry: Some(0),
+    };
+    let mut value = serde_json::to_value(decision).unwrap_or_default();
+    if let (Some(fields), Ok(serde_json::Value::Object(all))) =
+        (value.as_object_mut(), serde_json::to_value(&every))
+    {
+        for key in all.keys() {
+            fields.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    value
+}
+
 /// The `spec` patch an action makes, decided on `rollout` (and, for undo, the ReplicaSets it
 /// owns) as read; the reason it does not apply now otherwise. Pure, so that the CLI writes the
 /// very same fields.
@@ -354,21 +443,22 @@ pub fn action_patch(
     let status = rollout.status.clone().unwrap_or_default();
     let updated = status.updated_revision.clone().unwrap_or_default();
     let in_progress = !updated.is_empty() && status.stable_revision.as_deref() != Some(&updated);
+    // What the controller counts for the attempt running now is kept; a decision about another
+    // revision or attempt is replaced, not merged into.
     let current = rollout
         .spec
         .decision
         .clone()
-        .filter(|d| d.revision == updated)
+        .filter(|d| d.revision == updated && d.attempt.is_none_or(|a| a == status.attempt))
         .unwrap_or_default();
-    let decision = |change: serde_json::Value| {
-        let mut value = serde_json::to_value(&current).unwrap_or_default();
-        value["revision"] = json!(updated);
-        if let (Some(target), Some(fields)) = (value.as_object_mut(), change.as_object()) {
-            for (k, v) in fields {
-                target.insert(k.clone(), v.clone());
-            }
-        }
-        json!({"spec": {"decision": value}})
+    let decision = |change: &dyn Fn(&mut Decision)| {
+        let mut next = Decision {
+            revision: updated.clone(),
+            attempt: Some(status.attempt),
+            ..current.clone()
+        };
+        change(&mut next);
+        json!({"spec": {"decision": whole_decision(&next)}})
     };
     match action {
         Action::Promote { full, from_step } => {
@@ -382,7 +472,7 @@ pub fn action_patch(
                 return Err("the rollout is aborted: retry it first".into());
             }
             if *full {
-                return Ok(decision(json!({"full": true})));
+                return Ok(decision(&|d| d.full = Some(true)));
             }
             if status.phase != Phase::Paused {
                 return Err(format!(
@@ -396,10 +486,10 @@ pub fn action_patch(
             {
                 return Err(format!("fromStep {from} is not the current step {step}"));
             }
-            if current.promoted_step.is_some_and(|p| p >= step) {
+            if current.promoted_step == Some(step) {
                 return Err(format!("step {step} is already promoted"));
             }
-            Ok(decision(json!({"promotedStep": step})))
+            Ok(decision(&|d| d.promoted_step = Some(step)))
         }
         Action::Abort => {
             if !in_progress || status.abort {
@@ -408,7 +498,7 @@ pub fn action_patch(
                     status.phase.as_str()
                 ));
             }
-            Ok(decision(json!({"abort": true})))
+            Ok(decision(&|d| d.abort = Some(true)))
         }
         Action::Retry => {
             if !status.abort {
@@ -417,9 +507,14 @@ pub fn action_patch(
                     status.phase.as_str()
                 ));
             }
-            Ok(decision(
-                json!({"abort": false, "retry": status.retries + 1}),
-            ))
+            // The retried attempt starts with no promote: one of the aborted attempt must not
+            // approve a step of the next.
+            Ok(decision(&|d| {
+                d.promoted_step = None;
+                d.full = None;
+                d.abort = Some(false);
+                d.retry = Some(status.retries + 1);
+            }))
         }
         Action::Pause => Ok(json!({"spec": {"paused": true}})),
         Action::Resume => Ok(json!({"spec": {"paused": false}})),
@@ -462,31 +557,43 @@ impl RolloutControl for KubeControl {
         action: Action,
     ) -> Result<RolloutView, ControlError> {
         let rollouts: Api<Rollout> = Api::namespaced(self.client.clone(), namespace);
-        let rollout = rollouts
-            .get_opt(name)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| ControlError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            })?;
-        let (replica_sets, _) = self.parts(&rollout);
-        let mut patch =
-            action_patch(&rollout, &replica_sets, &action).map_err(ControlError::Conflict)?;
-        // Decided on this version: if the rollout changed since, the apiserver refuses the write
-        // and the caller asks again, so two callers never both act on one state.
-        patch["metadata"] = json!({"resourceVersion": rollout.resource_version()});
         let params = PatchParams {
             field_manager: Some(format!("{FIELD_MANAGER}-api")),
             ..PatchParams::default()
         };
-        match rollouts.patch(name, &params, &Patch::Merge(&patch)).await {
-            Ok(rollout) => Ok(self.view(&rollout)),
-            Err(kube::Error::Api(status)) if status.code == 409 => Err(ControlError::Conflict(
-                "the rollout changed while this request was decided; look again".into(),
-            )),
-            Err(e) => Err(unavailable(e)),
+        let mut action = action;
+        for tried in 0..ACT_TRIES {
+            let rollout = rollouts
+                .get_opt(name)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| ControlError::NotFound {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                })?;
+            let (replica_sets, _) = self.parts(&rollout);
+            if tried == 0 {
+                action = pinned(&rollout, &replica_sets, action);
+            }
+            let mut patch =
+                action_patch(&rollout, &replica_sets, &action).map_err(ControlError::Conflict)?;
+            // Decided on this version: if the rollout changed since (most often by the
+            // controller's own status write), the apiserver refuses the write and the action is
+            // decided again on what is there now, so two callers never both act on one state
+            // and a caller hears 409 only when its action no longer applies.
+            patch["metadata"] = json!({"resourceVersion": rollout.resource_version()});
+            match rollouts.patch(name, &params, &Patch::Merge(&patch)).await {
+                Ok(written) => {
+                    self.caught_up(&written).await;
+                    return Ok(self.view(&written));
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
         }
+        Err(ControlError::Conflict(format!(
+            "the rollout changed {ACT_TRIES} times while this request was decided; look again"
+        )))
     }
 }
 
@@ -594,7 +701,7 @@ impl Authorizer for KubeAuthorizer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn rollout(status: serde_json::Value, decision: serde_json::Value) -> Rollout {
@@ -618,9 +725,11 @@ mod tests {
             full: false,
             from_step: Some(1),
         };
+        // The stored decision is about another revision: replaced whole, every other field null.
         assert_eq!(
             action_patch(&r, &[], &promote).unwrap(),
-            json!({"spec": {"decision": {"revision": "b", "promotedStep": 1}}})
+            json!({"spec": {"decision": {"revision": "b", "attempt": 0, "promotedStep": 1,
+                                         "full": null, "abort": null, "retry": null}}})
         );
         let full = Action::Promote {
             full: true,
@@ -675,7 +784,7 @@ mod tests {
     }
 
     /// RFC 7386, as the apiserver applies a merge patch.
-    fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    pub(crate) fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
         let Some(fields) = patch.as_object() else {
             *target = patch.clone();
             return;
@@ -824,6 +933,22 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_rollout_shows_its_weight_as_100_on_the_new_stable() {
+        let weight =
+            |status: serde_json::Value| view(&rollout(status, json!(null)), &[], &[]).weight;
+        // The controller sets the canary's weight back to 0 when it promotes.
+        let healthy = json!({"phase": "Healthy", "stableRevision": "b", "updatedRevision": "b",
+                             "canary": {"weight": 0}});
+        assert_eq!(weight(healthy), Some(100));
+        let mut paused = paused_at(1);
+        paused["canary"] = json!({"weight": 20});
+        assert_eq!(weight(paused), Some(20));
+        let aborted = json!({"phase": "Aborted", "abort": true, "stableRevision": "a",
+                             "updatedRevision": "b", "canary": {"weight": 0}});
+        assert_eq!(weight(aborted), Some(0));
+    }
+
+    #[test]
     fn actions_that_do_not_apply_now_say_why() {
         let promote = |from| Action::Promote {
             full: false,
@@ -872,7 +997,279 @@ mod tests {
         );
         assert_eq!(
             action_patch(&aborted, &[], &Action::Retry).unwrap(),
-            json!({"spec": {"decision": {"revision": "b", "abort": false, "retry": 3}}})
+            json!({"spec": {"decision": {"revision": "b", "attempt": 0, "abort": false, "retry": 3,
+                                         "promotedStep": null, "full": null}}})
+        );
+    }
+
+    #[test]
+    fn an_undo_decided_again_goes_to_the_revision_the_caller_saw_as_previous() {
+        let labels = json!({"app": "web"});
+        let v1 = rollout_of("web:1", labels.clone());
+        let v2 = rollout_of("web:2", labels.clone());
+        let v3 = rollout_of("web:3", labels);
+        let history = [
+            replica_set_of(&v1, 1, "stable"),
+            replica_set_of(&v2, 2, "stable"),
+            replica_set_of(&v3, 3, "canary"),
+        ];
+        let undo = Action::Undo { to_revision: None };
+        let pinned_undo = pinned(&v3, &history, undo);
+        assert_eq!(
+            pinned_undo,
+            Action::Undo {
+                to_revision: Some(2)
+            }
+        );
+        // Once another undo put v2 back, this one does not go on to v1.
+        let error = action_patch(&v2, &history, &pinned_undo).unwrap_err();
+        assert_eq!(error, "revision 2 is the current template");
+    }
+
+    /// What "the controller" does to the stored rollout between an action's read and its
+    /// write, once per read, for the first `races` reads.
+    type Race = Box<dyn FnMut(&mut serde_json::Value) + Send>;
+
+    struct Stored {
+        rollout: serde_json::Value,
+        version: u64,
+        races: usize,
+        race: Race,
+        patches: usize,
+    }
+
+    /// An apiserver holding one Rollout, as far as `act` needs one: GET answers it; a merge
+    /// PATCH that carries a resourceVersion other than the stored one is a 409, as the
+    /// apiserver's optimistic concurrency answers.
+    #[derive(Clone)]
+    struct FakeApiServer(std::sync::Arc<Mutex<Stored>>);
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    impl FakeApiServer {
+        fn new(rollout: &Rollout, races: usize, race: Race) -> Self {
+            let mut rollout = serde_json::to_value(rollout).unwrap();
+            rollout["metadata"]["resourceVersion"] = json!("1");
+            rollout["metadata"]["generation"] = json!(1);
+            Self(std::sync::Arc::new(Mutex::new(Stored {
+                rollout,
+                version: 1,
+                races,
+                race,
+                patches: 0,
+            })))
+        }
+
+        fn control(&self) -> KubeControl {
+            self.control_with_store().0
+        }
+
+        /// With the writer of its rollout store, to play the reflector.
+        fn control_with_store(
+            &self,
+        ) -> (
+            KubeControl,
+            kube::runtime::reflector::store::Writer<Rollout>,
+        ) {
+            let client = Client::new(self.clone(), "shop");
+            let (rollouts, writer) = kube::runtime::reflector::store();
+            let (replica_sets, _) = kube::runtime::reflector::store();
+            let (runs, _) = kube::runtime::reflector::store();
+            (
+                KubeControl::new(client, rollouts, replica_sets, runs),
+                writer,
+            )
+        }
+
+        fn rollout(&self) -> Rollout {
+            serde_json::from_value(self.stored().rollout.clone()).unwrap()
+        }
+
+        fn stored(&self) -> std::sync::MutexGuard<'_, Stored> {
+            self.0.lock().unwrap()
+        }
+    }
+
+    impl Stored {
+        fn bump(&mut self) {
+            self.version += 1;
+            self.rollout["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        }
+    }
+
+    impl tower_service::Service<http::Request<kube::client::Body>> for FakeApiServer {
+        type Response = http::Response<kube::client::Body>;
+        type Error = BoxError;
+        type Future = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+        >;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+            let server = self.clone();
+            Box::pin(async move {
+                let method = request.method().clone();
+                let body = request.into_body().collect_bytes().await?;
+                let mut guard = server.stored();
+                let stored = &mut *guard;
+                let (code, answer) = if method == http::Method::GET {
+                    let answer = stored.rollout.clone();
+                    if stored.races > 0 {
+                        stored.races -= 1;
+                        (stored.race)(&mut stored.rollout);
+                        stored.bump();
+                    }
+                    (200, answer)
+                } else {
+                    stored.patches += 1;
+                    let patch: serde_json::Value = serde_json::from_slice(&body)?;
+                    if patch["metadata"]["resourceVersion"]
+                        != stored.rollout["metadata"]["resourceVersion"]
+                    {
+                        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure", "reason": "Conflict", "code": 409,
+                            "message": "the object has been modified"});
+                        (409, status)
+                    } else {
+                        merge(&mut stored.rollout, &patch);
+                        if patch.get("spec").is_some() {
+                            let generation = stored.rollout["metadata"]["generation"].as_i64();
+                            stored.rollout["metadata"]["generation"] =
+                                json!(generation.unwrap_or(0) + 1);
+                        }
+                        stored.bump();
+                        (200, stored.rollout.clone())
+                    }
+                };
+                let response = http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(serde_json::to_vec(&answer)?))?;
+                Ok(response)
+            })
+        }
+    }
+
+    fn promote_step(step: i32) -> Action {
+        Action::Promote {
+            full: false,
+            from_step: Some(step),
+        }
+    }
+
+    /// The controller's own status writes move the resourceVersion under a promote: decided
+    /// again on what is there, it lands, and 409 is left for a promote that no longer applies.
+    #[tokio::test]
+    async fn a_promote_is_decided_again_when_only_the_controllers_status_moved() {
+        let paused = rollout(paused_at(1), json!(null));
+        let status_write: Race = Box::new(|r| r["status"]["readyReplicas"] = json!(4));
+        let server = FakeApiServer::new(&paused, 3, status_write);
+        let view = server
+            .control()
+            .act("shop", "web", promote_step(1))
+            .await
+            .unwrap();
+        assert_eq!(view.current_step, Some(1));
+        assert_eq!(
+            server.stored().patches,
+            4,
+            "three refused writes, then the one that landed"
+        );
+        assert_eq!(
+            server.rollout().spec.decision.unwrap().promoted_step,
+            Some(1)
+        );
+
+        // Status moving on every read: after ACT_TRIES, a 409 that says so.
+        let restless: Race = Box::new(|r| r["status"]["readyReplicas"] = json!(3));
+        let server = FakeApiServer::new(&paused, usize::MAX, restless);
+        let error = server
+            .control()
+            .act("shop", "web", promote_step(1))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error,
+            ControlError::Conflict(format!(
+                "the rollout changed {ACT_TRIES} times while this request was decided; look again"
+            ))
+        );
+        assert_eq!(server.stored().patches, ACT_TRIES);
+    }
+
+    /// Reads answer from the store: a pipeline's `wait` right after its promote must see the
+    /// promote's generation, not answer with the pause just promoted.
+    #[tokio::test]
+    async fn an_action_answers_once_the_store_holds_what_it_wrote() {
+        use kube::runtime::watcher::Event;
+        let paused = rollout(paused_at(1), json!(null));
+        let server = FakeApiServer::new(&paused, 0, Box::new(|_| {}));
+        let (control, mut writer) = server.control_with_store();
+        writer.apply_watcher_event(&Event::Apply(server.rollout()));
+        let reflector = {
+            let server = server.clone();
+            tokio::spawn(async move {
+                // The watch event of the write arrives a moment after the write's answer.
+                while server.stored().patches == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                writer.apply_watcher_event(&Event::Apply(server.rollout()));
+            })
+        };
+        control.act("shop", "web", promote_step(1)).await.unwrap();
+        let seen = control.get("shop", "web").await.unwrap();
+        assert_eq!(seen.generation, 2, "a read right after the action");
+        reflector.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_promote_decided_again_stays_about_the_step_the_caller_saw() {
+        // Another pipeline promoted step 1 and the rollout moved on to its pause at step 3
+        // between this promote's read and its write: a plain promote must not approve step 3.
+        let paused = rollout(paused_at(1), json!(null));
+        let moved_on: Race = Box::new(|r| {
+            r["spec"]["decision"] = json!({"revision": "b", "attempt": 0, "promotedStep": 1});
+            r["status"]["currentStepIndex"] = json!(3);
+        });
+        let server = FakeApiServer::new(&paused, 1, moved_on);
+        let plain = Action::Promote {
+            full: false,
+            from_step: None,
+        };
+        let error = server
+            .control()
+            .act("shop", "web", plain)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error,
+            ControlError::Conflict("fromStep 1 is not the current step 3".into())
+        );
+        assert_eq!(
+            server.stored().rollout["spec"]["decision"]["promotedStep"],
+            1
+        );
+
+        // Another pipeline's promote of the same step won: this one no longer applies.
+        let won: Race = Box::new(|r| {
+            r["spec"]["decision"] = json!({"revision": "b", "attempt": 0, "promotedStep": 1});
+        });
+        let server = FakeApiServer::new(&paused, 1, won);
+        let error = server
+            .control()
+            .act("shop", "web", promote_step(1))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error,
+            ControlError::Conflict("step 1 is already promoted".into())
         );
     }
 }

@@ -25,7 +25,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -34,11 +34,13 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::api_server::{KubeAuthorizer, KubeControl};
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
+use crate::decode::{Registry, Tolerant, decoded, tolerant_watcher};
 use crate::leader::{Elector, LeaderElection, LeaderError, Leadership, leader_only_client};
 use crate::metrics::Metrics;
 use crate::plan::analysis::{TemplateKey, referenced_templates};
 use crate::reconcile::{Context, error_policy, reconcile, referenced_services};
 use crate::runner::{RunnerContext, reconcile_run, run_error_policy};
+use crate::undecodable::{self, Undecodables};
 
 /// What to watch and where to serve.
 #[derive(Debug, Clone)]
@@ -133,45 +135,58 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         }
     });
 
-    let rollouts: Api<Rollout> = api(&client, &options.namespace);
-    let replica_sets: Api<ReplicaSet> = api(&client, &options.namespace);
-    let services: Api<Service> = api(&client, &options.namespace);
+    // Every kind is decoded one object at a time (`crate::decode`): one object that does not
+    // decode must not fail the list of all the others.
+    let undecodable = Undecodables::default();
+    let gauge = |kind: &str| {
+        Some(
+            metrics
+                .undecodable_objects
+                .get_or_create(&crate::metrics::kind(kind))
+                .clone(),
+        )
+    };
+    let all = watcher::Config::default;
+    let (rollout_store, rollout_stream) = tolerant_watcher::<Rollout>(
+        api(&client, &options.namespace),
+        all(),
+        undecodable.rollouts.clone(),
+        gauge("Rollout"),
+    );
+    let (rs_store, rs_stream) = tolerant_watcher::<ReplicaSet>(
+        api(&client, &options.namespace),
+        all().labels(POD_TEMPLATE_HASH_LABEL),
+        undecodable.replica_sets.clone(),
+        gauge("ReplicaSet"),
+    );
+    let (svc_store, svc_stream) = tolerant_watcher::<Service>(
+        api(&client, &options.namespace),
+        all(),
+        undecodable.services.clone(),
+        gauge("Service"),
+    );
+    let runs: Api<Tolerant<AnalysisRun>> = api(&client, &options.namespace);
+    let (run_store, run_stream) = tolerant_watcher(
+        runs.clone(),
+        all(),
+        undecodable.analysis_runs.clone(),
+        gauge("AnalysisRun"),
+    );
+    let (template_store, template_stream) = tolerant_watcher::<AnalysisTemplate>(
+        api(&client, &options.namespace),
+        all(),
+        undecodable.templates.clone(),
+        gauge("AnalysisTemplate"),
+    );
+    let (cluster_template_store, cluster_template_stream) =
+        tolerant_watcher::<ClusterAnalysisTemplate>(
+            Api::all(client.clone()),
+            all(),
+            undecodable.cluster_templates.clone(),
+            gauge("ClusterAnalysisTemplate"),
+        );
 
-    let (rs_store, rs_writer) = reflector::store();
-    let rs_stream = watcher(
-        replica_sets,
-        watcher::Config::default().labels(POD_TEMPLATE_HASH_LABEL),
-    )
-    .default_backoff()
-    .reflect(rs_writer)
-    .touched_objects();
-    let (svc_store, svc_writer) = reflector::store();
-    let svc_stream = watcher(services, watcher::Config::default())
-        .default_backoff()
-        .reflect(svc_writer)
-        .touched_objects();
-
-    let runs: Api<AnalysisRun> = api(&client, &options.namespace);
-    let (run_store, run_writer) = reflector::store();
-    let run_stream = watcher(runs.clone(), watcher::Config::default())
-        .default_backoff()
-        .reflect(run_writer)
-        .touched_objects();
-    let templates: Api<AnalysisTemplate> = api(&client, &options.namespace);
-    let (template_store, template_writer) = reflector::store();
-    let template_stream = watcher(templates, watcher::Config::default())
-        .default_backoff()
-        .reflect(template_writer)
-        .touched_objects();
-    let cluster_templates: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
-    let (cluster_template_store, cluster_template_writer) = reflector::store();
-    let cluster_template_stream = watcher(cluster_templates, watcher::Config::default())
-        .default_backoff()
-        .reflect(cluster_template_writer)
-        .touched_objects();
-
-    let controller = Controller::new(rollouts, watcher::Config::default());
-    let rollout_store = controller.store();
+    let controller = Controller::for_stream(decoded(rollout_stream), rollout_store.clone());
     if let Some(addr) = options.api_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -211,6 +226,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         analysis_runs: run_store.clone(),
         templates: template_store.clone(),
         cluster_templates: cluster_template_store.clone(),
+        undecodable: undecodable.clone(),
         metrics: metrics.clone(),
         recorder: Recorder::new(
             writer.clone(),
@@ -253,7 +269,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
 
     let services_to_rollouts = {
         let rollout_store = rollout_store.clone();
-        move |service: Service| {
+        move |service: Tolerant<Service>| {
             let namespace = service.namespace();
             let name = service.name_any();
             rollout_store
@@ -266,7 +282,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     };
     let templates_to_rollouts = {
         let rollout_store = rollout_store.clone();
-        move |template: AnalysisTemplate| {
+        move |template: Tolerant<AnalysisTemplate>| {
             let key = TemplateKey {
                 cluster_scope: false,
                 name: template.name_any(),
@@ -276,7 +292,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     };
     let cluster_templates_to_rollouts = {
         let rollout_store = rollout_store.clone();
-        move |template: ClusterAnalysisTemplate| {
+        move |template: Tolerant<ClusterAnalysisTemplate>| {
             let key = TemplateKey {
                 cluster_scope: true,
                 name: template.name_any(),
@@ -291,8 +307,12 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         metrics: metrics.clone(),
         synced: ready.clone(),
     });
-    let runner_controller = Controller::new(runs.clone(), watcher::Config::default());
-    let runner_store = runner_controller.store();
+    // The runner's own watch of the runs; the rollouts' registry of undecodable runs is the one
+    // reported and planned from, this one only tells when the cache has caught up.
+    let runner_registry = Registry::new(Default::default());
+    let (runner_store, runner_stream) =
+        tolerant_watcher(runs, all(), runner_registry.clone(), None);
+    let runner_controller = Controller::for_stream(decoded(runner_stream), runner_store.clone());
     if elected {
         let stores_caught_up = {
             let (leadership, ready) = (leadership.clone(), ready.clone());
@@ -305,27 +325,56 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
                 template_store.clone(),
                 cluster_template_store.clone(),
             );
+            let (undecodable, runner_registry) = (undecodable.clone(), runner_registry.clone());
             async move {
                 leadership.acquired().await;
                 while !ready.load(Ordering::SeqCst) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 let all = ListParams::default();
+                let u = &undecodable;
                 futures::join!(
-                    caught_up(api(&client, &namespace), all.clone(), rollout_store),
+                    caught_up(
+                        api(&client, &namespace),
+                        all.clone(),
+                        rollout_store,
+                        &u.rollouts
+                    ),
                     caught_up(
                         api(&client, &namespace),
                         ListParams::default().labels(POD_TEMPLATE_HASH_LABEL),
-                        rs_store
+                        rs_store,
+                        &u.replica_sets
                     ),
-                    caught_up(api(&client, &namespace), all.clone(), svc_store),
-                    caught_up(api(&client, &namespace), all.clone(), run_store),
-                    caught_up(api(&client, &namespace), all.clone(), runner_store),
-                    caught_up(api(&client, &namespace), all.clone(), template_store),
+                    caught_up(
+                        api(&client, &namespace),
+                        all.clone(),
+                        svc_store,
+                        &u.services
+                    ),
+                    caught_up(
+                        api(&client, &namespace),
+                        all.clone(),
+                        run_store,
+                        &u.analysis_runs
+                    ),
+                    caught_up(
+                        api(&client, &namespace),
+                        all.clone(),
+                        runner_store,
+                        &runner_registry
+                    ),
+                    caught_up(
+                        api(&client, &namespace),
+                        all.clone(),
+                        template_store,
+                        &u.templates
+                    ),
                     caught_up(
                         Api::all(client.clone()),
                         all.clone(),
-                        cluster_template_store
+                        cluster_template_store,
+                        &u.cluster_templates
                     ),
                 );
                 info!("leading, and the caches have caught up: reconciling");
@@ -365,6 +414,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         )
         .for_each(|_| futures::future::ready(()));
 
+    let reporter = undecodable::report(ctx.clone(), may_act.clone());
     let rollouts = controller
         .owns_stream(rs_stream)
         .owns_stream(run_stream)
@@ -389,7 +439,15 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         )
         .for_each(|_| futures::future::ready(()));
     let controllers = async {
-        futures::join!(rollouts, runner);
+        let both = async {
+            futures::join!(rollouts, runner);
+        };
+        futures::pin_mut!(both);
+        tokio::select! {
+            () = &mut both => {}
+            // It ends only once this replica can no longer act; the controllers finish alone.
+            () = reporter => both.await,
+        }
     };
     match options.leader_election {
         None => controllers.await,
@@ -431,8 +489,12 @@ where
 /// Returns once `store` holds every object a fresh list returns, at the listed resourceVersion
 /// or a later one. A standby's watch may lag, or be reconnecting, when it takes over: planning
 /// from a status older than the old leader's last write would repeat or undo its last step.
-async fn caught_up<K>(api: Api<K>, params: ListParams, store: reflector::Store<K>)
-where
+async fn caught_up<K>(
+    api: Api<K>,
+    params: ListParams,
+    store: reflector::Store<K>,
+    undecodable: &Registry<K>,
+) where
     K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let kind = K::kind(&()).into_owned();
@@ -441,18 +503,26 @@ where
     loop {
         match api.list_metadata(&params).await {
             Ok(list) => {
-                let behind = list
-                    .items
-                    .iter()
-                    .filter(|listed| {
-                        let mut key = ObjectRef::<K>::new(&listed.name_any());
-                        if let Some(namespace) = listed.namespace() {
-                            key = key.within(&namespace);
-                        }
-                        let cached = store.get(&key).and_then(|o| o.resource_version());
-                        !not_older(cached.as_deref(), listed.resource_version().as_deref())
-                    })
-                    .count();
+                let behind =
+                    list.items
+                        .iter()
+                        .filter(|listed| {
+                            let mut key = ObjectRef::<K>::new(&listed.name_any());
+                            if let Some(namespace) = listed.namespace() {
+                                key = key.within(&namespace);
+                            }
+                            // An object that does not decode is cached in the registry instead.
+                            let cached = store
+                                .get(&key)
+                                .and_then(|o| o.resource_version())
+                                .or_else(|| {
+                                    undecodable
+                                        .get(&key)
+                                        .and_then(|u| u.metadata.resource_version.clone())
+                                });
+                            !not_older(cached.as_deref(), listed.resource_version().as_deref())
+                        })
+                        .count();
                 if behind == 0 {
                     return;
                 }

@@ -4,6 +4,7 @@
 pub mod api_server;
 pub mod controller;
 pub mod crd;
+pub mod decode;
 pub mod hash;
 pub mod leader;
 pub mod lint;
@@ -11,15 +12,20 @@ pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod runner;
+pub mod undecodable;
+
+#[cfg(test)]
+mod failure_logs;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 
-/// Every CRD of Sluice, with the file `deploy/crds/` keeps it in.
+/// Every CRD of Sluice, with the file `deploy/crds/` keeps it in; every integer in them bounded
+/// as the apiserver enforces ([`crd::bounds`]).
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
+    let mut crds = vec![
         ("rollout.yaml", crd::Rollout::crd()),
         ("analysistemplate.yaml", AnalysisTemplate::crd()),
         (
@@ -27,7 +33,11 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
             ClusterAnalysisTemplate::crd(),
         ),
         ("analysisrun.yaml", AnalysisRun::crd()),
-    ]
+    ];
+    for (_, crd) in &mut crds {
+        crd::bounds::bound_integers(crd);
+    }
+    crds
 }
 
 /// The CRDs as YAML documents, by file name, as `deploy/crds/` holds them.
@@ -63,5 +73,30 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    /// An integer the apiserver does not bound is stored as sent, and one the controller cannot
+    /// decode stopped its whole watch of that kind.
+    #[test]
+    fn every_integer_in_every_crd_is_bounded_as_the_apiserver_enforces() {
+        let mut problems = Vec::new();
+        for (file, mut crd) in crds() {
+            for version in &mut crd.spec.versions {
+                let schema = version
+                    .schema
+                    .as_mut()
+                    .and_then(|s| s.open_api_v3_schema.as_mut())
+                    .unwrap();
+                crd::bounds::walk(schema, &mut |s| {
+                    if let Some(why) = crd::bounds::unenforced(s) {
+                        problems.push(format!(
+                            "{file}: {why} ({})",
+                            s.description.as_deref().unwrap_or("no description")
+                        ));
+                    }
+                });
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
     }
 }

@@ -1,30 +1,40 @@
 //! An offline linter for Rollout manifests (`kubectl sluice lint -f FILE`): the rules the
 //! apiserver and the controller apply, taken from the controller's own code, run on a file.
 //!
-//! For every `sluice.dev/v1alpha1` Rollout of a (multi-document) YAML file:
+//! The file is read as kubectl reads and sends it: an integer beyond 64 bits becomes a float
+//! (which no integer field takes), a float with no fraction an integer. For every
+//! `sluice.dev/v1alpha1` Rollout of a (multi-document) YAML file:
 //!
-//! 1. **What the apiserver would reject**, from the generated CRD's `openAPIV3Schema`: unknown
-//!    fields (kubectl's default strict field validation rejects them), types, `required`,
-//!    `enum`, `minimum`/`maximum`, `minLength`/`maxLength`, `pattern`, `minItems`/`maxItems`,
-//!    `x-kubernetes-int-or-string`, `x-kubernetes-embedded-resource` and
+//! 1. **What the apiserver would reject** (findings of [`Level::Admission`]): the object's
+//!    `metadata` as the apiserver checks it on create (the `metadata` module: DNS-1123 names,
+//!    namespace, label and annotation keys, values and size, finalizers, owner references,
+//!    fields ObjectMeta lacks), and the generated CRD's `openAPIV3Schema`: unknown fields
+//!    (kubectl's default strict field validation rejects them), types, `required`, `enum`,
+//!    `minimum`/`maximum`, the `int32`/`int64` and `date-time` formats, `minLength`/`maxLength`,
+//!    `pattern`, `minItems`/`maxItems`, `x-kubernetes-int-or-string` (a pattern checks its
+//!    string form, minimum and maximum its integer form), `x-kubernetes-embedded-resource` and
 //!    `x-kubernetes-preserve-unknown-fields` (whose schema-less parts are not looked into), and
 //!    the `x-kubernetes-validations` CEL rules. As in the apiserver, unknown fields and `null`s in
-//!    non-nullable fields are pruned and schema defaults applied first, and the CEL rules are
+//!    non-nullable fields are pruned and schema defaults applied first, a status (of a kind with
+//!    a status subresource) is dropped once its unknown fields are found, and the CEL rules are
 //!    not evaluated when a type, `required`, `enum`, `maxLength` or `maxItems` error was found.
-//!    The rules are evaluated by kube's client-side CRD validator (`kube::core::cel`, the `cel`
-//!    crate with the Kubernetes CEL libraries), with `self` bound to the value at each node and
-//!    no `oldSelf`. A rule it cannot compile or evaluate is an error finding of its own, never
-//!    a silent pass.
-//! 2. **Deserialization** into [`Rollout`]: a serde error is a finding, with the line and column
-//!    (this is where `metadata`, which the CRD schema leaves to the apiserver, is checked).
-//! 3. **What the controller checks** ([`plan::validate`]), with an [`Observed`] built from the
-//!    file. Offline the cluster is unknown, so every Service the rollout names counts as present;
-//!    AnalysisTemplates, ClusterAnalysisTemplates, the stable Ingress and the HTTPRoute are taken
-//!    from the file, and one that is not in it is a warning ("not checked"), not an error. An
-//!    analysis block that names such a template is not checked at all: its arguments and metrics
-//!    depend on the template. The router's objects get the checks a reconcile makes
-//!    (`reconcile::router_problem`). Like the controller, this part stops at the first problem
-//!    it finds.
+//!    The rules are evaluated by kube's client-side CRD validator (`kube::core::cel`), with
+//!    `self` bound to the value at each node, no `oldSelf`, and a null field absent, as the
+//!    apiserver's CEL sees it; a rule it lacks a function for (`type()`) by the `cel` crate
+//!    itself (the `cel_rules` module). A rule that fails to run on the object refuses it, as in
+//!    the apiserver; one that cannot be compiled or evaluated here is an error finding of its
+//!    own, never a silent pass.
+//! 2. **Decoding** into [`Rollout`] of the object as the apiserver would store it: what does not
+//!    fit is a finding at its field, of [`Level::Controller`] (the controller's decoder marks
+//!    such a rollout Degraded).
+//! 3. **What the controller checks** ([`plan::validate`]; [`Level::Controller`]), with an
+//!    [`Observed`] built from the file. Offline the cluster is unknown, so every Service the
+//!    rollout names counts as present; AnalysisTemplates, ClusterAnalysisTemplates, the stable
+//!    Ingress and the HTTPRoute are taken from the file, and one that is not in it is a warning
+//!    ("not checked"), not an error. An analysis block that names such a template is not checked
+//!    at all: its arguments and metrics depend on the template. The router's objects get the
+//!    checks a reconcile makes (`reconcile::router_problem`). Like the controller, this part
+//!    stops at the first problem it finds.
 //!
 //! Steps 2 and 3 are skipped for an object the apiserver would reject: the controller never
 //! sees it.
@@ -49,6 +59,9 @@ use crate::crd::analysis::{AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalys
 use crate::plan::analysis::{TemplateKey, analyses, referenced_templates};
 use crate::plan::{self, Observed};
 use crate::reconcile::{RouterObject, referenced_services, router_field, router_problem};
+
+mod cel_rules;
+mod metadata;
 
 /// The apiVersion of every Sluice kind.
 const API_VERSION: &str = "sluice.dev/v1alpha1";
@@ -78,11 +91,25 @@ pub enum Severity {
     Warning,
 }
 
+/// Who refuses what a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Level {
+    /// The apiserver, at admission: the CRD's schema and CEL rules, the object's metadata.
+    /// The object is never stored.
+    Admission,
+    /// The controller: the object is stored, and the rollout is marked InvalidSpec (Degraded)
+    /// and changes nothing. Warnings are of this level: what the controller would see in the
+    /// cluster that the file does not show.
+    Controller,
+}
+
 /// One problem, at one field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Finding {
     pub severity: Severity,
+    pub level: Level,
     /// The field, named as the apiserver names it (`spec.strategy.canary.steps[0].setWeight`);
     /// empty for the document as a whole.
     pub field: String,
@@ -90,17 +117,28 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// What the apiserver refuses.
     fn error(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Error,
+            level: Level::Admission,
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    /// What the controller marks InvalidSpec.
+    fn invalid_spec(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            level: Level::Controller,
+            ..Self::error(field, message)
         }
     }
 
     fn warning(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Warning,
+            level: Level::Controller,
             field: field.into(),
             message: message.into(),
         }
@@ -115,7 +153,11 @@ impl fmt::Display for Finding {
         if !self.field.is_empty() {
             write!(f, "{}: ", self.field)?;
         }
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        if self.severity == Severity::Error && self.level == Level::Controller {
+            f.write_str(" (the controller would mark the rollout InvalidSpec)")?;
+        }
+        Ok(())
     }
 }
 
@@ -176,7 +218,8 @@ impl fmt::Display for Report {
 /// Lints the YAML text of a file: one report per Sluice object in it (Rollouts and analysis
 /// templates), plus one per other document that has a finding, in the file's order.
 pub fn lint(yaml: &str) -> Result<Vec<Report>, LintError> {
-    let schemas = schemas()?;
+    // Fails early, before any document, if the built-in CRDs cannot be used.
+    schemas()?;
     let documents = read_documents(yaml)?;
     let mut reports: BTreeMap<usize, Report> = BTreeMap::new();
     let mut file = FileObjects::default();
@@ -201,10 +244,9 @@ pub fn lint(yaml: &str) -> Result<Vec<Report>, LintError> {
             (API_VERSION, kind @ ("AnalysisTemplate" | "ClusterAnalysisTemplate")) => {
                 let cluster_scope = kind == "ClusterAnalysisTemplate";
                 let (findings, spec) = if cluster_scope {
-                    lint_object::<ClusterAnalysisTemplate>(yaml, doc, value, schemas)
-                        .map_spec(|t| t.spec.template)
+                    lint_object::<ClusterAnalysisTemplate>(doc, value).map_spec(|t| t.spec.template)
                 } else {
-                    lint_object::<AnalysisTemplate>(yaml, doc, value, schemas).map_spec(|t| t.spec)
+                    lint_object::<AnalysisTemplate>(doc, value).map_spec(|t| t.spec)
                 };
                 file.templates.push(Found {
                     name: doc.name.clone(),
@@ -255,7 +297,7 @@ pub fn lint(yaml: &str) -> Result<Vec<Report>, LintError> {
         }
     }
     for (doc, value) in &rollouts {
-        let linted = lint_object::<Rollout>(yaml, doc, value, schemas);
+        let linted = lint_object::<Rollout>(doc, value);
         let mut findings = linted.findings;
         if let Some(rollout) = linted.object {
             findings.extend(controller_findings(&rollout, &file));
@@ -305,13 +347,17 @@ fn read_documents(yaml: &str) -> Result<Vec<Document>, LintError> {
             document: index,
             source,
         };
-        let mut value = serde_norway::Value::deserialize(document).map_err(yaml_error)?;
+        let KubectlYaml(mut value) = KubectlYaml::deserialize(document).map_err(yaml_error)?;
         value.apply_merge().map_err(yaml_error)?;
         if value.is_null() {
             continue;
         }
         let json = serde_json::to_value(&value)
             .map_err(|e| Finding::error("", format!("cannot be read as JSON: {e}")))
+            .map(|mut json| {
+                normalize_numbers(&mut json);
+                json
+            })
             .and_then(|json| {
                 if json.is_object() {
                     Ok(json)
@@ -357,26 +403,15 @@ fn read_documents(yaml: &str) -> Result<Vec<Document>, LintError> {
     Ok(documents)
 }
 
-/// A document deserialized again, this time into `T`, so that serde_norway can say where in
-/// the file a field does not fit.
-fn typed<T: DeserializeOwned>(yaml: &str, index: usize) -> Result<T, serde_norway::Error> {
-    match serde_norway::Deserializer::from_str(yaml).nth(index) {
-        Some(document) => T::deserialize(document),
-        None => Err(<serde_norway::Error as serde::de::Error>::custom(format!(
-            "document {index} is not in the file"
-        ))),
-    }
-}
-
-/// A serde error as a finding: serde_norway puts the field path before the message.
-fn serde_finding(kind: &str, error: &serde_norway::Error) -> Finding {
-    let text = error.to_string();
-    match text.split_once(": ") {
-        Some((path, message)) if !path.is_empty() && !path.contains(char::is_whitespace) => {
-            Finding::error(path, format!("cannot be read as a {kind}: {message}"))
-        }
-        _ => Finding::error("", format!("cannot be read as a {kind}: {text}")),
-    }
+/// The object as the controller reads it from the apiserver (pruned and defaulted), decoded
+/// into `T`; where it does not fit, a finding at the field, as the controller's own decoder
+/// reports it.
+fn decode<T: DeserializeOwned>(kind: &str, stored: &Json) -> Result<T, Finding> {
+    serde_path_to_error::deserialize::<_, T>(stored).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        Finding::invalid_spec(field, format!("cannot be read as a {kind}: {}", e.inner()))
+    })
 }
 
 /// What the apiserver and deserialization say of one Sluice object.
@@ -392,13 +427,9 @@ impl<T> Linted<T> {
     }
 }
 
-fn lint_object<T: DeserializeOwned>(
-    yaml: &str,
-    doc: &Document,
-    value: &Json,
-    schemas: &BTreeMap<String, Json>,
-) -> Linted<T> {
-    let Some(schema) = schemas.get(&doc.kind) else {
+fn lint_object<T: DeserializeOwned>(doc: &Document, value: &Json) -> Linted<T> {
+    let schema = schemas().ok().and_then(|schemas| schemas.get(&doc.kind));
+    let (Some(schema), Some(traits)) = (schema, kinds().get(&doc.kind)) else {
         return Linted {
             findings: vec![Finding::error(
                 "",
@@ -407,23 +438,25 @@ fn lint_object<T: DeserializeOwned>(
             object: None,
         };
     };
-    let checked = check_schema(schema, value);
-    let mut findings = checked.findings;
+    let mut findings = metadata::check(value.get("metadata"), traits.namespaced);
+    let checked = check_object_schema(schema, value, traits.status_subresource);
+    let rejected = checked.rejected || findings.iter().any(|f| f.severity == Severity::Error);
+    findings.extend(checked.findings);
     // A rejected object never reaches the controller, and reading it would mostly repeat the
     // schema's findings.
-    if checked.rejected {
+    if rejected {
         return Linted {
             findings,
             object: None,
         };
     }
-    match typed::<T>(yaml, doc.index) {
+    match decode::<T>(&doc.kind, &checked.stored) {
         Ok(object) => Linted {
             findings,
             object: Some(object),
         },
-        Err(e) => {
-            findings.push(serde_finding(&doc.kind, &e));
+        Err(finding) => {
+            findings.push(finding);
             Linted {
                 findings,
                 object: None,
@@ -521,7 +554,7 @@ fn controller_findings(rollout: &Rollout, file: &FileObjects) -> Vec<Finding> {
     let checked_rollout = match without_fields(rollout, &unchecked) {
         Ok(r) => r,
         Err(message) => {
-            findings.push(Finding::error(
+            findings.push(Finding::invalid_spec(
                 "",
                 format!("internal lint error: {message}"),
             ));
@@ -551,7 +584,7 @@ fn controller_findings(rollout: &Rollout, file: &FileObjects) -> Vec<Finding> {
         match object {
             Some(Ok(object)) => match router_problem(&checked_rollout, Ok(object)) {
                 Ok(problem) => observed.router_problem = problem,
-                Err(e) => findings.push(Finding::error(
+                Err(e) => findings.push(Finding::invalid_spec(
                     field,
                     format!("internal lint error: checking {kind} {name}: {e}"),
                 )),
@@ -573,7 +606,7 @@ fn controller_findings(rollout: &Rollout, file: &FileObjects) -> Vec<Finding> {
             .message
             .strip_prefix(&format!("{}: ", invalid.field))
             .map_or(invalid.message.clone(), str::to_owned);
-        findings.push(Finding::error(invalid.field, message));
+        findings.push(Finding::invalid_spec(invalid.field, message));
     }
     findings
 }
@@ -630,43 +663,120 @@ struct SchemaCheck {
     findings: Vec<Finding>,
     /// The apiserver would reject the object.
     rejected: bool,
+    /// The object as the apiserver would store it: pruned and defaulted.
+    stored: Json,
+}
+
+/// What the apiserver does with an object of a kind besides its schema.
+struct KindTraits {
+    namespaced: bool,
+    status_subresource: bool,
+}
+
+/// Scope and subresources of Sluice's CRDs, by kind.
+fn kinds() -> &'static BTreeMap<String, KindTraits> {
+    static KINDS: LazyLock<BTreeMap<String, KindTraits>> = LazyLock::new(|| {
+        crate::crds()
+            .into_iter()
+            .map(|(_, crd)| {
+                let status_subresource = crd
+                    .spec
+                    .versions
+                    .iter()
+                    .any(|v| v.subresources.as_ref().is_some_and(|s| s.status.is_some()));
+                let traits = KindTraits {
+                    namespaced: crd.spec.scope == "Namespaced",
+                    status_subresource,
+                };
+                (crd.spec.names.kind, traits)
+            })
+            .collect()
+    });
+    &KINDS
 }
 
 /// The apiserver's order: prune unknown fields and nulls, default, validate the schema, and
 /// evaluate the CEL rules unless a blocking error was found.
+#[cfg(test)]
 fn check_schema(schema: &Json, object: &Json) -> SchemaCheck {
+    check_object_schema(schema, object, false)
+}
+
+/// [`check_schema`], for a kind with a status subresource when `drop_status`: the status of an
+/// object being created is then dropped after its unknown fields are found (kubectl's strict
+/// field validation still refuses those), and its values are not checked.
+fn check_object_schema(schema: &Json, object: &Json, drop_status: bool) -> SchemaCheck {
     let mut walk = Walk::default();
     let mut pruned = object.clone();
     walk.prune(schema, &mut pruned, "", true);
+    if drop_status && let Some(map) = pruned.as_object_mut() {
+        map.remove("status");
+    }
     let defaulted = apply_defaults(schema, &pruned);
-    walk.check(schema, &defaulted, "", true);
+    walk.check(schema, &defaulted, "");
     let mut rejected = walk.findings.iter().any(|f| f.severity == Severity::Error);
     if walk.blocking {
-        walk.findings.push(Finding::warning(
-            "",
-            "the CEL rules (x-kubernetes-validations) were not checked, as the apiserver does \
-             not check them while the errors above remain",
-        ));
-    } else if let Err(errors) = Validator::new().validate(schema, &pruned, None) {
+        walk.findings.push(Finding {
+            level: Level::Admission,
+            ..Finding::warning(
+                "",
+                "the CEL rules (x-kubernetes-validations) were not checked, as the apiserver \
+                 does not check them while the errors above remain",
+            )
+        });
+    } else if let Err(errors) =
+        Validator::new().validate(&without_defaults(schema), &without_nulls(&defaulted), None)
+    {
         for error in errors {
-            if error.kind == ErrorKind::ValidationFailure {
-                rejected = true;
-                walk.findings
-                    .push(Finding::error(error.field_path, error.message));
-            } else {
-                walk.findings.push(Finding::error(
-                    error.field_path,
-                    format!(
-                        "internal lint error: the CRD rule `{}` could not be evaluated: {}",
-                        error.rule, error.message
-                    ),
-                ));
-            }
+            let unevaluable = match error.kind {
+                ErrorKind::ValidationFailure => {
+                    rejected = true;
+                    walk.findings
+                        .push(Finding::error(error.field_path, error.message));
+                    continue;
+                }
+                // A rule that fails to run on this object (it reads a field that is not there,
+                // as `maxSurge: null` leaves it) fails in the apiserver too, which refuses the
+                // object naming the rule.
+                ErrorKind::EvaluationError => {
+                    rejected = true;
+                    let why =
+                        cel_rules::message_at(schema, &defaulted, &error.field_path, &error.rule);
+                    walk.findings.push(Finding::error(
+                        error.field_path,
+                        format!("{} evaluating rule: {why}", error.message),
+                    ));
+                    continue;
+                }
+                ErrorKind::UnsupportedReference => {
+                    match cel_rules::evaluate(schema, &defaulted, &error.field_path, &error.rule) {
+                        cel_rules::Verdict::Passed => continue,
+                        cel_rules::Verdict::Failed(message) => {
+                            rejected = true;
+                            walk.findings
+                                .push(Finding::error(error.field_path, message));
+                            continue;
+                        }
+                        cel_rules::Verdict::Unevaluable(why) => {
+                            format!("{}; with the cel crate: {why}", error.message)
+                        }
+                    }
+                }
+                _ => error.message,
+            };
+            walk.findings.push(Finding::error(
+                error.field_path,
+                format!(
+                    "internal lint error: the CRD rule `{}` could not be evaluated: {unevaluable}",
+                    error.rule
+                ),
+            ));
         }
     }
     SchemaCheck {
         findings: walk.findings,
         rejected,
+        stored: defaulted,
     }
 }
 
@@ -714,8 +824,219 @@ fn type_name(value: &Json) -> &'static str {
     }
 }
 
+/// `schema` without its defaults: the CEL rules see the object defaulted already, where a
+/// nullable field that is null stays unset (the apiserver defaults only absent fields), while
+/// kube's validator would default it again once [`without_nulls`] has taken it out.
+fn without_defaults(schema: &Json) -> Json {
+    let Json::Object(node) = schema else {
+        return schema.clone();
+    };
+    let mut out = serde_json::Map::new();
+    for (key, value) in node {
+        let kept = match key.as_str() {
+            "default" => continue,
+            // Maps of field names to schemas: a field may well be called `default`.
+            "properties" | "patternProperties" | "definitions" => match value {
+                Json::Object(fields) => Json::Object(
+                    fields
+                        .iter()
+                        .map(|(name, child)| (name.clone(), without_defaults(child)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            },
+            "items" | "additionalProperties" | "not" => without_defaults(value),
+            "allOf" | "anyOf" | "oneOf" => match value {
+                Json::Array(branches) => {
+                    Json::Array(branches.iter().map(without_defaults).collect())
+                }
+                other => other.clone(),
+            },
+            _ => value.clone(),
+        };
+        out.insert(key.clone(), kept);
+    }
+    Json::Object(out)
+}
+
+/// `value` without the fields that are null: to the apiserver's CEL a null field is not there
+/// (`has(self.pause)` is false for `pause: null`).
+fn without_nulls(value: &Json) -> Json {
+    match value {
+        Json::Object(map) => Json::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Json::Array(items) => Json::Array(items.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The largest integer a JSON number holds exactly: the apiserver takes a float beyond it
+/// (`18446744073709552000`, which is how kubectl sends 2^64) for no integer at all.
+const MAX_JSON_INTEGER: f64 = 9_007_199_254_740_991.0;
+
 fn is_integer(value: &Json) -> bool {
-    value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0)
+    value.is_i64()
+        || value.is_u64()
+        || value
+            .as_f64()
+            .is_some_and(|f| f.fract() == 0.0 && f.abs() <= MAX_JSON_INTEGER)
+}
+
+/// The apiserver's date-time format check (go-openapi's `IsDateTime`): a valid date, `T`, a time
+/// of day and a zone (`Z` or `+hh:mm`), in either case.
+fn is_date_time(text: &str) -> bool {
+    static TIME: LazyLock<Option<Regex>> = LazyLock::new(|| {
+        Regex::new(r"^([0-9]{2}):([0-9]{2}):([0-9]{2})(.[0-9]+)?(z|([+-][0-9]{2}:[0-9]{2}))$").ok()
+    });
+    let lower = text.to_lowercase();
+    let mut parts = lower.split('t');
+    let (Some(date), Some(time)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let Some(captures) = TIME.as_ref().and_then(|re| re.captures(time)) else {
+        return false;
+    };
+    let number = |i: usize| captures.get(i).map_or("", |m| m.as_str());
+    let day_ok = date.len() == 10
+        && date.as_bytes()[4] == b'-'
+        && date.as_bytes()[7] == b'-'
+        && date
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| i == 4 || i == 7 || b.is_ascii_digit())
+        && match (date[..4].parse(), date[5..7].parse(), date[8..].parse()) {
+            (Ok(y), Ok(m), Ok(d)) => k8s_openapi::jiff::civil::Date::new(y, m, d).is_ok(),
+            _ => false,
+        };
+    day_ok && number(1) <= "23" && number(2) <= "59" && number(3) <= "59"
+}
+
+/// Numbers as the apiserver holds them after kubectl's round trip through Go: an integer beyond
+/// 64 bits signed becomes a float, and a float with no fraction that fits one an integer.
+fn normalize_numbers(value: &mut Json) {
+    match value {
+        Json::Number(n) => {
+            if let Some(u) = n.as_u64()
+                && i64::try_from(u).is_err()
+            {
+                if let Some(f) = serde_json::Number::from_f64(u as f64) {
+                    *n = f;
+                }
+            } else if n.is_f64()
+                && let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && (-(2f64.powi(63))..2f64.powi(63)).contains(&f)
+            {
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        Json::Array(items) => items.iter_mut().for_each(normalize_numbers),
+        Json::Object(map) => map.values_mut().for_each(normalize_numbers),
+        _ => {}
+    }
+}
+
+/// A YAML value read as kubectl reads one (go-yaml): an integer too large for 64 bits becomes a
+/// float, where serde's own value types refuse it and the whole file would be unreadable.
+struct KubectlYaml(serde_norway::Value);
+
+impl<'de> Deserialize<'de> for KubectlYaml {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(KubectlYamlVisitor)
+    }
+}
+
+struct KubectlYamlVisitor;
+
+impl<'de> serde::de::Visitor<'de> for KubectlYamlVisitor {
+    type Value = KubectlYaml;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<KubectlYaml, E> {
+        Ok(KubectlYaml(serde_norway::Value::Bool(b)))
+    }
+
+    fn visit_i64<E>(self, i: i64) -> Result<KubectlYaml, E> {
+        Ok(KubectlYaml(serde_norway::Value::Number(i.into())))
+    }
+
+    fn visit_u64<E>(self, u: u64) -> Result<KubectlYaml, E> {
+        Ok(KubectlYaml(serde_norway::Value::Number(u.into())))
+    }
+
+    fn visit_i128<E>(self, i: i128) -> Result<KubectlYaml, E> {
+        Ok(KubectlYaml(serde_norway::Value::Number((i as f64).into())))
+    }
+
+    fn visit_u128<E>(self, u: u128) -> Result<KubectlYaml, E> {
+        Ok(KubectlYaml(serde_norway::Value::Number((u as f64).into())))
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<KubectlYaml, E> {
+        Ok(KubectlYaml(serde_norway::Value::Number(f.into())))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<KubectlYaml, E> {
+        Ok(KubectlYaml(serde_norway::Value::String(s.to_owned())))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<KubectlYaml, E> {
+        Ok(KubectlYaml(serde_norway::Value::String(s)))
+    }
+
+    fn visit_unit<E>(self) -> Result<KubectlYaml, E> {
+        Ok(KubectlYaml(serde_norway::Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<KubectlYaml, E> {
+        Ok(KubectlYaml(serde_norway::Value::Null))
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<KubectlYaml, D::Error> {
+        KubectlYaml::deserialize(d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<KubectlYaml, A::Error> {
+        let mut items = Vec::new();
+        while let Some(KubectlYaml(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(KubectlYaml(serde_norway::Value::Sequence(items)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<KubectlYaml, A::Error> {
+        let mut mapping = serde_norway::Mapping::new();
+        while let Some((KubectlYaml(key), KubectlYaml(value))) = map.next_entry()? {
+            if mapping.contains_key(&key) {
+                let shown = serde_norway::to_string(&key).unwrap_or_default();
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {}",
+                    shown.trim_end()
+                )));
+            }
+            mapping.insert(key, value);
+        }
+        Ok(KubectlYaml(serde_norway::Value::Mapping(mapping)))
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<KubectlYaml, A::Error> {
+        use serde::de::VariantAccess;
+        let (tag, contents) = data.variant::<String>()?;
+        let KubectlYaml(value) = contents.newtype_variant()?;
+        Ok(KubectlYaml(serde_norway::Value::Tagged(Box::new(
+            serde_norway::value::TaggedValue {
+                tag: serde_norway::value::Tag::new(tag),
+                value,
+            },
+        ))))
+    }
 }
 
 fn has_type(value: &Json, ty: &str) -> bool {
@@ -823,21 +1144,23 @@ impl Walk {
         }
     }
 
-    /// The value checks of the schema at `path`, then its children. `resource`: as in `prune`.
-    fn check(&mut self, schema: &Json, value: &Json, path: &str, resource: bool) {
+    /// The value checks of the schema at `path`, then its children. The root's metadata is the
+    /// apiserver's to check (`metadata::check`), not the schema's.
+    fn check(&mut self, schema: &Json, value: &Json, path: &str) {
         if value.is_null() && flag(schema, "nullable") {
             return;
         }
         if flag(schema, "x-kubernetes-int-or-string") {
+            // Then on as for any value: a pattern checks the string form, minimum and maximum
+            // the integer form.
             if !(is_integer(value) || value.is_string()) {
                 self.blocking_error(
                     path,
                     format!("must be an integer or a string, not {}", type_name(value)),
                 );
+                return;
             }
-            return;
-        }
-        if let Some(ty) = schema.get("type").and_then(Json::as_str)
+        } else if let Some(ty) = schema.get("type").and_then(Json::as_str)
             && !has_type(value, ty)
         {
             self.blocking_error(
@@ -872,11 +1195,11 @@ impl Walk {
                 }
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        self.check(item_schema, item, &format!("{path}[{i}]"), false);
+                        self.check(item_schema, item, &format!("{path}[{i}]"));
                     }
                 }
             }
-            Json::Object(map) => self.check_object(schema, map, path, resource),
+            Json::Object(map) => self.check_object(schema, map, path),
             Json::Null | Json::Bool(_) => {}
         }
         for branch in schema
@@ -885,7 +1208,7 @@ impl Walk {
             .into_iter()
             .flatten()
         {
-            self.check(branch, value, path, resource);
+            self.check(branch, value, path);
         }
         for (keyword, exactly_one) in [("anyOf", false), ("oneOf", true)] {
             let Some(branches) = schema.get(keyword).and_then(Json::as_array) else {
@@ -895,7 +1218,7 @@ impl Walk {
                 .iter()
                 .filter(|branch| {
                     let mut alone = Walk::default();
-                    alone.check(branch, value, path, resource);
+                    alone.check(branch, value, path);
                     alone.findings.is_empty()
                 })
                 .count();
@@ -916,6 +1239,10 @@ impl Walk {
     fn check_string(&mut self, schema: &Json, s: &str, path: &str) {
         let length = s.chars().count() as u64;
         let shown = show(&Json::String(s.to_owned()));
+        // Of the formats in Sluice's CRDs, date-time is the one the apiserver checks on strings.
+        if schema.get("format").and_then(Json::as_str) == Some("date-time") && !is_date_time(s) {
+            self.error(path, format!("{shown} is not an RFC 3339 date-time"));
+        }
         if let Some(min) = schema.get("minLength").and_then(Json::as_u64)
             && length < min
         {
@@ -947,6 +1274,19 @@ impl Walk {
     fn check_number(&mut self, schema: &Json, n: &serde_json::Number, path: &str) {
         use std::cmp::Ordering::{Equal, Greater, Less};
         let value = number(n);
+        // The apiserver checks the two integer formats it knows.
+        let format = schema.get("format").and_then(Json::as_str);
+        let fits = match format {
+            Some("int32") => n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()),
+            Some("int64") => n.as_i64().is_some(),
+            _ => true,
+        };
+        if !fits && let Some(format) = format {
+            self.error(
+                path,
+                format!("{value} is not an integer of format {format}"),
+            );
+        }
         if let Some(Json::Number(min)) = schema.get("minimum") {
             let (exclusive, min_shown) = (flag(schema, "exclusiveMinimum"), number(min));
             match compare(n, min) {
@@ -975,13 +1315,7 @@ impl Walk {
         }
     }
 
-    fn check_object(
-        &mut self,
-        schema: &Json,
-        map: &serde_json::Map<String, Json>,
-        path: &str,
-        resource: bool,
-    ) {
+    fn check_object(&mut self, schema: &Json, map: &serde_json::Map<String, Json>, path: &str) {
         let embedded = flag(schema, "x-kubernetes-embedded-resource");
         for required in schema
             .get("required")
@@ -1000,16 +1334,6 @@ impl Walk {
                 self.blocking_error(join(path, required), "required");
             }
         }
-        if resource && path.is_empty() {
-            let named = ["name", "generateName"].iter().any(|k| {
-                !map.get("metadata")
-                    .and_then(|m| m.get(*k))
-                    .is_none_or(Json::is_null)
-            });
-            if !named {
-                self.blocking_error("metadata.name", "required");
-            }
-        }
         let count = map.len() as u64;
         if let Some(min) = schema.get("minProperties").and_then(Json::as_u64)
             && count < min
@@ -1025,9 +1349,9 @@ impl Walk {
         let additional = schema.get("additionalProperties").filter(|a| a.is_object());
         for (key, child) in map {
             match (properties.and_then(|p| p.get(key)), additional) {
-                (Some(child_schema), _) => self.check(child_schema, child, &join(path, key), false),
+                (Some(child_schema), _) => self.check(child_schema, child, &join(path, key)),
                 (None, Some(child_schema)) => {
-                    self.check(child_schema, child, &format!("{path}[{key}]"), false)
+                    self.check(child_schema, child, &format!("{path}[{key}]"))
                 }
                 // Schema-less: preserved unknown fields, or an embedded resource's own fields.
                 (None, None) => {}
@@ -1325,9 +1649,12 @@ spec:
             "metadata: {name: web, namespace: shop}",
             "metadata: {name: web, namespace: [shop]}",
         ));
-        assert!(
-            report.findings[0].message.contains("line 4 column"),
-            "{report}"
+        assert_eq!(
+            report.findings,
+            [Finding::error(
+                "metadata.namespace",
+                "must be of type string, not array"
+            )]
         );
     }
 
@@ -1354,7 +1681,7 @@ spec:
             report.findings,
             [
                 Finding::warning(field, message),
-                Finding::error(
+                Finding::invalid_spec(
                     "spec.strategy.canary.steps[3].setWeight",
                     "50 is above trafficRouting.maxTrafficWeight 40"
                 )
@@ -1418,10 +1745,240 @@ spec:
         let report = rollout_report(&yaml);
         assert_eq!(
             report.findings,
-            [Finding::error(
+            [Finding::invalid_spec(
                 "spec.strategy.canary.trafficRouting.nginx.stableIngress",
                 "Ingress web does not send traffic to Service web-stable"
             )]
+        );
+    }
+
+    fn errors(report: &Report) -> Vec<(&str, Level)> {
+        report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| (f.field.as_str(), f.level))
+            .collect()
+    }
+
+    #[test]
+    fn object_metadata_is_checked_as_the_apiserver_checks_it() {
+        // Names the apiserver refuses and lint once passed: too long, not ASCII, empty.
+        for name in [
+            "a".repeat(254),
+            "wéb".to_owned(),
+            "''".to_owned(),
+            "Web".to_owned(),
+        ] {
+            let yaml = edit(
+                "metadata: {name: web, namespace: shop}",
+                &format!("metadata: {{name: {name}, namespace: shop}}"),
+            );
+            let report = rollout_report(&yaml);
+            assert_eq!(
+                errors(&report),
+                [("metadata.name", Level::Admission)],
+                "{name}: {report}"
+            );
+        }
+        assert!(
+            rollout_report(&edit(
+                "{name: web, namespace: shop}",
+                "{name: web, namespace: Shop}"
+            ))
+            .to_string()
+            .contains("metadata.namespace: \"Shop\": a lowercase RFC 1123 label")
+        );
+        let labelled = edit(
+            "metadata: {name: web, namespace: shop}",
+            "metadata: {name: web, namespace: shop, labels: {'not a key': x}}",
+        );
+        assert_eq!(
+            errors(&rollout_report(&labelled)),
+            [("metadata.labels[not a key]", Level::Admission)]
+        );
+        // An AnalysisTemplate with an empty name is refused, and not used.
+        let yaml = edit(
+            "metadata: {name: error-rate, namespace: shop}",
+            "metadata: {name: '', namespace: shop}",
+        );
+        let reports = lint(&yaml).unwrap();
+        let template = reports
+            .iter()
+            .find(|r| r.kind == "AnalysisTemplate")
+            .unwrap();
+        assert_eq!(
+            errors(template),
+            [("metadata.name", Level::Admission)],
+            "{template}"
+        );
+        let unknown = edit(
+            "metadata: {name: web, namespace: shop}",
+            "metadata: {name: web, namespace: shop, nmae: web}",
+        );
+        assert_eq!(
+            errors(&rollout_report(&unknown)),
+            [("metadata.nmae", Level::Admission)]
+        );
+    }
+
+    #[test]
+    fn a_step_of_pause_null_is_refused_as_the_apiserver_refuses_it() {
+        // A null field is absent to the apiserver's CEL: the step sets nothing.
+        let report = rollout_report(&edit("      - pause: {}\n", "      - pause: null\n"));
+        assert_eq!(
+            errors(&report),
+            [("spec.strategy.canary.steps[4]", Level::Admission)],
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_null_a_rule_reads_is_refused_not_defaulted() {
+        // The apiserver keeps a nullable null and does not default it; the rule reading it
+        // then finds no such key.
+        let yaml = edit(
+            "      stableService: web-stable\n",
+            "      stableService: web-stable\n      maxSurge: null\n",
+        );
+        let report = rollout_report(&yaml);
+        assert_eq!(
+            errors(&report),
+            [("spec.strategy.canary", Level::Admission)],
+            "{report}"
+        );
+        assert!(
+            report.findings[0]
+                .message
+                .ends_with("evaluating rule: maxSurge and maxUnavailable must not both be 0"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn an_integer_beyond_64_bits_is_a_finding_at_its_field_not_an_unreadable_file() {
+        for huge in [
+            "18446744073709551616",
+            "9223372036854775808",
+            "-99999999999999999999999",
+        ] {
+            let yaml = edit("  replicas: 5\n", &format!("  replicas: {huge}\n"));
+            let report = rollout_report(&yaml);
+            assert_eq!(
+                errors(&report),
+                [("spec.replicas", Level::Admission)],
+                "{huge}: {report}"
+            );
+        }
+        // Beyond the field's int32, as the apiserver checks the format.
+        let report = rollout_report(&edit("  replicas: 5\n", "  replicas: 4294967296\n"));
+        assert!(
+            errors(&report).contains(&("spec.replicas", Level::Admission)),
+            "{report}"
+        );
+        // kubectl sends 5.0 and 1e1 as the integers 5 and 10.
+        for integral in ["5.0", "1e1"] {
+            let yaml = edit("  replicas: 5\n", &format!("  replicas: {integral}\n"));
+            assert!(errors(&rollout_report(&yaml)).is_empty(), "{integral}");
+        }
+    }
+
+    #[test]
+    fn a_pause_in_integer_seconds_is_accepted_as_argo_rollouts_writes_it() {
+        for ok in ["10", "'10'", "0", "10s", "1h30m"] {
+            let yaml = edit("duration: 2m", &format!("duration: {ok}"));
+            assert!(errors(&rollout_report(&yaml)).is_empty(), "{ok}");
+        }
+        for bad in ["-5", "2147483648", "five", "'1.5h'", "1.5", "'10 s'"] {
+            let yaml = edit("duration: 2m", &format!("duration: {bad}"));
+            assert_eq!(
+                errors(&rollout_report(&yaml)),
+                [(
+                    "spec.strategy.canary.steps[1].pause.duration",
+                    Level::Admission
+                )],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_status_in_the_file_is_dropped_but_an_unknown_field_in_it_is_refused() {
+        let with_status = |status: &str| {
+            edit(
+                "metadata: {name: web, namespace: shop}\n",
+                &format!("metadata: {{name: web, namespace: shop}}\nstatus: {status}\n"),
+            )
+        };
+        let report = rollout_report(&with_status("{phase: Bogus, replicas: many}"));
+        assert!(report.findings.is_empty(), "{report}");
+        let report = rollout_report(&with_status("{bogus: 1}"));
+        assert_eq!(errors(&report), [("status.bogus", Level::Admission)]);
+    }
+
+    #[test]
+    fn a_date_time_is_checked_as_the_apiserver_checks_its_format() {
+        for ok in ["'2026-12-01T07:00:00Z'", "2026-12-01t07:00:00.5+01:00"] {
+            let yaml = edit(
+                "  replicas: 5\n",
+                &format!("  replicas: 5\n  restartAt: {ok}\n"),
+            );
+            assert!(errors(&rollout_report(&yaml)).is_empty(), "{ok}");
+        }
+        for bad in [
+            "'2026-12-01T07:00:00'",
+            "yesterday",
+            "'2026-02-30T07:00:00Z'",
+            "5",
+        ] {
+            let yaml = edit(
+                "  replicas: 5\n",
+                &format!("  replicas: 5\n  restartAt: {bad}\n"),
+            );
+            assert_eq!(
+                errors(&rollout_report(&yaml)),
+                [("spec.restartAt", Level::Admission)],
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn findings_say_whether_the_apiserver_or_the_controller_refuses() {
+        let yaml = without_template().replacen(
+            "        nginx: {stableIngress: web}\n",
+            "        nginx: {stableIngress: web}\n        maxTrafficWeight: 40\n",
+            1,
+        );
+        let report = rollout_report(&yaml);
+        assert_eq!(
+            errors(&report),
+            [("spec.strategy.canary.steps[3].setWeight", Level::Controller)]
+        );
+        assert!(
+            report
+                .to_string()
+                .ends_with("(the controller would mark the rollout InvalidSpec)"),
+            "{report}"
+        );
+        let report = rollout_report(&edit("- setWeight: 50", "- setWeight: 150"));
+        assert_eq!(
+            errors(&report),
+            [("spec.strategy.canary.steps[3].setWeight", Level::Admission)]
+        );
+        // What the schema lets through but the controller cannot read is the controller's.
+        let finding = decode::<Rollout>(
+            "Rollout",
+            &serde_json::json!({"metadata": {"name": "web"}, "spec": {"replicas": "five"}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (finding.field.as_str(), finding.level),
+            ("spec.replicas", Level::Controller)
+        );
+        assert!(
+            finding.message.starts_with("cannot be read as a Rollout: "),
+            "{finding}"
         );
     }
 
@@ -1476,6 +2033,7 @@ spec:
                 "name": "web",
                 "findings": [{
                     "severity": "error",
+                    "level": "admission",
                     "field": "spec.strategy.canary.steps[3].setWeight",
                     "message": "150 is above 100",
                 }],
@@ -1575,7 +2133,7 @@ spec:
     /// Valid objects of every kind that, together, reach every node with a CEL rule.
     fn samples() -> Vec<(&'static str, String)> {
         let analysis = format!("{{templates: [{{templateName: t}}], {ARGS}}}");
-        let head = "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template: {metadata: {labels: {app: web}}}\n  strategy:\n";
+        let head = "apiVersion: sluice.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: web, image: 'web:1'}], initContainers: [{name: init, image: 'init:1'}]}}\n  restartAt: '2026-12-01T07:00:00Z'\n  strategy:\n";
         let template = format!(
             "metadata: {{name: t}}\nspec:\n  {ARGS}\n  metrics:\n  - name: m\n    provider: {{prometheus: {{address: 'http://p', query: up}}}}\n"
         );

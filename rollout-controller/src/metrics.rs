@@ -1,4 +1,4 @@
-//! The controller's own metrics (names as in API.md), served on `/metrics`.
+//! The controller's own metrics (names as in docs/API.md), served on `/metrics`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -55,6 +55,8 @@ pub struct Metrics {
     pub abort_latency: Histogram,
     /// 1 while this replica holds the leader lease (or runs without election), 0 otherwise.
     pub leader: Gauge,
+    /// Watched objects the controller cannot decode, by kind.
+    pub undecodable_objects: Family<KindLabels, Gauge>,
     /// The info series each rollout has now, so that a phase change replaces it.
     current_info: Mutex<HashMap<RolloutLabels, InfoLabels>>,
 }
@@ -75,6 +77,7 @@ impl Default for Metrics {
         let measurements = Family::<MeasurementLabels, Counter>::default();
         let abort_latency = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]);
         let leader = Gauge::default();
+        let undecodable_objects = Family::<KindLabels, Gauge>::default();
         registry.register(
             "rollout_info",
             "Each rollout, with its strategy and phase",
@@ -122,6 +125,11 @@ impl Default for Metrics {
             "1 on the replica that holds the leader lease, 0 on the others",
             leader.clone(),
         );
+        registry.register(
+            "undecodable_objects",
+            "Watched objects the controller cannot decode, by kind; rollouts that use one are Degraded",
+            undecodable_objects.clone(),
+        );
         Self {
             registry,
             info,
@@ -135,6 +143,7 @@ impl Default for Metrics {
             measurements,
             abort_latency,
             leader,
+            undecodable_objects,
             current_info: Mutex::new(HashMap::new()),
         }
     }

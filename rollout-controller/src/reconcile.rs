@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -28,6 +28,8 @@ use crate::crd::{
 };
 use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
 use crate::plan::analysis::{NewAnalysisRun, ObservedRun, TemplateKey, referenced_templates};
+use crate::plan::refused::{self, Refusal};
+use crate::plan::restart::{self, ObservedPod, PodRestart};
 use crate::plan::{
     EventType, InvalidSpec, Observed, ObservedReplicaSet, Plan, PodMetadataChange,
     ReplicaSetTarget, TrafficPlan, plan,
@@ -56,6 +58,10 @@ pub enum ReconcileError {
     Traffic(#[from] traffic::TrafficError),
     #[error("building ReplicaSet {name}: {detail}")]
     Manifest { name: String, detail: String },
+    /// A ReplicaSet write the apiserver refused with a status that retrying the same request
+    /// cannot change; the rollout's status says so.
+    #[error("{}: refused by the apiserver: {}", .0.action, .0.message)]
+    Refused(Refusal),
 }
 
 impl ReconcileError {
@@ -65,12 +71,13 @@ impl ReconcileError {
             ReconcileError::Kube { .. } => "KubeApi",
             ReconcileError::Traffic(_) => "Traffic",
             ReconcileError::Manifest { .. } => "Manifest",
+            ReconcileError::Refused(_) => refused::CONDITION,
         }
     }
 }
 
 /// Counts an API write that has been made.
-fn wrote(ctx: &Context, kind: &'static str) {
+pub(crate) fn wrote(ctx: &Context, kind: &'static str) {
     let count = ctx.writes.fetch_add(1, Ordering::SeqCst) + 1;
     ctx.metrics
         .api_writes
@@ -94,6 +101,23 @@ fn kube_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileE
     move |source| ReconcileError::Kube { action, source }
 }
 
+/// As [`kube_err`], for a ReplicaSet write: a 400, 413 or 422 (the apiserver's validation
+/// refused the object) comes back on every retry, and becomes a [`Refusal`] the rollout's
+/// status reports.
+fn replica_set_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let action = action.into();
+    move |source| match source {
+        kube::Error::Api(status) if matches!(status.code, 400 | 413 | 422) => {
+            ReconcileError::Refused(Refusal {
+                action,
+                reason: status.reason.clone(),
+                message: status.message.clone(),
+            })
+        }
+        source => ReconcileError::Kube { action, source },
+    }
+}
+
 pub struct Context {
     pub client: Client,
     /// API writes made by this process, for the writes metric and fault injection.
@@ -113,6 +137,8 @@ pub struct Context {
     pub analysis_runs: Store<AnalysisRun>,
     pub templates: Store<AnalysisTemplate>,
     pub cluster_templates: Store<ClusterAnalysisTemplate>,
+    /// The objects of each watched kind that do not decode, which the stores do not hold.
+    pub undecodable: crate::undecodable::Undecodables,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
 }
@@ -212,6 +238,8 @@ pub fn observe(rollout: &Rollout, namespace: &str, ctx: &Context) -> Observed {
         analysis_runs,
         templates,
         router_problem: None,
+        undecodable: crate::undecodable::observe(rollout, namespace, &ctx.undecodable),
+        pods: None,
     }
 }
 
@@ -266,8 +294,14 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     // Whole seconds, as metav1.Time stores them: a status planned at sub-second precision would
     // never equal the status read back, and be written again on every reconcile.
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    if restart::due(&rollout, now) {
+        observed.pods = Some(stable_pods(&rollout, &namespace, &ctx).await?);
+    }
     let plan = plan(&rollout, &observed, now);
-    act(&rollout, &namespace, &plan, &ctx).await?;
+    if let Err(error) = act(&rollout, &namespace, &plan, &ctx).await {
+        report_refusal(&rollout, &namespace, &error, now, &ctx).await;
+        return Err(error);
+    }
     ctx.failures
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -354,75 +388,195 @@ async fn act(
             "aborted on a failed analysis: traffic on stable"
         );
     }
+    if let Some(restart) = &plan.restart {
+        delete_pod(namespace, restart, ctx).await?;
+    }
     write_analysis_runs(rollout, namespace, plan, ctx).await?;
 
     if rollout.status.as_ref() != Some(&plan.status) {
-        let rollouts: Api<Rollout> = Api::namespaced(ctx.client.clone(), namespace);
-        let patch = json!({
-            "apiVersion": "sluice.dev/v1alpha1",
-            "kind": "Rollout",
-            "status": plan.status,
-        });
-        rollouts
-            .patch_status(
-                &rollout.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(kube_err("writing status"))?;
-        wrote(ctx, "RolloutStatus");
-        if let (Some(uid), Some(version)) = (rollout.uid(), rollout.resource_version()) {
-            ctx.status_written_over
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(uid, (version, Instant::now()));
-        }
+        write_status(rollout, namespace, &plan.status, ctx).await?;
     }
-
-    let reference = rollout.object_ref(&());
     for event in &plan.events {
-        ctx.metrics
-            .transitions
-            .get_or_create(&reason(event.reason))
-            .inc();
-        if matches!(
-            event.reason,
-            "AbortedByUser" | "ProgressDeadlineExceeded" | "AnalysisFailed"
-        ) {
-            ctx.metrics
-                .aborts
-                .get_or_create(&reason(event.reason))
-                .inc();
-        }
-        let type_ = match event.type_ {
-            EventType::Normal => KubeEventType::Normal,
-            EventType::Warning => KubeEventType::Warning,
-        };
-        match event.type_ {
-            EventType::Normal => info!(reason = event.reason, "{}", event.message),
-            EventType::Warning => warn!(reason = event.reason, "{}", event.message),
-        }
-        let published = ctx
-            .recorder
-            .publish(
-                &Event {
-                    type_,
-                    reason: event.reason.into(),
-                    note: Some(event.message.clone()),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                },
-                &reference,
-            )
-            .await;
-        match published {
-            Ok(()) => wrote(ctx, "Event"),
-            // An Event that cannot be written must not stop the rollout.
-            Err(e) => warn!(reason = event.reason, error = %e, "could not publish an Event"),
-        }
+        publish(rollout, event, ctx).await;
     }
     Ok(())
+}
+
+/// Writes the rollout's whole status with server-side apply, and notes what it was based on.
+async fn write_status(
+    rollout: &Rollout,
+    namespace: &str,
+    status: &crate::crd::RolloutStatus,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let rollouts: Api<Rollout> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Rollout",
+        "status": status,
+    });
+    rollouts
+        .patch_status(
+            &rollout.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(kube_err("writing status"))?;
+    wrote(ctx, "RolloutStatus");
+    if let (Some(uid), Some(version)) = (rollout.uid(), rollout.resource_version()) {
+        ctx.status_written_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid, (version, Instant::now()));
+    }
+    Ok(())
+}
+
+/// Publishes a planned Event on the rollout, counting it in the metrics.
+async fn publish(rollout: &Rollout, event: &crate::plan::PlannedEvent, ctx: &Context) {
+    let reference = rollout.object_ref(&());
+    ctx.metrics
+        .transitions
+        .get_or_create(&reason(event.reason))
+        .inc();
+    if matches!(
+        event.reason,
+        "AbortedByUser" | "ProgressDeadlineExceeded" | "AnalysisFailed"
+    ) {
+        ctx.metrics
+            .aborts
+            .get_or_create(&reason(event.reason))
+            .inc();
+    }
+    let type_ = match event.type_ {
+        EventType::Normal => KubeEventType::Normal,
+        EventType::Warning => KubeEventType::Warning,
+    };
+    match event.type_ {
+        EventType::Normal => info!(reason = event.reason, "{}", event.message),
+        EventType::Warning => warn!(reason = event.reason, "{}", event.message),
+    }
+    let published = ctx
+        .recorder
+        .publish(
+            &Event {
+                type_,
+                reason: event.reason.into(),
+                note: Some(event.message.clone()),
+                action: "Reconcile".into(),
+                secondary: None,
+            },
+            &reference,
+        )
+        .await;
+    match published {
+        Ok(()) => wrote(ctx, "Event"),
+        // An Event that cannot be written must not stop the rollout.
+        Err(e) => warn!(reason = event.reason, error = %e, "could not publish an Event"),
+    }
+}
+
+/// Makes a refused ReplicaSet write seen: the rollout Degraded with the apiserver's message
+/// (`plan::refused`), and an Event when the refusal is new. The error still goes to the error
+/// policy, whose backoff retries it: what the apiserver refuses can change without the Rollout
+/// changing (an admission policy, a quota's scope).
+async fn report_refusal(
+    rollout: &Rollout,
+    namespace: &str,
+    error: &ReconcileError,
+    now: Timestamp,
+    ctx: &Context,
+) {
+    let ReconcileError::Refused(refusal) = error else {
+        return;
+    };
+    let (status, event) = refused::refused(rollout, refusal, now);
+    if rollout.status.as_ref() != Some(&status)
+        && let Err(e) = write_status(rollout, namespace, &status, ctx).await
+    {
+        warn!(namespace, rollout = %rollout.name_any(), error = %e, "could not report a refused ReplicaSet");
+    }
+    if let Some(event) = event {
+        publish(rollout, &event, ctx).await;
+    }
+}
+
+/// The stable ReplicaSet's pods, for a restart: listed by its pod-template hash, each owned by
+/// that ReplicaSet. Only while a restart is due, so that pods are never watched or cached.
+async fn stable_pods(
+    rollout: &Rollout,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Vec<ObservedPod>, ReconcileError> {
+    let Some(hash) = rollout
+        .status
+        .as_ref()
+        .and_then(|s| s.stable_revision.clone())
+    else {
+        return Ok(Vec::new());
+    };
+    let owner = format!("{}-{hash}", rollout.name_any());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("{POD_TEMPLATE_HASH_LABEL}={hash}")))
+        .await
+        .map_err(kube_err(format!("listing pods of ReplicaSet {owner}")))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|pod| {
+            pod.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.kind == "ReplicaSet" && o.name == owner)
+        })
+        .map(|pod| {
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ObservedPod {
+                name: pod.name_any(),
+                uid: pod.uid().unwrap_or_default(),
+                hash: hash.clone(),
+                created_at: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                ready,
+                terminating: pod.metadata.deletion_timestamp.is_some(),
+            }
+        })
+        .collect())
+}
+
+/// Deletes the pod a restart replaces now, if it is still the one the plan chose (its uid).
+async fn delete_pod(
+    namespace: &str,
+    restart: &PodRestart,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(restart.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match pods.delete(&restart.name, &params).await {
+        Ok(_) => {
+            wrote(ctx, "Pod");
+            info!(pod = %restart.name, "pod deleted for a restart");
+            Ok(())
+        }
+        // Gone already, or replaced by a pod of the same name: nothing of the old one is left.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(source) => Err(kube_err(format!(
+            "deleting pod {} for a restart",
+            restart.name
+        ))(source)),
+    }
 }
 
 /// Reads the router's objects and says what is wrong with them for the planner, which then
@@ -642,7 +796,7 @@ async fn move_role_metadata(
     replica_sets
         .patch(&name, &params, &Patch::Merge(&template_patch))
         .await
-        .map_err(kube_err(format!(
+        .map_err(replica_set_err(format!(
             "setting role metadata on ReplicaSet {name}"
         )))?;
     wrote(ctx, "ReplicaSet");
@@ -710,7 +864,7 @@ async fn write_replica_set(
                 &Patch::Apply(&replica_set),
             )
             .await
-            .map_err(kube_err(format!("creating ReplicaSet {name}")))?;
+            .map_err(replica_set_err(format!("creating ReplicaSet {name}")))?;
             info!(replica_set = %name, replicas = target.replicas, "ReplicaSet created");
             Ok(true)
         }
@@ -791,9 +945,20 @@ fn apply_changes(map: &mut BTreeMap<String, String>, changes: &BTreeMap<String, 
     }
 }
 
+/// The error policy runs outside the reconcile's span, so its line names the namespace itself:
+/// rollouts of one name in two namespaces are otherwise told apart by nothing.
+pub(crate) fn log_reconcile_failure(rollout: &Rollout, error: &ReconcileError) {
+    warn!(
+        namespace = %rollout.namespace().unwrap_or_default(),
+        rollout = %rollout.name_any(),
+        error = %error,
+        "reconcile failed"
+    );
+}
+
 /// Retries a failed reconcile after 0.5 s, doubling with each failure in a row up to a minute.
 pub fn error_policy(rollout: Arc<Rollout>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    warn!(rollout = %rollout.name_any(), error = %error, "reconcile failed");
+    log_reconcile_failure(&rollout, error);
     ctx.metrics
         .reconcile_errors
         .get_or_create(&reason(error.reason()))

@@ -433,6 +433,16 @@ pub fn run_error_policy(
     error: &RunnerError,
     _: Arc<RunnerContext>,
 ) -> Action {
-    warn!(analysis_run = %run.name_any(), error = %error, "analysis run reconcile failed");
+    log_run_failure(&run, error);
     Action::requeue(Duration::from_secs(2))
+}
+
+/// Outside the measuring span: the line names the namespace itself.
+pub(crate) fn log_run_failure(run: &AnalysisRun, error: &RunnerError) {
+    warn!(
+        namespace = %run.namespace().unwrap_or_default(),
+        analysis_run = %run.name_any(),
+        error = %error,
+        "analysis run reconcile failed"
+    );
 }

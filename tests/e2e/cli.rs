@@ -24,6 +24,9 @@ pub fn trials() -> Vec<Trial> {
         trial!(cli::a_canary_driven_to_completion_from_the_cli),
         trial!(cli::a_pipeline_drives_a_canary_with_curl_and_gates_on_kubectl_sluice_status),
         trial!(cli::lint_checks_files_offline),
+        trial!(
+            cli::restart_replaces_every_stable_pod_within_max_unavailable_without_a_new_revision
+        ),
     ]
 }
 
@@ -43,7 +46,7 @@ pub(crate) fn built_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-async fn sluice(env: &Env, ns: &str, args: &[&str]) -> anyhow::Result<Output> {
+pub(crate) async fn sluice(env: &Env, ns: &str, args: &[&str]) -> anyhow::Result<Output> {
     let kubeconfig = env.cluster().await?.admin_kubeconfig().to_owned();
     let output = tokio::process::Command::new(built_binary("kubectl-sluice")?)
         .arg("-n")
@@ -55,11 +58,11 @@ async fn sluice(env: &Env, ns: &str, args: &[&str]) -> anyhow::Result<Output> {
     Ok(output)
 }
 
-fn code(output: &Output) -> i32 {
+pub(crate) fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or(-1)
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -69,7 +72,7 @@ async fn rollout_view(env: &Env, ns: &str) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&get.stdout)?)
 }
 
-const FOUR_STEPS: &str = r#"{"canary": {"steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}}"#;
+pub(crate) const FOUR_STEPS: &str = r#"{"canary": {"steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}}"#;
 
 async fn a_canary_driven_to_completion_from_the_cli(env: &'static Env) -> anyhow::Result<()> {
     env.install_crds().await?;
@@ -107,10 +110,15 @@ async fn a_canary_driven_to_completion_from_the_cli(env: &'static Env) -> anyhow
             );
             // `get -w` looks once a second: give it time to show the pause.
             tokio::time::sleep(Duration::from_millis(1500)).await;
-            let promote = sluice(env, &ns, &["promote", "web"]).await?;
+            // Argo Rollouts' spelling of a single-step promote, at the second pause.
+            let promote = if step == 1 {
+                sluice(env, &ns, &["promote", "web"]).await?
+            } else {
+                sluice(env, &ns, &["promote", "web", "--skip-current-step"]).await?
+            };
             ensure!(code(&promote) == 0, "promote at {step}: {promote:?}");
         }
-        let status = sluice(env, &ns, &["status", "web", "--timeout", "60s"]).await?;
+        let status = sluice(env, &ns, &["status", "web", "--watch", "--timeout", "60s"]).await?;
         ensure!(code(&status) == 0, "v2 status: {status:?}");
         tokio::time::sleep(Duration::from_millis(1500)).await;
         watch.start_kill()?;
@@ -134,6 +142,26 @@ async fn a_canary_driven_to_completion_from_the_cli(env: &'static Env) -> anyhow
         );
 
         let view = rollout_view(env, &ns).await?;
+        // Finished: all traffic on the new stable, shown as 100, not the canary's 0.
+        ensure!(
+            view["weight"] == 100,
+            "weight of a finished rollout: {view}"
+        );
+        let list = sluice(env, &ns, &["list", "rollouts"]).await?;
+        let row = stdout(&list)
+            .lines()
+            .find(|l| l.starts_with("web "))
+            .map(str::to_owned)
+            .unwrap_or_default();
+        ensure!(
+            code(&list) == 0 && row.split_whitespace().nth(4) == Some("100"),
+            "`list rollouts` must show weight 100: {list:?}"
+        );
+        let get = sluice(env, &ns, &["get", "rollouts"]).await?;
+        ensure!(
+            code(&get) == 0 && stdout(&get).lines().any(|l| l.starts_with("web ")),
+            "`get rollouts` lists: {get:?}"
+        );
         let revisions = view["revisions"].as_array().context("revisions")?;
         ensure!(
             revisions.len() == 2
@@ -173,6 +201,25 @@ async fn a_canary_driven_to_completion_from_the_cli(env: &'static Env) -> anyhow
             text.contains("web") && text.contains("Aborted") && !text.contains('\x1b'),
             "{text}"
         );
+        // Argo Rollouts' `retry rollout NAME`: v3 starts again and pauses at step 1, where a
+        // look without watching says it is not done (exit 4); then it is aborted again.
+        let retry = sluice(env, &ns, &["retry", "rollout", "web"]).await?;
+        ensure!(code(&retry) == 0, "retry rollout web: {retry:?}");
+        status_until(&client, &ns, "web", "v3 retried, at its first pause", |s| {
+            !s.abort && s.current_step_index == Some(1) && s.phase == Phase::Paused
+        })
+        .await?;
+        let look = sluice(env, &ns, &["status", "web", "--watch=false"]).await?;
+        ensure!(
+            code(&look) == 4,
+            "status --watch=false of a paused rollout: {look:?}"
+        );
+        let abort = sluice(env, &ns, &["abort", "web"]).await?;
+        ensure!(code(&abort) == 0, "abort after the retry: {abort:?}");
+        status_until(&client, &ns, "web", "v3 aborted again", |s| {
+            s.phase == Phase::Aborted
+        })
+        .await?;
 
         // Undo: the template goes back to the stable revision (2), which finishes at once.
         let undo = sluice(env, &ns, &["undo", "web"]).await?;
@@ -377,5 +424,192 @@ async fn lint_checks_files_offline(_env: &'static Env) -> anyhow::Result<()> {
             && text.contains("steps[1].pause.duration"),
         "an invalid file: {failed:?}"
     );
+    // An integer beyond 64 bits is a finding at its field, not an unreadable file (exit 1).
+    let huge = dir.path().join("huge.yaml");
+    std::fs::write(
+        &huge,
+        rollout("[{setWeight: 20}]").replace("replicas: 2", "replicas: 18446744073709551616"),
+    )?;
+    let failed = run(huge).await?;
+    ensure!(
+        code(&failed) == 7 && stdout(&failed).contains("Rollout web: spec.replicas: "),
+        "an integer beyond 64 bits: {failed:?}"
+    );
+    // Argo Rollouts' integer seconds are a pause's duration.
+    let argo = dir.path().join("argo.yaml");
+    std::fs::write(&argo, rollout("[{setWeight: 20}, {pause: {duration: 10}}]"))?;
+    let ok = run(argo).await?;
+    ensure!(code(&ok) == 0, "pause {{duration: 10}}: {ok:?}");
     Ok(())
+}
+
+/// `kubectl sluice restart`: every pod of the stable version is re-created, one at a time, with
+/// no new revision, and never fewer than replicas - maxUnavailable pods ready on the way.
+async fn restart_replaces_every_stable_pod_within_max_unavailable_without_a_new_revision(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Arc, Mutex};
+
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    use kube::runtime::watcher;
+    use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
+
+    const REPLICAS: usize = 4;
+    const MAX_UNAVAILABLE: usize = 1;
+    env.install_crds().await?;
+    env.in_namespace("restart-pods", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        let strategy = json!({"canary": {"maxSurge": 1, "maxUnavailable": MAX_UNAVAILABLE,
+                                         "steps": [{"setWeight": 50}]}});
+        create_rollout(
+            &client,
+            &ns,
+            rollout_manifest("web", REPLICAS as i32, "web:1", strategy),
+        )
+        .await?;
+        let status = sluice(env, &ns, &["status", "web", "--timeout", "60s"]).await?;
+        ensure!(code(&status) == 0, "v1 status: {status:?}");
+        let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &ns);
+        let before = rollouts.get("web").await?.status.unwrap_or_default();
+        let stable = before
+            .stable_revision
+            .clone()
+            .context("no stable revision")?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let selector = format!("{POD_TEMPLATE_HASH_LABEL}={stable}");
+        let ready = |pod: &Pod| {
+            pod.metadata.deletion_timestamp.is_none()
+                && pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        let uid = |pod: &Pod| pod.metadata.uid.clone().unwrap_or_default();
+        let old: BTreeSet<String> = pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .iter()
+            .filter(|p| ready(p))
+            .map(uid)
+            .collect();
+        ensure!(
+            old.len() == REPLICAS,
+            "{} ready pods before the restart",
+            old.len()
+        );
+
+        // Every change to a stable pod, as a watch sees it: the fewest ready at any moment.
+        let fewest = Arc::new(Mutex::new(usize::MAX));
+        let watch = {
+            let fewest = fewest.clone();
+            let mut stream =
+                watcher(pods.clone(), watcher::Config::default().labels(&selector)).boxed();
+            tokio::spawn(async move {
+                let mut state: BTreeMap<String, bool> = BTreeMap::new();
+                let mut listed = false;
+                while let Some(event) = stream.next().await {
+                    match event {
+                        Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                            state.insert(uid(&p), ready(&p));
+                        }
+                        Ok(watcher::Event::Delete(p)) => {
+                            state.remove(&uid(&p));
+                        }
+                        Ok(watcher::Event::InitDone) => listed = true,
+                        _ => continue,
+                    }
+                    // Counted once the first list is whole, not while it arrives pod by pod.
+                    if !listed {
+                        continue;
+                    }
+                    let now = state.values().filter(|r| **r).count();
+                    let mut fewest = fewest.lock().unwrap_or_else(|p| p.into_inner());
+                    *fewest = (*fewest).min(now);
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        let restart = sluice(env, &ns, &["restart", "web"]).await?;
+        ensure!(
+            code(&restart) == 0 && stdout(&restart).contains("restart requested at"),
+            "restart: {restart:?}"
+        );
+        // The restart changes the spec: `status` waits for it to be done.
+        let status = sluice(env, &ns, &["status", "web", "--timeout", "90s"]).await?;
+        ensure!(code(&status) == 0, "status after the restart: {status:?}");
+        let rollout = rollouts.get("web").await?;
+        let after = rollout.status.clone().unwrap_or_default();
+        ensure!(
+            after.restarted_at.is_some() && after.restarted_at == rollout.spec.restart_at,
+            "restartedAt {:?}, restartAt {:?}",
+            after.restarted_at,
+            rollout.spec.restart_at
+        );
+        watch.abort();
+        let now: Vec<Pod> = pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let replaced: BTreeSet<String> = now.iter().map(uid).collect();
+        ensure!(
+            now.len() == REPLICAS && now.iter().all(ready) && replaced.is_disjoint(&old),
+            "after the restart: {} pods, {} ready, {} of the old ones left",
+            now.len(),
+            now.iter().filter(|p| ready(p)).count(),
+            replaced.intersection(&old).count()
+        );
+        // No new revision: the same stable ReplicaSet, the only one.
+        ensure!(
+            after.stable_revision.as_deref() == Some(stable.as_str())
+                && after.updated_revision.as_deref() == Some(stable.as_str()),
+            "a restart made a new revision: {after:?}"
+        );
+        let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+        let count = replica_sets.list(&ListParams::default()).await?.items.len();
+        ensure!(count == 1, "{count} ReplicaSets after a restart");
+        let fewest = *fewest.lock().unwrap_or_else(|p| p.into_inner());
+        ensure!(
+            fewest >= REPLICAS - MAX_UNAVAILABLE,
+            "only {fewest} stable pods were ready at one point of the restart"
+        );
+        // One Event per pod, which the recorder may keep as one series.
+        let deleted = crate::support::events_with_reason(&client, &ns, "PodRestarted").await?;
+        let times: i32 = deleted
+            .iter()
+            .map(|e| {
+                e.series
+                    .as_ref()
+                    .and_then(|s| s.count)
+                    .or(e.count)
+                    .unwrap_or(1)
+            })
+            .sum();
+        ensure!(
+            times == REPLICAS as i32,
+            "PodRestarted {times} times: {deleted:?}"
+        );
+        eprintln!("restart: {REPLICAS} pods replaced, never fewer than {fewest} ready");
+        // The weight of a finished rollout is 100 on its stable, in the view and the list.
+        let view = rollout_view(env, &ns).await?;
+        ensure!(view["weight"] == 100, "{view}");
+        // `version` answers without a cluster.
+        let version = sluice(env, &ns, &["version"]).await?;
+        ensure!(
+            code(&version) == 0 && stdout(&version).starts_with("kubectl-sluice "),
+            "{version:?}"
+        );
+        Ok(())
+    })
+    .await
 }

@@ -654,6 +654,10 @@ fn exported_series() -> anyhow::Result<BTreeSet<String>> {
         .inc();
     metrics.api_writes.get_or_create(&kind("ReplicaSet")).inc();
     metrics
+        .undecodable_objects
+        .get_or_create(&kind("AnalysisTemplate"))
+        .set(1);
+    metrics
         .measurements
         .get_or_create(&MeasurementLabels {
             metric: "error-rate".into(),

@@ -176,9 +176,25 @@ async fn with_two_replicas(
             }
             let _ = replica.child.kill().await;
         }
-        outcome.with_context(|| format!("controller logs: {logs}"))
+        outcome
+            .and_then(|()| logs_are_plain(&replicas))
+            .with_context(|| format!("controller logs: {logs}"))
     })
     .await
+}
+
+/// Written to a file, the controller's text log carries no colour codes.
+fn logs_are_plain(replicas: &[Replica]) -> anyhow::Result<()> {
+    for replica in replicas {
+        let log = std::fs::read(&replica.log)?;
+        ensure!(!log.is_empty(), "{} logged nothing", replica.identity);
+        ensure!(
+            !log.contains(&0x1b),
+            "{}'s log file carries ANSI escape codes",
+            replica.identity
+        );
+    }
+    Ok(())
 }
 
 async fn failover(
@@ -306,6 +322,14 @@ async fn failover(
             .lines()
             .filter(|l| l.contains("does not hold the leader lease"))
             .count();
+        let unnamed: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("reconcile failed") && !l.contains(&format!("namespace={ns}")))
+            .collect();
+        ensure!(
+            unnamed.is_empty(),
+            "reconcile errors logged without their namespace: {unnamed:?}"
+        );
         eprintln!(
             "leader: the woken leader exited ({exit}); writes it attempted and the gate refused: {refused}"
         );

@@ -428,6 +428,23 @@ async fn the_controller_uses_exactly_the_rights_deploy_grants(
                 Ok((counts.values().filter(|n| **n == 0).count() >= 2).then_some(()))
             })
             .await?;
+            // A restart of bg: its stable pods listed and deleted one at a time.
+            let rollouts: Api<rollout_controller::crd::Rollout> = Api::namespaced(client.clone(), &ns);
+            let at = k8s_openapi::jiff::Timestamp::now().as_second() + 1;
+            let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(at)?,
+            );
+            rollouts
+                .patch(
+                    "bg",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&json!({"spec": {"restartAt": at}})),
+                )
+                .await?;
+            status_until(&client, &ns, "bg", "bg restarted", |s| {
+                s.restarted_at.is_some() && s.phase == Phase::Healthy
+            })
+            .await?;
             drop(controller);
             Ok(())
         }

@@ -11,11 +11,15 @@ macro_rules! trial {
     };
 }
 
+mod bad_templates;
 mod cli;
+mod decisions;
 mod deploy;
 mod examples;
+mod fuzz;
 mod leader;
 mod least_privilege;
+mod lint_agreement;
 mod prometheus_analysis;
 mod rest_api;
 mod restart;
@@ -25,6 +29,7 @@ mod routers;
 mod scrape;
 mod smoke;
 mod support;
+mod undecodable;
 
 use std::process::ExitCode;
 
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
     let trials: Vec<Trial> = [
         smoke::trials(),
         rollouts::trials(),
+        bad_templates::trials(),
         restart::trials(),
         leader::trials(),
         scrape::trials(),
@@ -45,9 +51,13 @@ fn main() -> ExitCode {
         routers::trials(),
         rest_api::trials(),
         cli::trials(),
+        decisions::trials(),
         examples::trials(),
+        lint_agreement::trials(),
+        fuzz::trials(),
         deploy::trials(),
         least_privilege::trials(),
+        undecodable::trials(),
     ]
     .into_iter()
     .flatten()

@@ -17,13 +17,13 @@ pub fn trials() -> Vec<Trial> {
     )]
 }
 
-struct Caller {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Caller {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl Caller {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -25,13 +25,14 @@ pub fn trials() -> Vec<Trial> {
 }
 
 /// The controller as a child process, killed when dropped.
-struct ControllerProcess {
+pub(crate) struct ControllerProcess {
     child: Child,
-    health: String,
+    /// `127.0.0.1:PORT` of /healthz, /readyz and /metrics.
+    pub(crate) health: String,
 }
 
 impl ControllerProcess {
-    fn start(
+    pub(crate) fn start(
         kubeconfig: &Path,
         namespace: &str,
         log: &Path,
@@ -82,7 +83,7 @@ impl ControllerProcess {
         Ok(())
     }
 
-    async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
 }

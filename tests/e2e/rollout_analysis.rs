@@ -199,13 +199,18 @@ async fn canary_analysis_passes_then_a_failing_canary_aborts_by_itself(
                 note.contains(&failed_run),
                 "the Event does not name the run: {note}"
             );
+            // The rollout says why for as long as it stays aborted, not only in the Event.
             let rollouts: Api<Rollout> = Api::namespaced(client.clone(), &ns);
-            let listed = rollouts
-                .get("web")
-                .await?
-                .status
-                .unwrap_or_default()
-                .analysis_runs;
+            let later = rollouts.get("web").await?.status.unwrap_or_default();
+            for message in [&aborted.message, &later.message] {
+                ensure!(
+                    message.contains(&failed_run)
+                        && message.contains("metric error-rate Failed")
+                        && message.contains(&format!("traffic on stable {v2}")),
+                    "the aborted rollout's message does not name the run and the metric: {message}"
+                );
+            }
+            let listed = later.analysis_runs;
             ensure!(
                 listed
                     .iter()

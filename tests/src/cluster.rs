@@ -102,6 +102,8 @@ pub struct ControlPlane {
     temp: Mutex<Option<tempfile::TempDir>>,
     pki: Pki,
     api_server_url: String,
+    /// etcd's client URL, for tests that must store what the apiserver would refuse.
+    etcd_url: String,
     admin_kubeconfig: PathBuf,
     binaries: Binaries,
     /// In start order; stopped in reverse.
@@ -156,6 +158,7 @@ impl ControlPlane {
             temp: Mutex::new(temp),
             pki,
             api_server_url,
+            etcd_url: format!("http://127.0.0.1:{etcd_client}"),
             binaries,
             processes: Mutex::new(Vec::new()),
             started_in: Duration::ZERO,
@@ -322,6 +325,13 @@ impl ControlPlane {
 
     pub fn api_server_url(&self) -> &str {
         &self.api_server_url
+    }
+
+    /// etcd's client URL (plain HTTP on loopback). Writing there bypasses the apiserver's
+    /// validation: tests use it to store an object as an older, looser schema would have let it
+    /// be stored.
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
     }
 
     pub fn ca_cert(&self) -> &Path {

@@ -10,6 +10,8 @@ pub mod binaries;
 pub mod cluster;
 pub mod crds;
 mod error;
+pub mod fuzz;
+pub mod mutate;
 pub mod pki;
 mod ports;
 pub mod process;

@@ -1,4 +1,4 @@
-//! The traffic part of a Rollout's spec, as users write it (API.md), and the plain state a router
+//! The traffic part of a Rollout's spec, as users write it (docs/API.md), and the plain state a router
 //! is asked to reach.
 
 use schemars::JsonSchema;

@@ -1,8 +1,11 @@
 //! The `Rollout` custom resource (`sluice.dev/v1alpha1`).
 //!
 //! What the apiserver can check, the schema and its CEL rules check: exactly one strategy,
-//! weights within 0..=100, maxSurge and maxUnavailable not both zero, durations in humantime
-//! form. What only the controller can see (a missing Service) becomes an `InvalidSpec` condition.
+//! weights within 0..=100, maxSurge and maxUnavailable counts or percentages and not both zero,
+//! durations in humantime form, and what a ReplicaSet needs of the selector and pod template
+//! (`pod_template`). What only the controller can see (a missing Service) becomes an
+//! `InvalidSpec` condition; what only a ReplicaSet's validation can say, a
+//! `ReplicaSetCreateError` one.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +16,12 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 pub mod analysis;
+pub mod bounds;
+mod pause;
+mod pod_template;
 
 pub use analysis::RolloutAnalysis;
+pub use pause::{PauseDurationError, PauseStep};
 
 /// The API group of every Sluice kind.
 pub const GROUP: &str = "sluice.dev";
@@ -30,6 +37,21 @@ pub const TEMPLATE_ANNOTATION: &str = "sluice.dev/pod-template";
 /// Templates larger than this are not kept in [`TEMPLATE_ANNOTATION`]: all annotations of an
 /// object share 256 KiB.
 pub const TEMPLATE_ANNOTATION_LIMIT: usize = 64 * 1024;
+
+/// Every matchLabels entry is a template label. (matchExpressions, whose values lists the schema
+/// leaves unbounded, are the controller's to check.) The CRD bounds matchLabels and its values,
+/// so that the apiserver can afford this rule.
+const SELECTOR_MATCHES_TEMPLATE_RULE: &str = "!has(self.selector.matchLabels) || \
+    self.selector.matchLabels.all(k, has(self.template.metadata) && \
+    has(self.template.metadata.labels) && k in self.template.metadata.labels && \
+    self.template.metadata.labels[k] == self.selector.matchLabels[k])";
+const SELECTOR_MATCHES_TEMPLATE_MESSAGE: &str = "selector does not match the template: every matchLabels entry must be in \
+     spec.template.metadata.labels with the same value";
+/// An empty selector selects every pod of the namespace, not only the rollout's own.
+const NON_EMPTY_SELECTOR_RULE: &str = "(has(self.matchLabels) && size(self.matchLabels) > 0) || \
+    (has(self.matchExpressions) && size(self.matchExpressions) > 0)";
+const NON_EMPTY_SELECTOR_MESSAGE: &str =
+    "must not be empty: set matchLabels or matchExpressions that the template's labels carry";
 
 /// A humantime duration such as `30s`, `2m` or `1h30m`.
 const DURATION_PATTERN: &str = r"^([0-9]+(ns|us|ms|s|m|h|d))+$";
@@ -71,13 +93,19 @@ const DURATION_PATTERN: &str = r"^([0-9]+(ns|us|ms|s|m|h|d))+$";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(SELECTOR_MATCHES_TEMPLATE_RULE)
+    .message(SELECTOR_MATCHES_TEMPLATE_MESSAGE)
+    .field_path(".selector"))]
 pub struct RolloutSpec {
     /// Desired number of pods of the stable version (default 1).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
     /// Selects the pods of every version; must match the template's labels.
+    #[schemars(transform = pod_template::label_selector_schema)]
+    #[x_kube(validation = kube::core::Rule::new(NON_EMPTY_SELECTOR_RULE).message(NON_EMPTY_SELECTOR_MESSAGE))]
     pub selector: LabelSelector,
+    #[schemars(transform = pod_template::pod_template_schema)]
     pub template: PodTemplateSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -100,6 +128,10 @@ pub struct RolloutSpec {
     /// What a person or pipeline decided about one revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    /// Re-create the stable version's pods that are older than this, one at a time, without a
+    /// new revision (`kubectl sluice restart`; Argo Rollouts' field of the same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_at: Option<Time>,
     pub strategy: Strategy,
 }
 
@@ -107,25 +139,37 @@ fn default_replicas() -> i32 {
     1
 }
 
-/// A decision about one revision (pod-template hash); ignored for any other, so that it never
-/// leaks onto the next release. Every field is idempotent: two pipelines that both promote step
-/// 3 move the rollout one step.
+/// A decision about one attempt at one revision (pod-template hash); ignored for any other, so
+/// that it never leaks onto the next release or the next attempt. A decision is written whole:
+/// a field it does not set is unset (the CLI and the REST API write every other field as null),
+/// so nothing of an earlier decision survives under a new name. Every field is idempotent: two
+/// pipelines that both promote step 3 move the rollout one step.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
     /// The pod-template hash this decision is about.
     pub revision: String,
-    /// Steps up to and including this index are approved.
+    /// The attempt (`status.attempt`) this decision is about: a new template, the same one
+    /// again, or a retry each start a new attempt, where promotedStep, full and abort of an
+    /// earlier one count for nothing. The CLI and the REST API always set it; without it the
+    /// decision counts in whichever attempt is running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub attempt: Option<i32>,
+    /// Approves this step index only, and only while the rollout is at it: a paused step (an
+    /// indefinite or timed pause, an inconclusive analysis, a blue-green or A/B promotion at 0).
+    /// Earlier and later steps are not approved by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub promoted_step: Option<i32>,
-    /// Skip the remaining steps and analyses.
+    /// Skip the remaining steps and analyses of this attempt while it progresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full: Option<bool>,
-    /// Abort this revision.
+    /// Abort this attempt while it is rolling out (not once it is stable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<bool>,
-    /// Raise to retry this revision after an abort.
+    /// Raise above `status.retries` to retry this revision once after an abort; a value that
+    /// is not above it, or that arrives while the rollout is not aborted, starts nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub retry: Option<i32>,
@@ -277,6 +321,17 @@ impl AbMatch {
     }
 }
 
+/// maxSurge and maxUnavailable are a count of pods (`minimum` checks the integer form) or a
+/// percentage of the desired count (`pattern` checks the string form; a string without `%` is
+/// not a count, as for a Deployment). Schema keywords rather than CEL: a rule telling the two
+/// forms apart needs CEL's `type()`, which the client-side validator `lint` uses cannot evaluate.
+const PERCENT_PATTERN: &str = "^(100|[1-9]?[0-9])%$";
+
+fn count_or_percent(schema: &mut schemars::Schema) {
+    schema.insert("minimum".into(), 0.into());
+    schema.insert("pattern".into(), PERCENT_PATTERN.into());
+}
+
 const SURGE_RULE: &str =
     "!(string(self.maxSurge) in ['0', '0%'] && string(self.maxUnavailable) in ['0', '0%'])";
 const SURGE_MESSAGE: &str = "maxSurge and maxUnavailable must not both be 0";
@@ -288,9 +343,11 @@ const SURGE_MESSAGE: &str = "maxSurge and maxUnavailable must not both be 0";
 pub struct RollingUpdate {
     /// Pods above the desired count while replacing (count or percentage; default 25%).
     #[serde(default = "default_max_surge")]
+    #[schemars(transform = count_or_percent)]
     pub max_surge: IntOrString,
     /// Pods below the desired count while replacing (count or percentage; default 0).
     #[serde(default = "default_max_unavailable")]
+    #[schemars(transform = count_or_percent)]
     pub max_unavailable: IntOrString,
     /// Background analysis while the new version rolls out; a Fail aborts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -384,9 +441,15 @@ pub struct Canary {
     /// Labels and annotations put on the stable version's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_metadata: Option<PodMetadata>,
+    /// Pods above the desired count while replacing (count or percentage; default 25%; without
+    /// a router only).
     #[serde(default = "default_max_surge")]
+    #[schemars(transform = count_or_percent)]
     pub max_surge: IntOrString,
+    /// Pods below the desired count while replacing (count or percentage; default 0; without a
+    /// router only).
     #[serde(default = "default_max_unavailable")]
+    #[schemars(transform = count_or_percent)]
     pub max_unavailable: IntOrString,
     /// After promotion, the old version is kept this long (default 30; router only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -455,15 +518,6 @@ pub struct CanaryStep {
     /// Send requests matching headers to the canary, whatever the weight (router only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_header_route: Option<traffic::SetHeaderRoute>,
-}
-
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct PauseStep {
-    /// A humantime duration: `30s`, `2m`, `1h30m`. None: wait for a decision.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub duration: Option<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -545,6 +599,14 @@ pub struct RolloutStatus {
     pub abort: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted_at: Option<Time>,
+    /// Why the current attempt was aborted: the failed run and its metric, a decision, or the
+    /// progress deadline. `message` carries it while the rollout stays aborted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_cause: Option<String>,
+    /// The `spec.restartAt` whose restart is done: every pod of the stable version was created
+    /// after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<Time>,
     /// The `spec.decision.retry` value already acted on, so that a retry happens once.
     #[serde(default)]
     pub retries: i32,
@@ -642,3 +704,6 @@ pub struct PauseCondition {
     pub reason: String,
     pub start_time: Time,
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,11 @@
 
 pub mod analysis;
 mod conditions;
+pub mod refused;
 pub mod replicas;
+pub mod restart;
+mod selector;
+pub mod undecodable;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,7 +23,7 @@ use crate::crd::{
 use crate::hash::pod_template_hash;
 use analysis::{Gate, NewAnalysisRun, ObservedRun, RunKind, TemplateKey};
 use conditions::set_condition;
-use replicas::{Bounds, replicas_for_weight, step_towards};
+use replicas::{Bound, Bounds, replicas_for_weight, step_towards};
 
 /// A ReplicaSet of the Rollout, as the reflector store sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +52,12 @@ pub struct Observed {
     /// What is wrong with the traffic router's objects (a missing Ingress or HTTPRoute, one that
     /// does not send traffic to the stable Service), as the reconcile found before planning.
     pub router_problem: Option<InvalidSpec>,
+    /// Objects the rollout names or owns that the controller cannot decode: nothing is planned
+    /// around them (`undecodable::invalid_spec`).
+    pub undecodable: Vec<undecodable::Undecodable>,
+    /// The stable ReplicaSet's pods, listed only while a restart is due (`restart::due`);
+    /// `None`: not listed.
+    pub pods: Option<Vec<restart::ObservedPod>>,
 }
 
 /// What the traffic router should make true after this reconcile.
@@ -134,6 +144,8 @@ pub struct Plan {
     pub status: RolloutStatus,
     pub events: Vec<PlannedEvent>,
     pub requeue_after: Option<Duration>,
+    /// A stable pod to delete for a restart, after the ReplicaSets are written.
+    pub restart: Option<restart::PodRestart>,
 }
 
 /// The field and reason of a spec the controller cannot act on.
@@ -187,6 +199,9 @@ struct Planner<'a> {
     router: Option<traffic::TrafficRouting>,
     /// The router's state to reach; `None` with a router means "remove".
     traffic_state: Option<traffic::TrafficState>,
+    /// The pod a restart deletes now, and what the status says while a restart goes on.
+    restart: Option<restart::PodRestart>,
+    restart_message: Option<String>,
 }
 
 impl<'a> Planner<'a> {
@@ -218,6 +233,8 @@ impl<'a> Planner<'a> {
             active_on_new: false,
             router: rollout.spec.strategy.routed().map(|r| r.routing.clone()),
             traffic_state: None,
+            restart: None,
+            restart_message: None,
         }
     }
 
@@ -239,12 +256,28 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The decision, when it is about the revision being rolled out.
+    /// The decision, when it is about the revision being rolled out (in whichever attempt).
     fn decision(&self) -> Option<&'a Decision> {
         self.spec
             .decision
             .as_ref()
             .filter(|d| d.revision == self.updated)
+    }
+
+    /// The decision, when it is about the attempt running now: one written before a retry, or
+    /// before the template changed away and back, approves, promotes and aborts nothing.
+    fn decided(&self) -> Option<&'a Decision> {
+        let attempt = self.status.attempt;
+        self.decision()
+            .filter(|d| d.attempt.is_none_or(|a| a == attempt))
+    }
+
+    /// The step this attempt was at when the reconcile began, as the status a person decided
+    /// on showed it; `None` in the reconcile that starts an attempt.
+    fn step_at_start(&self) -> Option<i32> {
+        let same_attempt = self.previous.updated_revision.as_deref() == Some(self.updated.as_str())
+            && self.previous.attempt == self.status.attempt;
+        self.previous.current_step_index.filter(|_| same_attempt)
     }
 
     /// The weight the router may send: `weight`, or less while canary pods that carried it are
@@ -315,16 +348,22 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// A full promotion of this attempt, while it progresses.
     fn is_full(&self) -> bool {
-        self.decision().is_some_and(|d| d.full == Some(true))
+        !self.status.abort && self.decided().is_some_and(|d| d.full == Some(true))
     }
 
+    /// Whether a decision lets `step` pass: a full promotion of this attempt, or a promote of
+    /// that very step while the rollout is at it. A promote never reaches past the step it
+    /// names, nor into another attempt.
     fn approved(&self, step: usize) -> bool {
-        self.decision().is_some_and(|d| {
-            d.full == Some(true)
-                || d.promoted_step
-                    .is_some_and(|p| p >= 0 && p as usize >= step)
-        })
+        let Ok(step) = i32::try_from(step) else {
+            return false;
+        };
+        self.is_full()
+            || self.decided().is_some_and(|d| {
+                d.promoted_step == Some(step) && self.step_at_start() == Some(step)
+            })
     }
 
     fn run(&mut self) {
@@ -351,6 +390,7 @@ impl<'a> Planner<'a> {
             self.rolling(&stable);
         }
         self.check_progress_deadline();
+        self.restart_pods();
     }
 
     /// A new template starts from step 0; the first template ever is stable from the start.
@@ -389,6 +429,7 @@ impl<'a> Planner<'a> {
             self.status.current_step_index = Some(0);
             self.status.abort = false;
             self.status.aborted_at = None;
+            self.status.abort_cause = None;
             self.status.pause_conditions.clear();
             self.status.waiting_since = None;
             self.status.canary = self
@@ -418,16 +459,22 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// A retry, then an abort, each only when the decision is about this attempt and the
+    /// rollout is in the state the action is for.
     fn apply_decisions(&mut self) {
         let Some(decision) = self.decision() else {
             return;
         };
         let retry = decision.retry.unwrap_or(0);
         if retry > self.status.retries {
+            // Taken as acted on even when it starts nothing, so that a retry value that arrives
+            // while the rollout is not aborted never restarts a later abort.
             self.status.retries = retry;
-            if self.status.abort && decision.abort != Some(true) {
+            let this_attempt = self.decided().is_some();
+            if self.status.abort && decision.abort != Some(true) && this_attempt {
                 self.status.abort = false;
                 self.status.aborted_at = None;
+                self.status.abort_cause = None;
                 self.status.current_step_index = Some(0);
                 self.status.pause_conditions.clear();
                 self.status.waiting_since = None;
@@ -444,8 +491,12 @@ impl<'a> Planner<'a> {
                 self.event(EventType::Normal, "Retried", message);
             }
         }
-        if decision.abort == Some(true) && !self.status.abort && !self.is_stable_updated() {
-            self.abort("AbortedByUser", "aborted by a decision".into());
+        let abort = self.decided().is_some_and(|d| d.abort == Some(true));
+        if abort && !self.status.abort && !self.is_stable_updated() {
+            self.abort(
+                "AbortedByUser",
+                "by a decision (spec.decision.abort)".into(),
+            );
         }
     }
 
@@ -458,6 +509,7 @@ impl<'a> Planner<'a> {
         self.status.aborted_at = Some(Time(self.now));
         self.status.pause_conditions.clear();
         let message = format!("revision {} aborted: {why}", self.updated);
+        self.status.abort_cause = Some(why);
         self.event(EventType::Warning, reason, message);
     }
 
@@ -486,6 +538,7 @@ impl<'a> Planner<'a> {
         self.status.current_step_index = steps.map(|n| n as i32);
         self.status.abort = false;
         self.status.aborted_at = None;
+        self.status.abort_cause = None;
         self.status.pause_conditions.clear();
         self.status.analysis_runs.clear();
         self.wanted_runs.clear();
@@ -813,10 +866,7 @@ impl<'a> Planner<'a> {
                         self.now
                     }
                 };
-                let duration = pause
-                    .duration
-                    .as_deref()
-                    .and_then(|d| humantime::parse_duration(d).ok());
+                let duration = pause.length().and_then(Result::ok);
                 if let Some(duration) = duration {
                     let ends =
                         started + SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX);
@@ -827,7 +877,7 @@ impl<'a> Planner<'a> {
                         self.step_done(
                             index,
                             steps.len(),
-                            format!("pause {}", pause.duration.as_deref().unwrap_or_default()),
+                            format!("pause {}", pause.shown().unwrap_or_default()),
                         );
                         index += 1;
                         continue;
@@ -1368,12 +1418,19 @@ impl<'a> Planner<'a> {
         if self.now >= at {
             let why = format!("no progress for {deadline}s while waiting for pods");
             if self.spec.progress_deadline_abort != Some(false) && !self.is_stable_updated() {
-                self.abort("ProgressDeadlineExceeded", why);
+                self.abort(
+                    "ProgressDeadlineExceeded",
+                    format!("progress deadline exceeded: {why}"),
+                );
                 let stable = self.status.stable_revision.clone().unwrap_or_default();
                 self.targets.clear();
                 self.selectors.clear();
                 self.hold_aborted(&stable);
             } else {
+                // Not an abort, still a transition: said with an Event (and so counted), once.
+                if self.previous.phase != Phase::Degraded || self.previous.message != why {
+                    self.event(EventType::Warning, "ProgressStalled", why.clone());
+                }
                 self.status.phase = Phase::Degraded;
                 self.status.message = why;
             }
@@ -1385,32 +1442,36 @@ impl<'a> Planner<'a> {
     fn finish(mut self) -> Plan {
         let now = self.now;
         let generation = self.status.observed_generation;
-        if let Some(invalid) = self.invalid.take() {
-            let message = format!("{}: {}", invalid.field, invalid.message);
-            let changed =
-                !self.previous.conditions.iter().any(|c| {
+        // A bound that cannot be read stops the rollout as InvalidSpec (validate() reads them
+        // first): pods never move by a guessed number.
+        let bounds = match (self.invalid.take(), self.bounds()) {
+            (None, Ok(bounds)) => bounds,
+            (Some(invalid), _) | (None, Err(invalid)) => {
+                let message = format!("{}: {}", invalid.field, invalid.message);
+                let changed = !self.previous.conditions.iter().any(|c| {
                     c.type_ == "InvalidSpec" && c.status == "True" && c.message == message
                 });
-            self.status.phase = Phase::Degraded;
-            self.status.message = message.clone();
-            set_condition(
-                &mut self.status.conditions,
-                "InvalidSpec",
-                true,
-                "InvalidSpec",
-                &message,
-                now,
-                generation,
-            );
-            if changed {
-                self.event(EventType::Warning, "InvalidSpec", message);
+                self.status.phase = Phase::Degraded;
+                self.status.message = message.clone();
+                set_condition(
+                    &mut self.status.conditions,
+                    "InvalidSpec",
+                    true,
+                    "InvalidSpec",
+                    &message,
+                    now,
+                    generation,
+                );
+                if changed {
+                    self.event(EventType::Warning, "InvalidSpec", message);
+                }
+                return Plan {
+                    status: self.status,
+                    events: self.events,
+                    ..Plan::default()
+                };
             }
-            return Plan {
-                status: self.status,
-                events: self.events,
-                ..Plan::default()
-            };
-        }
+        };
         set_condition(
             &mut self.status.conditions,
             "InvalidSpec",
@@ -1421,8 +1482,13 @@ impl<'a> Planner<'a> {
             generation,
         );
 
+        refused::clear(
+            &mut self.status,
+            self.observed.replica_set(&self.updated).is_some(),
+            now,
+            generation,
+        );
         let replicas = self.replicas();
-        let bounds = self.bounds();
         let order: Vec<&str> = self.order.iter().map(String::as_str).collect();
         let next = step_towards(
             &self.observed.replica_sets,
@@ -1486,7 +1552,10 @@ impl<'a> Planner<'a> {
         // finished rollout, not progress still to come: counting it would flip a Healthy
         // rollout back to Progressing for the reconcile that retires a version kept for
         // scaleDownDelaySeconds.
+        // A restart in progress is not Healthy until its last pod is replaced: `status` waits
+        // for it, and the Healthy Event comes once, at the end.
         let healthy = self.is_stable_updated()
+            && self.restart_message.is_none()
             && updated.is_some_and(|rs| rs.available >= replicas && rs.replicas == replicas)
             && scale_down
                 .iter()
@@ -1508,11 +1577,12 @@ impl<'a> Planner<'a> {
             };
         }
         if self.status.phase == Phase::Aborted {
-            self.status.message = format!(
-                "revision {} aborted; traffic on stable {}",
-                self.updated,
-                self.status.stable_revision.clone().unwrap_or_default()
-            );
+            self.status.message = aborted_message(&self.updated, &self.status);
+        }
+        if let Some(message) = &self.restart_message
+            && self.status.phase == Phase::Progressing
+        {
+            self.status.message = message.clone();
         }
         if healthy && self.previous.phase != Phase::Healthy {
             let message = format!("revision {} is healthy", self.updated);
@@ -1600,6 +1670,7 @@ impl<'a> Planner<'a> {
             status: self.status,
             events: self.events,
             requeue_after,
+            restart: self.restart,
         }
     }
 
@@ -1720,29 +1791,60 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    fn bounds(&self) -> Bounds {
+    fn bounds(&self) -> Result<Bounds, InvalidSpec> {
         bounds(self.spec)
     }
 }
 
-/// maxSurge and maxUnavailable of the strategy, resolved against `spec.replicas`.
-pub fn bounds(spec: &RolloutSpec) -> Bounds {
+/// maxSurge and maxUnavailable of the strategy, resolved against `spec.replicas`; a value that is
+/// not a count or a percentage is an [`InvalidSpec`] at its field, never a number.
+pub fn bounds(spec: &RolloutSpec) -> Result<Bounds, InvalidSpec> {
     let replicas = spec.replicas.max(0);
     let strategy = &spec.strategy;
-    if let Some(c) = &strategy.canary
-        && c.traffic_routing.is_none()
-    {
-        Bounds::resolve(&c.max_surge, &c.max_unavailable, replicas)
-    } else if let Some(r) = &strategy.rolling_update {
-        Bounds::resolve(&r.max_surge, &r.max_unavailable, replicas)
-    } else {
+    let declared = strategy_bounds(spec)?;
+    Ok(match declared {
+        Some((surge, unavailable))
+            if strategy
+                .canary
+                .as_ref()
+                .is_none_or(|c| c.traffic_routing.is_none()) =>
+        {
+            Bounds::resolve(surge, unavailable, replicas)
+        }
         // Blue-green, and a canary with a router, keep the stable version whole: its pods go only
         // after traffic has left it.
-        Bounds {
+        _ => Bounds {
             surge: replicas,
             unavailable: 0,
-        }
-    }
+        },
+    })
+}
+
+/// The strategy's maxSurge and maxUnavailable, read (for a canary also when a router makes them
+/// unused: a value that cannot be read is wrong wherever it stands).
+fn strategy_bounds(spec: &RolloutSpec) -> Result<Option<(Bound, Bound)>, InvalidSpec> {
+    let strategy = &spec.strategy;
+    let (field, surge, unavailable) = if let Some(c) = &strategy.canary {
+        ("spec.strategy.canary", &c.max_surge, &c.max_unavailable)
+    } else if let Some(r) = &strategy.rolling_update {
+        (
+            "spec.strategy.rollingUpdate",
+            &r.max_surge,
+            &r.max_unavailable,
+        )
+    } else {
+        return Ok(None);
+    };
+    let read = |name: &str, value| {
+        Bound::parse(value).map_err(|message| InvalidSpec {
+            field: format!("{field}.{name}"),
+            message,
+        })
+    };
+    Ok(Some((
+        read("maxSurge", surge)?,
+        read("maxUnavailable", unavailable)?,
+    )))
 }
 
 /// Canary and stable pods for a weight: the canary gets whole pods for its share, stable the
@@ -1754,13 +1856,23 @@ pub fn canary_split(weight: i32, scale_override: Option<i32>, replicas: i32) -> 
     (canary, replicas - by_weight)
 }
 
+/// What an aborted rollout says for as long as it stays aborted: the revision, why (the cause
+/// is kept in status, as the Event that told it once is gone), and where traffic is.
+fn aborted_message(revision: &str, status: &RolloutStatus) -> String {
+    let stable = status.stable_revision.as_deref().unwrap_or_default();
+    match &status.abort_cause {
+        Some(cause) => format!("revision {revision} aborted: {cause}; traffic on stable {stable}"),
+        None => format!("revision {revision} aborted; traffic on stable {stable}"),
+    }
+}
+
 fn describe_step(step: Option<&CanaryStep>, paused: bool) -> String {
     let what = match step {
         Some(CanaryStep {
             set_weight: Some(w),
             ..
         }) => format!("setWeight {w}"),
-        Some(CanaryStep { pause: Some(p), .. }) => match &p.duration {
+        Some(CanaryStep { pause: Some(p), .. }) => match p.shown() {
             Some(d) => format!("pause {d}"),
             None => "paused until promoted".into(),
         },
@@ -1828,25 +1940,39 @@ pub fn ab_routes(ab: &AbTest) -> Result<Vec<Vec<traffic::RequestMatch>>, Invalid
         .collect()
 }
 
-/// What the schema cannot check: Services that must exist, a selector that matches the
-/// template, durations that parse.
+/// The Service at `field` is not the one at `other` (`name`): the controller pins each to a
+/// version of its own, and one Service pinned to two would have its selector moved back and
+/// forth on every reconcile.
+fn apart(field: &str, other: &str, name: &str, service: Option<&str>) -> Result<(), InvalidSpec> {
+    if service == Some(name) {
+        return Err(InvalidSpec {
+            field: field.into(),
+            message: format!(
+                "Service {name} is the {other} too; one Service cannot select both versions"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// What the schema cannot check: Services that must exist, a selector that selects the
+/// template (its matchExpressions too), maxSurge and maxUnavailable that read as counts or
+/// percentages (checked by the CRD as well, but a Rollout stored before that rule, or written
+/// past it, must not move pods by a guessed number), durations that parse, a
+/// Service for each version.
 pub fn validate(spec: &RolloutSpec, observed: &Observed) -> Result<(), InvalidSpec> {
+    // First: an object that cannot be read would otherwise be reported as missing.
+    if let Some(invalid) = undecodable::invalid_spec(spec, &observed.undecodable) {
+        return Err(invalid);
+    }
     let labels = spec
         .template
         .metadata
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    for (key, value) in spec.selector.match_labels.iter().flatten() {
-        if labels.get(key) != Some(value) {
-            return Err(InvalidSpec {
-                field: "spec.selector".into(),
-                message: format!(
-                    "selects {key}={value}, which spec.template.metadata.labels does not have"
-                ),
-            });
-        }
-    }
+    selector::check(&spec.selector, &labels)?;
+    strategy_bounds(spec)?;
     let require = |field: &str, name: &Option<String>| -> Result<(), InvalidSpec> {
         match name {
             Some(name) if !observed.services.contains_key(name) => Err(InvalidSpec {
@@ -1864,6 +1990,12 @@ pub fn validate(spec: &RolloutSpec, observed: &Observed) -> Result<(), InvalidSp
         require(
             "spec.strategy.blueGreen.previewService",
             &bg.preview_service,
+        )?;
+        apart(
+            "spec.strategy.blueGreen.previewService",
+            "activeService",
+            &bg.active_service,
+            bg.preview_service.as_deref(),
         )?;
     }
     analysis::validate_analyses(spec, &observed.templates)?;
@@ -1914,6 +2046,12 @@ pub fn validate(spec: &RolloutSpec, observed: &Observed) -> Result<(), InvalidSp
             "spec.strategy.abTest.canaryService",
             &Some(ab.canary_service.clone()),
         )?;
+        apart(
+            "spec.strategy.abTest.canaryService",
+            "stableService",
+            &ab.stable_service,
+            Some(&ab.canary_service),
+        )?;
         humantime::parse_duration(&ab.duration).map_err(|e| InvalidSpec {
             field: "spec.strategy.abTest.duration".into(),
             message: format!("{:?} is not a duration: {e}", ab.duration),
@@ -1931,13 +2069,19 @@ pub fn validate(spec: &RolloutSpec, observed: &Observed) -> Result<(), InvalidSp
     if let Some(c) = &spec.strategy.canary {
         require("spec.strategy.canary.stableService", &c.stable_service)?;
         require("spec.strategy.canary.canaryService", &c.canary_service)?;
+        if let Some(stable) = &c.stable_service {
+            apart(
+                "spec.strategy.canary.canaryService",
+                "stableService",
+                stable,
+                c.canary_service.as_deref(),
+            )?;
+        }
         for (i, step) in c.steps.iter().enumerate() {
-            if let Some(d) = step.pause.as_ref().and_then(|p| p.duration.as_deref())
-                && let Err(e) = humantime::parse_duration(d)
-            {
+            if let Some(Err(e)) = step.pause.as_ref().and_then(|p| p.length()) {
                 return Err(InvalidSpec {
                     field: format!("spec.strategy.canary.steps[{i}].pause.duration"),
-                    message: format!("{d:?} is not a duration: {e}"),
+                    message: e.to_string(),
                 });
             }
         }

@@ -8,6 +8,57 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::ObservedReplicaSet;
 
+/// A maxSurge or maxUnavailable value, read: a number of pods, or a share of the desired count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Count(i32),
+    /// From 0 to 100.
+    Percent(i32),
+}
+
+impl Bound {
+    /// Reads `value` as the CRD's rule does: a non-negative integer, or a string `N%` with N
+    /// from 0 to 100 written without leading zeros. Anything else is an error saying why, never
+    /// a number: a string without `%` is not a count (a Deployment refuses `"3"` too), and `-1`
+    /// or `"101%"` would let more pods go than exist.
+    pub fn parse(value: &IntOrString) -> Result<Self, String> {
+        match value {
+            IntOrString::Int(n) if *n >= 0 => Ok(Bound::Count(*n)),
+            IntOrString::Int(n) => Err(format!("{n} is negative")),
+            IntOrString::String(s) => {
+                let percent = s
+                    .strip_suffix('%')
+                    .filter(|digits| {
+                        !digits.is_empty()
+                            && digits.len() <= 3
+                            && digits.bytes().all(|b| b.is_ascii_digit())
+                            && (digits.len() == 1 || !digits.starts_with('0'))
+                    })
+                    .and_then(|digits| digits.parse::<i32>().ok())
+                    .filter(|p| *p <= 100);
+                percent.map(Bound::Percent).ok_or_else(|| {
+                    format!("{s:?} is neither a count of pods nor a percentage from 0% to 100%")
+                })
+            }
+        }
+    }
+
+    fn resolve(self, replicas: i32, round_up: bool) -> i32 {
+        match self {
+            Bound::Count(n) => n,
+            Bound::Percent(percent) => {
+                let scaled = i64::from(replicas.max(0)) * i64::from(percent);
+                let count = if round_up {
+                    (scaled + 99) / 100
+                } else {
+                    scaled / 100
+                };
+                i32::try_from(count).unwrap_or(i32::MAX)
+            }
+        }
+    }
+}
+
 /// maxSurge and maxUnavailable resolved against the desired replica count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -18,29 +69,13 @@ pub struct Bounds {
 impl Bounds {
     /// Percentages round up for surge and down for unavailable, as for Deployments; when both
     /// come to 0, one pod may be unavailable so that the rollout can move at all.
-    pub fn resolve(max_surge: &IntOrString, max_unavailable: &IntOrString, replicas: i32) -> Self {
-        let surge = resolve(max_surge, replicas, true);
-        let mut unavailable = resolve(max_unavailable, replicas, false);
+    pub fn resolve(max_surge: Bound, max_unavailable: Bound, replicas: i32) -> Self {
+        let surge = max_surge.resolve(replicas, true);
+        let mut unavailable = max_unavailable.resolve(replicas, false);
         if surge == 0 && unavailable == 0 {
             unavailable = 1;
         }
         Self { surge, unavailable }
-    }
-}
-
-fn resolve(value: &IntOrString, replicas: i32, round_up: bool) -> i32 {
-    match value {
-        IntOrString::Int(n) => (*n).max(0),
-        IntOrString::String(s) => {
-            let percent: i64 = s.trim_end_matches('%').trim().parse().unwrap_or(0);
-            let scaled = i64::from(replicas) * percent.max(0);
-            let count = if round_up {
-                (scaled + 99) / 100
-            } else {
-                scaled / 100
-            };
-            i32::try_from(count).unwrap_or(i32::MAX)
-        }
     }
 }
 
@@ -158,28 +193,57 @@ mod tests {
 
     #[test]
     fn bounds_resolve_like_a_deployment() {
-        let pct = |s: &str| IntOrString::String(s.into());
+        let pct = |p| Bound::Percent(p);
         assert_eq!(
-            Bounds::resolve(&pct("25%"), &IntOrString::Int(0), 10),
+            Bounds::resolve(pct(25), Bound::Count(0), 10),
             Bounds {
                 surge: 3,
                 unavailable: 0
             }
         );
         assert_eq!(
-            Bounds::resolve(&pct("0%"), &pct("0%"), 10),
+            Bounds::resolve(pct(0), pct(0), 10),
             Bounds {
                 surge: 0,
                 unavailable: 1
             }
         );
         assert_eq!(
-            Bounds::resolve(&IntOrString::Int(2), &pct("15%"), 10),
+            Bounds::resolve(Bound::Count(2), pct(15), 10),
             Bounds {
                 surge: 2,
                 unavailable: 1
             }
         );
+        assert_eq!(
+            Bounds::resolve(pct(100), pct(100), 3),
+            Bounds {
+                surge: 3,
+                unavailable: 3
+            }
+        );
+    }
+
+    #[test]
+    fn only_counts_and_percentages_up_to_100_are_bounds() {
+        let string = |s: &str| IntOrString::String(s.into());
+        assert_eq!(Bound::parse(&IntOrString::Int(0)), Ok(Bound::Count(0)));
+        assert_eq!(Bound::parse(&IntOrString::Int(7)), Ok(Bound::Count(7)));
+        for (text, percent) in [("0%", 0), ("5%", 5), ("25%", 25), ("100%", 100)] {
+            assert_eq!(
+                Bound::parse(&string(text)),
+                Ok(Bound::Percent(percent)),
+                "{text}"
+            );
+        }
+        assert!(Bound::parse(&IntOrString::Int(-1)).is_err());
+        for bad in [
+            "abc", "-1", "1.5", "1", "", "%", "101%", "-1%", "05%", "1000%", " 5%", "5 %", "5%%",
+            "1.5%", "+5%",
+        ] {
+            let parsed = Bound::parse(&string(bad));
+            assert!(parsed.is_err(), "{bad:?} read as {parsed:?}");
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Table tests of each strategy, and property tests of ARCHITECTURE.md's invariants over random
+//! Table tests of each strategy, and property tests of the invariants of docs/ARCHITECTURE.md over random
 //! event sequences, all against a small simulated cluster that carries plans out write by write.
 
 use std::collections::BTreeMap;
@@ -10,6 +10,11 @@ use serde_json::json;
 use super::*;
 use crate::crd::{Decision, POD_TEMPLATE_HASH_LABEL, PodMetadata};
 use ::analysis::lifecycle::Phase as RunPhase;
+
+mod bad_input;
+mod decisions;
+mod one_service;
+mod progress_deadline;
 
 // ---- fixtures ----------------------------------------------------------------------------
 
@@ -161,6 +166,8 @@ impl Sim {
             analysis_runs: self.runs.clone(),
             templates: self.templates.clone(),
             router_problem: None,
+            undecodable: Vec::new(),
+            pods: None,
         }
     }
 
@@ -200,7 +207,7 @@ impl Sim {
     }
 
     fn bounds(&self) -> Bounds {
-        bounds(&self.rollout.spec)
+        bounds(&self.rollout.spec).unwrap()
     }
 
     fn write_replicas(&mut self, target: &ReplicaSetTarget, aborting: bool) {

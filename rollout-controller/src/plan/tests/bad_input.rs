@@ -1,0 +1,95 @@
+//! Specs the controller must refuse whole, naming the field, even when the apiserver let them
+//! through (a Rollout stored before the CRD's rules, or its schema skipped): bounds that are not
+//! counts or percentages, an empty selector, a selector whose expressions miss the template.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::*;
+
+/// The plan of `rollout` at its first reconcile, which must be an InvalidSpec at `field`: a
+/// Degraded status saying so, an Event, and no write to the cluster.
+fn assert_refused_whole(rollout: &Rollout, field: &str) {
+    let plan = plan(rollout, &Observed::default(), Timestamp::UNIX_EPOCH);
+    assert_eq!(
+        plan.status.phase,
+        Phase::Degraded,
+        "{field}: {}",
+        plan.status.message
+    );
+    assert!(
+        plan.status.message.starts_with(&format!("{field}: ")),
+        "{field}: {}",
+        plan.status.message
+    );
+    let invalid = plan
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "InvalidSpec")
+        .unwrap();
+    assert_eq!(invalid.status, "True");
+    assert!(plan.events.iter().any(|e| e.reason == "InvalidSpec"));
+    assert!(
+        plan.scale_up.is_empty() && plan.scale_down.is_empty() && plan.selectors.is_empty(),
+        "{field}: {plan:?}"
+    );
+}
+
+#[test]
+fn bounds_that_are_not_counts_or_percentages_stop_the_rollout_as_invalid() {
+    let bad = [
+        IntOrString::String("abc".into()),
+        IntOrString::Int(-1),
+        IntOrString::String("-1".into()),
+        IntOrString::String("1.5".into()),
+        IntOrString::String("101%".into()),
+        IntOrString::String("3".into()),
+    ];
+    for value in bad {
+        let mut rolling = rolling_rollout(3, 1, 0);
+        let mut canary = canary_rollout(3, json!([{"setWeight": 50}]));
+        let mut routed = canary_rollout(3, json!([{"setWeight": 50}]));
+        routed
+            .spec
+            .strategy
+            .canary
+            .as_mut()
+            .unwrap()
+            .traffic_routing =
+            Some(serde_json::from_value(json!({"nginx": {"stableIngress": "web"}})).unwrap());
+        if let Some(r) = rolling.spec.strategy.rolling_update.as_mut() {
+            r.max_surge = value.clone();
+        }
+        assert_refused_whole(&rolling, "spec.strategy.rollingUpdate.maxSurge");
+        rolling.spec.strategy.rolling_update = Some(crate::crd::RollingUpdate {
+            max_unavailable: value.clone(),
+            ..Default::default()
+        });
+        assert_refused_whole(&rolling, "spec.strategy.rollingUpdate.maxUnavailable");
+        for canary in [&mut canary, &mut routed] {
+            if let Some(c) = canary.spec.strategy.canary.as_mut() {
+                c.max_unavailable = value.clone();
+            }
+            assert_refused_whole(canary, "spec.strategy.canary.maxUnavailable");
+        }
+    }
+}
+
+#[test]
+fn an_empty_selector_stops_the_rollout_as_invalid() {
+    let mut r = rolling_rollout(2, 1, 0);
+    r.spec.selector = LabelSelector::default();
+    assert_refused_whole(&r, "spec.selector");
+}
+
+#[test]
+fn a_selector_expression_that_misses_the_template_stops_the_rollout_as_invalid() {
+    let mut r = rolling_rollout(2, 1, 0);
+    r.spec.selector.match_expressions = Some(vec![LabelSelectorRequirement {
+        key: "app".into(),
+        operator: "In".into(),
+        values: Some(vec!["api".into()]),
+    }]);
+    assert_refused_whole(&r, "spec.selector.matchExpressions[0]");
+}
