@@ -56,6 +56,10 @@ const NON_EMPTY_SELECTOR_MESSAGE: &str =
 /// A humantime duration such as `30s`, `2m` or `1h30m`.
 const DURATION_PATTERN: &str = r"^([0-9]+(ns|us|ms|s|m|h|d))+$";
 
+/// The longest Rollout name: it is a label value (`sluice.dev/rollout`) on what Sluice makes for
+/// the rollout. The CRD refuses longer ones; the controller marks one stored before that rule.
+pub const MAX_ROLLOUT_NAME: usize = 63;
+
 // Every printcolumn names its own `type_`, which clippy takes for a repeated attribute.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -67,6 +71,11 @@ const DURATION_PATTERN: &str = r"^([0-9]+(ns|us|ms|s|m|h|d))+$";
     status = "RolloutStatus",
     shortname = "ro",
     category = "sluice",
+    // The name is the value of the `sluice.dev/rollout` label on its AnalysisRuns and canary
+    // Ingress: a label value is at most 63 characters (MAX_ROLLOUT_NAME).
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 63").message(
+        "metadata.name: a Rollout's name is at most 63 characters (it is a label value on its AnalysisRuns and canary Ingress)"
+    ),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",

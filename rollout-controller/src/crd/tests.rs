@@ -264,3 +264,24 @@ fn the_label_value_pattern_is_the_apiservers() {
         assert!(!pattern.is_match(bad), "{bad:?}");
     }
 }
+
+#[test]
+fn a_rollout_name_longer_than_a_label_value_is_refused() {
+    let mut at_the_limit = rollout(json!({}));
+    at_the_limit["metadata"]["name"] = json!("w".repeat(MAX_ROLLOUT_NAME));
+    assert_eq!(cel_failures(&at_the_limit), Vec::<String>::new());
+    assert_eq!(lint_errors(&at_the_limit), Vec::<String>::new());
+    let mut longer = rollout(json!({}));
+    longer["metadata"]["name"] = json!("w".repeat(MAX_ROLLOUT_NAME + 1));
+    let failures = cel_failures(&longer);
+    assert!(
+        failures.len() == 1
+            && failures[0].contains("metadata.name: a Rollout's name is at most 63"),
+        "{failures:?}"
+    );
+    let errors = lint_errors(&longer);
+    assert!(
+        errors.iter().any(|e| e.contains("at most 63")),
+        "lint must refuse it as the apiserver does: {errors:?}"
+    );
+}

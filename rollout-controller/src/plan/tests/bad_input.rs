@@ -93,3 +93,18 @@ fn a_selector_expression_that_misses_the_template_stops_the_rollout_as_invalid()
     }]);
     assert_refused_whole(&r, "spec.selector.matchExpressions[0]");
 }
+
+#[test]
+fn a_rollout_name_longer_than_a_label_value_stops_the_rollout_as_invalid() {
+    let mut r = rolling_rollout(2, 1, 0);
+    r.metadata.name = Some("w".repeat(crate::crd::MAX_ROLLOUT_NAME + 1));
+    assert_refused_whole(&r, "metadata.name");
+    r.metadata.name = Some("w".repeat(crate::crd::MAX_ROLLOUT_NAME));
+    let plan = plan(&r, &Observed::default(), Timestamp::UNIX_EPOCH);
+    assert_ne!(
+        plan.status.phase,
+        Phase::Degraded,
+        "{}",
+        plan.status.message
+    );
+}
