@@ -438,37 +438,48 @@ impl<'a> Planner<'a> {
         if self.status.updated_revision.as_deref() != Some(self.updated.as_str()) {
             let fresh = self.status.updated_revision.is_some();
             self.status.updated_revision = Some(self.updated.clone());
-            self.status.current_step_index = Some(0);
-            self.status.abort = false;
-            self.status.aborted_at = None;
-            self.status.abort_cause = None;
-            self.status.pause_conditions.clear();
-            self.status.waiting_since = None;
             self.status.canary = self
                 .spec
                 .strategy
                 .canary
                 .as_ref()
                 .map(|_| CanaryStatus::default());
-            if let Some(bg) = self.status.blue_green.as_mut() {
-                bg.ready_since = None;
-            }
             if self.spec.strategy.ab_test.is_some() {
-                let ab = self
-                    .status
+                self.status
                     .ab_test
                     .get_or_insert_with(AbTestStatus::default);
-                ab.started_at = None;
-                ab.passed = false;
             }
             self.status.retries = self.decision().and_then(|d| d.retry).unwrap_or(0);
-            self.status.attempt += 1;
-            self.status.analysis_runs.clear();
+            self.start_attempt();
             if fresh || self.status.stable_revision.as_deref() != Some(self.updated.as_str()) {
                 let message = format!("rolling out revision {}", self.updated);
                 self.event(EventType::Normal, "NewRevision", message);
             }
         }
+    }
+
+    /// A new attempt at the revision being rolled out, for a new template and for a retry alike:
+    /// step 0, no abort, no pause, no analysis, and no timer of the attempt before it (an
+    /// autoPromotionSeconds counted from before an abort would promote without waiting).
+    fn start_attempt(&mut self) {
+        self.status.current_step_index = Some(0);
+        self.status.abort = false;
+        self.status.aborted_at = None;
+        self.status.abort_cause = None;
+        self.status.pause_conditions.clear();
+        self.status.waiting_since = None;
+        if let Some(canary) = self.status.canary.as_mut() {
+            canary.scale_override = None;
+        }
+        if let Some(bg) = self.status.blue_green.as_mut() {
+            bg.ready_since = None;
+        }
+        if let Some(ab) = self.status.ab_test.as_mut() {
+            ab.started_at = None;
+            ab.passed = false;
+        }
+        self.status.attempt += 1;
+        self.status.analysis_runs.clear();
     }
 
     /// A retry, then an abort, each only when the decision is about this attempt and the
@@ -484,21 +495,7 @@ impl<'a> Planner<'a> {
             self.status.retries = retry;
             let this_attempt = self.decided().is_some();
             if self.status.abort && decision.abort != Some(true) && this_attempt {
-                self.status.abort = false;
-                self.status.aborted_at = None;
-                self.status.abort_cause = None;
-                self.status.current_step_index = Some(0);
-                self.status.pause_conditions.clear();
-                self.status.waiting_since = None;
-                if let Some(canary) = self.status.canary.as_mut() {
-                    canary.scale_override = None;
-                }
-                self.status.attempt += 1;
-                self.status.analysis_runs.clear();
-                if let Some(ab) = self.status.ab_test.as_mut() {
-                    ab.started_at = None;
-                    ab.passed = false;
-                }
+                self.start_attempt();
                 let message = format!("retrying revision {}", self.updated);
                 self.event(EventType::Normal, "Retried", message);
             }

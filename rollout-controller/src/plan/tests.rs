@@ -813,6 +813,42 @@ fn blue_green_promotes_by_itself_after_auto_promotion_seconds() {
 }
 
 #[test]
+fn a_retried_blue_green_counts_auto_promotion_from_the_retry_not_from_before_the_abort() {
+    let mut r = blue_green_rollout(2, true);
+    if let Some(bg) = r.spec.strategy.blue_green.as_mut() {
+        bg.auto_promotion_seconds = Some(20);
+    }
+    let mut sim = deployed(r);
+    set_image(&mut sim.rollout, "web:2");
+    let green = hash_of(&sim.rollout);
+    sim.settle();
+    sim.advance(10);
+    sim.decide(|d| d.abort = Some(true));
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Aborted, "{:?}", sim.status());
+    sim.advance(60);
+    sim.decide(|d| {
+        d.abort = None;
+        d.retry = Some(1);
+    });
+    sim.settle();
+    // Ready again just now: the 20 s count from here, not from before the abort.
+    assert_ne!(
+        sim.status().stable_revision.as_deref(),
+        Some(green.as_str()),
+        "promoted without waiting autoPromotionSeconds after the retry: {:?}",
+        sim.status()
+    );
+    sim.advance(20);
+    sim.settle();
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(green.as_str())
+    );
+    sim.assert_ok();
+}
+
+#[test]
 fn rolling_stays_within_surge_and_unavailability() {
     let mut sim = deployed(rolling_rollout(10, 2, 1));
     let old = hash_of(&sim.rollout);
