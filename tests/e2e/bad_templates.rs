@@ -4,14 +4,14 @@
 
 use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::core::v1::Event as CoreEvent;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use libtest_mimic::Trial;
 use rollout_controller::crd::{Phase, Rollout};
 use serde_json::{Value, json};
 
 use crate::cli::{code, sluice};
 use crate::rollouts::{create_rollout, rollout_manifest, status_until};
-use crate::support::{Env, RunningController, TestNamespace, eventually};
+use crate::support::{Env, RunningController, TestNamespace, events_with_reason, eventually};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -172,13 +172,9 @@ async fn events_about(
     name: &str,
     reason: &str,
 ) -> anyhow::Result<Vec<CoreEvent>> {
-    let events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    let events = events_with_reason(client, ns, reason).await?;
     Ok(events
-        .list(&ListParams::default())
-        .await?
-        .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
         .filter(|e| e.involved_object.name.as_deref() == Some(name))
         .collect())
 }

@@ -29,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::examples::{STRATEGIES, example};
 use crate::restart::ControllerProcess;
-use crate::support::{Env, TestNamespace, free_port};
+use crate::support::{Env, TestNamespace, free_port, kubectl_reached_the_apiserver};
 
 pub fn trials() -> Vec<Trial> {
     vec![trial!(fuzz::mutated_examples_are_rejected_degraded_or_run)]
@@ -212,17 +212,7 @@ async fn kubectl_create(
         .await
         .context("kubectl create timed out")??;
     let said = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    for broken in [
-        "Unable to connect",
-        "connection refused",
-        "i/o timeout",
-        "currently unable",
-    ] {
-        ensure!(
-            !said.contains(broken),
-            "kubectl could not ask the apiserver: {said}"
-        );
-    }
+    kubectl_reached_the_apiserver(&said)?;
     Ok(Created {
         names: String::from_utf8_lossy(&output.stdout)
             .lines()

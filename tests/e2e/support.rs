@@ -193,6 +193,23 @@ pub async fn ready_endpoints(
         .collect())
 }
 
+/// A refusal must come from the apiserver's (or kubectl's) judgement of an object, never from a
+/// control plane that did not answer: `said` is kubectl's stderr.
+pub fn kubectl_reached_the_apiserver(said: &str) -> anyhow::Result<()> {
+    for broken in [
+        "Unable to connect",
+        "connection refused",
+        "i/o timeout",
+        "currently unable",
+    ] {
+        anyhow::ensure!(
+            !said.contains(broken),
+            "kubectl could not ask the apiserver: {said}"
+        );
+    }
+    Ok(())
+}
+
 /// The Events in `ns` with `reason`.
 pub async fn events_with_reason(
     client: &Client,
