@@ -181,30 +181,13 @@ mod tests {
 
     use super::*;
     use crate::hash::pod_template_hash;
+    use crate::plan::tests::rollout;
     use crate::plan::{Observed, ObservedReplicaSet, Plan, plan};
 
     const T0: i64 = 1_800_000_000;
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(T0 + second).unwrap()
-    }
-
-    fn rollout(strategy: serde_json::Value, replicas: i32) -> Rollout {
-        serde_json::from_value(json!({
-            "apiVersion": "sluice.dev/v1alpha1",
-            "kind": "Rollout",
-            "metadata": {"name": "web", "namespace": "shop", "generation": 1, "uid": "u"},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": {"containers": [{"name": "web", "image": "web:1"}]},
-                },
-                "strategy": strategy,
-            },
-        }))
-        .unwrap()
     }
 
     struct SimPod {

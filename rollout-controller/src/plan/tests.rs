@@ -18,7 +18,7 @@ mod progress_deadline;
 
 // ---- fixtures ----------------------------------------------------------------------------
 
-fn rollout(strategy: serde_json::Value, replicas: i32) -> Rollout {
+pub(super) fn rollout(strategy: serde_json::Value, replicas: i32) -> Rollout {
     let mut rollout: Rollout = serde_json::from_value(json!({
         "apiVersion": "sluice.dev/v1alpha1",
         "kind": "Rollout",
