@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use rollout_controller::api_server::{action_patch, owned_by, view};
+use rollout_controller::api_server::{ACT_TRIES, action_patch, owned_by, pinned, view};
 use rollout_controller::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use serde_json::json;
@@ -292,37 +292,44 @@ impl Cluster {
     }
 
     /// The same decision the REST API makes, written with the same guard: a merge patch that
-    /// carries the resourceVersion it was decided on.
+    /// carries the resourceVersion it was decided on. A refusal because the rollout moved on
+    /// (most often the controller's own status write) decides again on what is there now, so
+    /// the caller hears a conflict only when the action no longer applies.
     async fn act(&self, name: &str, action: Action) -> anyhow::Result<u8> {
-        let rollout = self.rollouts.get(name).await?;
-        let replica_sets = self.owned_replica_sets(&rollout).await?;
-        let mut patch = match action_patch(&rollout, &replica_sets, &action) {
-            Ok(patch) => patch,
-            Err(why) => {
-                eprintln!("rollout {name}: {why}");
-                return Ok(EXIT_CONFLICT);
-            }
-        };
-        patch["metadata"] = json!({"resourceVersion": rollout.resource_version()});
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        match self
-            .rollouts
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
-                println!("rollout {name}: {}", render::requested(&action));
-                Ok(0)
+        let mut action = action;
+        for tried in 0..ACT_TRIES {
+            let rollout = self.rollouts.get(name).await?;
+            let replica_sets = self.owned_replica_sets(&rollout).await?;
+            if tried == 0 {
+                action = pinned(&rollout, &replica_sets, action);
             }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                eprintln!("rollout {name} changed while deciding; look again");
-                Ok(EXIT_CONFLICT)
+            let mut patch = match action_patch(&rollout, &replica_sets, &action) {
+                Ok(patch) => patch,
+                Err(why) => {
+                    eprintln!("rollout {name}: {why}");
+                    return Ok(EXIT_CONFLICT);
+                }
+            };
+            patch["metadata"] = json!({"resourceVersion": rollout.resource_version()});
+            match self
+                .rollouts
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    println!("rollout {name}: {}", render::requested(&action));
+                    return Ok(0);
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
+        eprintln!("rollout {name} changed {ACT_TRIES} times while deciding; look again");
+        Ok(EXIT_CONFLICT)
     }
 
     /// Asks the controller to re-create the stable version's pods that exist `delay` from now

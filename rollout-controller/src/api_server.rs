@@ -29,7 +29,7 @@ use crate::reconcile::FIELD_MANAGER;
 
 /// How many times an action is decided again when the rollout changed under it: the
 /// controller's own status writes move the resourceVersion several times a step.
-const ACT_TRIES: usize = 5;
+pub const ACT_TRIES: usize = 5;
 
 /// How long an action waits for the store to see what it wrote.
 const STORE_CATCH_UP: Duration = Duration::from_secs(2);
@@ -357,7 +357,7 @@ fn undo_target<'a>(
 /// current, an undo to the revision that was the one before. Decided again on a rollout that
 /// changed since, it then still means that, and never promotes a step, or undoes a revision,
 /// the caller did not see.
-fn pinned(rollout: &Rollout, replica_sets: &[ReplicaSet], action: Action) -> Action {
+pub fn pinned(rollout: &Rollout, replica_sets: &[ReplicaSet], action: Action) -> Action {
     match action {
         Action::Promote {
             full: false,
