@@ -8,7 +8,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value as Json;
 
-use super::{Finding, show, type_name};
+use super::Finding;
+use super::schema::{is_date_time, show, type_name};
 
 /// A lowercase RFC 1123 subdomain: most object names, label and annotation key prefixes.
 const DNS1123_SUBDOMAIN_MAX: usize = 253;
@@ -123,7 +124,7 @@ pub(super) fn check(metadata: Option<&Json>, namespaced: bool) -> Vec<Finding> {
     }
     for field in ["creationTimestamp", "deletionTimestamp"] {
         if let Some(time) = map.get(field).and_then(Json::as_str)
-            && !super::is_date_time(time)
+            && !is_date_time(time)
         {
             findings.push(invalid(
                 &format!("metadata.{field}"),
