@@ -379,16 +379,7 @@ impl Walk {
             Json::Number(n) => self.check_number(schema, n, path),
             Json::Array(items) => {
                 let count = items.len() as u64;
-                if let Some(min) = schema.get("minItems").and_then(Json::as_u64)
-                    && count < min
-                {
-                    self.error(path, format!("has {count} items, at least {min} needed"));
-                }
-                if let Some(max) = schema.get("maxItems").and_then(Json::as_u64)
-                    && count > max
-                {
-                    self.blocking_error(path, format!("has {count} items, at most {max} allowed"));
-                }
+                self.check_count(schema, ["minItems", "maxItems"], count, "items", path);
                 if let Some(item_schema) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
                         self.check(item_schema, item, &format!("{path}[{i}]"));
@@ -429,6 +420,28 @@ impl Walk {
                     format!("must match {what} of the schemas of {keyword}"),
                 );
             }
+        }
+    }
+
+    /// `minItems` and `maxItems`, or `minProperties` and `maxProperties`: `count` of `what`
+    /// against the bounds named `[min, max]`; above the maximum blocks the CEL rules.
+    fn check_count(
+        &mut self,
+        schema: &Json,
+        [min, max]: [&str; 2],
+        count: u64,
+        what: &str,
+        path: &str,
+    ) {
+        if let Some(min) = schema.get(min).and_then(Json::as_u64)
+            && count < min
+        {
+            self.error(path, format!("has {count} {what}, at least {min} needed"));
+        }
+        if let Some(max) = schema.get(max).and_then(Json::as_u64)
+            && count > max
+        {
+            self.blocking_error(path, format!("has {count} {what}, at most {max} allowed"));
         }
     }
 
@@ -531,16 +544,13 @@ impl Walk {
             }
         }
         let count = map.len() as u64;
-        if let Some(min) = schema.get("minProperties").and_then(Json::as_u64)
-            && count < min
-        {
-            self.error(path, format!("has {count} fields, at least {min} needed"));
-        }
-        if let Some(max) = schema.get("maxProperties").and_then(Json::as_u64)
-            && count > max
-        {
-            self.blocking_error(path, format!("has {count} fields, at most {max} allowed"));
-        }
+        self.check_count(
+            schema,
+            ["minProperties", "maxProperties"],
+            count,
+            "fields",
+            path,
+        );
         let properties = schema.get("properties").and_then(Json::as_object);
         let additional = schema.get("additionalProperties").filter(|a| a.is_object());
         for (key, child) in map {
