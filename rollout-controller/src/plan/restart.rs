@@ -515,6 +515,6 @@ mod tests {
     }
 
     fn bounds_of(rollout: &Rollout) -> i32 {
-        crate::plan::bounds(&rollout.spec).map_or(0, |b| b.unavailable)
+        crate::plan::replicas::bounds(&rollout.spec).map_or(0, |b| b.unavailable)
     }
 }

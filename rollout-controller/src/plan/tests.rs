@@ -7,6 +7,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::json;
 
+use super::replicas::{Bounds, bounds, replicas_for_weight};
 use super::*;
 use crate::crd::{Decision, POD_TEMPLATE_HASH_LABEL, PodMetadata};
 use ::analysis::lifecycle::Phase as RunPhase;

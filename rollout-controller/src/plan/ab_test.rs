@@ -1,0 +1,144 @@
+//! The A/B test strategy: the new version runs whole beside stable and takes the requests that
+//! match, for a duration, under analysis.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::SignedDuration;
+
+use super::analysis::{Gate, RunKind};
+use super::{
+    DEFAULT_SCALE_DOWN_DELAY_SECONDS, EventType, InvalidSpec, Planner, REASON_AB_TEST_PAUSE,
+};
+use crate::crd::{AbTest, PauseCondition, Phase, PromoteMode};
+
+impl Planner<'_> {
+    /// A/B: B runs whole beside A; once it is ready the matching requests go to it for
+    /// `duration`, under analysis; then it is promoted, by itself or by a decision.
+    pub(super) fn ab_test(&mut self, stable: &str, ab: &AbTest) {
+        let replicas = self.replicas();
+        let paused = self.user_paused();
+        if paused {
+            self.keep_runs();
+        }
+        let updated = self.updated.clone();
+        self.targets.insert(stable.to_owned(), replicas);
+        self.targets.insert(updated.clone(), replicas);
+        self.order = vec![stable.to_owned(), updated.clone()];
+        self.urgent = true;
+        let available = self.observed.available(&updated);
+        let mut test = self.status.ab_test.clone().unwrap_or_default();
+        if available < replicas.max(1) {
+            self.waiting_for_pods = true;
+            self.status.phase = if paused {
+                Phase::Paused
+            } else {
+                Phase::Progressing
+            };
+            self.status.message = format!("B: {available} of {replicas} pods available");
+            self.status.ab_test = Some(test);
+            self.pin_services(stable, &updated);
+            return;
+        }
+        let routes = ab_routes(ab).unwrap_or_default();
+        self.traffic_state = Some(traffic::TrafficState {
+            canary_weight: 0,
+            routes,
+        });
+        let started = match &test.started_at {
+            Some(t) => t.0,
+            None => {
+                test.started_at = Some(Time(self.now));
+                let message = format!("A/B test of revision {updated} started for {}", ab.duration);
+                self.event(EventType::Normal, "AbTestStarted", message);
+                self.now
+            }
+        };
+        let duration = humantime::parse_duration(&ab.duration).unwrap_or_default();
+        let ends = started + SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX);
+        let ended = self.now >= ends;
+        if !ended {
+            self.wake_at(ends);
+        }
+        let full = self.is_full();
+        let mut message = format!("A/B test running until {ends}");
+        let mut verdict = ended || full;
+        let mut inconclusive = false;
+        if !full
+            && !test.passed
+            && let Some(analysis) = &ab.analysis
+        {
+            let kind = RunKind::AbTest;
+            match self.gate(kind, analysis, "spec.strategy.abTest.analysis") {
+                Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
+                Gate::Inconclusive(_) if self.approved(0) => self.dismiss(kind),
+                Gate::Inconclusive(why) => {
+                    self.pause_inconclusive(&why);
+                    message = format!("A/B analysis inconclusive: promote or abort ({why})");
+                    inconclusive = true;
+                    verdict = false;
+                }
+                Gate::Passed => {}
+                Gate::Running => {
+                    verdict = false;
+                    if ended {
+                        // The test's time is up: the run is stopped and decides with what it has.
+                        let name = self.run_name(kind);
+                        self.wanted_runs.retain(|n| n != &name);
+                        message = format!("A/B test over: analysis run {name} finishing");
+                    }
+                }
+            }
+        }
+        if verdict && !test.passed {
+            test.passed = true;
+            let message = format!("A/B test of revision {updated} passed");
+            self.event(EventType::Normal, "AbTestPassed", message);
+        }
+        if test.passed && !paused && (ab.promote == PromoteMode::Auto || self.approved(0)) {
+            let delay = DEFAULT_SCALE_DOWN_DELAY_SECONDS;
+            test.scale_down_revision = Some(stable.to_owned());
+            test.scale_down_at = Some(Time(self.now + SignedDuration::from_secs(i64::from(delay))));
+            self.status.ab_test = Some(test);
+            self.promote(stable);
+            self.finish_on_stable(&updated);
+            return;
+        }
+        let waiting_for_decision = test.passed;
+        if waiting_for_decision {
+            message = "A/B test passed: waiting for promotion".into();
+            if !self
+                .status
+                .pause_conditions
+                .iter()
+                .any(|p| p.reason == REASON_AB_TEST_PAUSE)
+            {
+                self.status.pause_conditions.push(PauseCondition {
+                    reason: REASON_AB_TEST_PAUSE.into(),
+                    start_time: Time(self.now),
+                });
+            }
+        }
+        self.status.phase = if paused || inconclusive || waiting_for_decision {
+            Phase::Paused
+        } else {
+            Phase::Progressing
+        };
+        self.status.message = message;
+        self.status.ab_test = Some(test);
+        self.pin_services(stable, &updated);
+    }
+}
+
+/// The routes of an A/B test: each match is one route to B.
+pub(crate) fn ab_routes(ab: &AbTest) -> Result<Vec<Vec<traffic::RequestMatch>>, InvalidSpec> {
+    ab.matches
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let field = format!("spec.strategy.abTest.match[{i}]");
+            m.resolve(&field).map_err(|e| InvalidSpec {
+                field,
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
