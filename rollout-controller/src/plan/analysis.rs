@@ -297,15 +297,18 @@ pub fn build_run_spec(
     })
 }
 
-/// Checks every analysis block of `spec` against the templates that exist.
-pub fn validate_analyses(
+/// Checks every analysis block of `spec` against the templates that exist: what is wrong with
+/// each block (the first thing wrong in it), in the order of [`analyses`].
+pub(crate) fn validate_analyses(
     spec: &RolloutSpec,
     templates: &BTreeMap<TemplateKey, AnalysisTemplateSpec>,
-) -> Result<(), InvalidSpec> {
-    for (field, analysis) in analyses(spec) {
-        build_run_spec(analysis, &field, templates, "stable", "latest")?;
-    }
-    Ok(())
+) -> Vec<InvalidSpec> {
+    analyses(spec)
+        .into_iter()
+        .filter_map(|(field, analysis)| {
+            build_run_spec(analysis, &field, templates, "stable", "latest").err()
+        })
+        .collect()
 }
 
 impl Planner<'_> {

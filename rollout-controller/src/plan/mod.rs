@@ -306,19 +306,9 @@ impl<'a> Planner<'a> {
     }
 
     fn run(&mut self) {
-        if self.name.len() > crate::crd::MAX_ROLLOUT_NAME {
-            self.invalid = Some(InvalidSpec {
-                field: "metadata.name".into(),
-                message: format!(
-                    "{} characters: a Rollout's name is at most {} (it is a label value on its \
-                     AnalysisRuns and canary Ingress)",
-                    self.name.len(),
-                    crate::crd::MAX_ROLLOUT_NAME
-                ),
-            });
-            return;
-        }
-        if let Err(invalid) = validate(self.spec, self.observed) {
+        if let Err(invalid) =
+            validate::check_name(&self.name).and_then(|()| validate(self.spec, self.observed))
+        {
             self.invalid = Some(invalid);
             return;
         }

@@ -186,7 +186,17 @@ pub(crate) fn bounds(spec: &RolloutSpec) -> Result<Bounds, InvalidSpec> {
 
 /// The strategy's maxSurge and maxUnavailable, read (for a canary also when a router makes them
 /// unused: a value that cannot be read is wrong wherever it stands).
-pub(super) fn strategy_bounds(spec: &RolloutSpec) -> Result<Option<(Bound, Bound)>, InvalidSpec> {
+fn strategy_bounds(spec: &RolloutSpec) -> Result<Option<(Bound, Bound)>, InvalidSpec> {
+    read_bounds(spec)
+        .map(|(surge, unavailable)| Ok((surge?, unavailable?)))
+        .transpose()
+}
+
+/// maxSurge and maxUnavailable, each read on its own, so that both can be reported; `None` for a
+/// strategy that has neither.
+pub(super) fn read_bounds(
+    spec: &RolloutSpec,
+) -> Option<(Result<Bound, InvalidSpec>, Result<Bound, InvalidSpec>)> {
     let strategy = &spec.strategy;
     let (field, surge, unavailable) = if let Some(c) = &strategy.canary {
         ("spec.strategy.canary", &c.max_surge, &c.max_unavailable)
@@ -197,7 +207,7 @@ pub(super) fn strategy_bounds(spec: &RolloutSpec) -> Result<Option<(Bound, Bound
             &r.max_unavailable,
         )
     } else {
-        return Ok(None);
+        return None;
     };
     let read = |name: &str, value| {
         Bound::parse(value).map_err(|message| InvalidSpec {
@@ -205,10 +215,7 @@ pub(super) fn strategy_bounds(spec: &RolloutSpec) -> Result<Option<(Bound, Bound
             message,
         })
     };
-    Ok(Some((
-        read("maxSurge", surge)?,
-        read("maxUnavailable", unavailable)?,
-    )))
+    Some((read("maxSurge", surge), read("maxUnavailable", unavailable)))
 }
 
 #[cfg(test)]

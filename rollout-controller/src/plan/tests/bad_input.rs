@@ -108,3 +108,34 @@ fn a_rollout_name_longer_than_a_label_value_stops_the_rollout_as_invalid() {
         plan.status.message
     );
 }
+
+#[test]
+fn every_finding_is_reported_in_order_and_the_planner_names_the_first() {
+    // Two errors that do not depend on each other: a bound that is not a count, and a canary
+    // Service that is not there.
+    let mut r = canary_rollout(3, json!([{"setWeight": 50}]));
+    if let Some(c) = r.spec.strategy.canary.as_mut() {
+        c.max_surge = IntOrString::String("abc".into());
+    }
+    let observed = Observed {
+        services: BTreeMap::from([("web-stable".to_owned(), BTreeMap::new())]),
+        ..Observed::default()
+    };
+    let found = validate::findings(&r.spec, &observed);
+    let fields: Vec<&str> = found.iter().map(|f| f.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.strategy.canary.maxSurge",
+            "spec.strategy.canary.canaryService"
+        ],
+        "{found:?}"
+    );
+    assert_eq!(found[1].message, "Service web-canary not found");
+    assert_eq!(validate(&r.spec, &observed), Err(found[0].clone()));
+    let plan = plan(&r, &observed, Timestamp::UNIX_EPOCH);
+    assert_eq!(
+        plan.status.message,
+        format!("{}: {}", found[0].field, found[0].message)
+    );
+}
