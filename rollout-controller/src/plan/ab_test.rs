@@ -5,10 +5,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
 use super::analysis::{Gate, RunKind};
-use super::{
-    DEFAULT_SCALE_DOWN_DELAY_SECONDS, EventType, InvalidSpec, Planner, REASON_AB_TEST_PAUSE,
-};
-use crate::crd::{AbTest, PauseCondition, Phase, PromoteMode};
+use super::pause::PauseReason;
+use super::{DEFAULT_SCALE_DOWN_DELAY_SECONDS, EventType, InvalidSpec, Planner};
+use crate::crd::{AbTest, Phase, PromoteMode};
 
 impl Planner<'_> {
     /// A/B: B runs whole beside A; once it is ready the matching requests go to it for
@@ -105,17 +104,7 @@ impl Planner<'_> {
         let waiting_for_decision = test.passed;
         if waiting_for_decision {
             message = "A/B test passed: waiting for promotion".into();
-            if !self
-                .status
-                .pause_conditions
-                .iter()
-                .any(|p| p.reason == REASON_AB_TEST_PAUSE)
-            {
-                self.status.pause_conditions.push(PauseCondition {
-                    reason: REASON_AB_TEST_PAUSE.into(),
-                    start_time: Time(self.now),
-                });
-            }
+            self.set_pause(PauseReason::AbTest, true);
         }
         self.status.phase = if paused || inconclusive || waiting_for_decision {
             Phase::Paused

@@ -11,7 +11,7 @@ impl Planner<'_> {
     pub(super) fn abort(&mut self, reason: &'static str, why: String) {
         self.status.abort = true;
         self.status.aborted_at = Some(Time(self.now));
-        self.status.pause_conditions.clear();
+        self.clear_pauses();
         let message = format!("revision {} aborted: {why}", self.updated);
         self.status.abort_cause = Some(why);
         self.event(EventType::Warning, reason, message);

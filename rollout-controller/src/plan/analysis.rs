@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 use analysis::lifecycle::Phase as RunPhase;
 use k8s_openapi::jiff::Timestamp;
 
+use super::pause::PauseReason;
 use super::{EventType, InvalidSpec, Planner};
 use crate::crd::analysis::{
     AnalysisRunSpec, AnalysisTemplateSpec, Argument, DryRunMetric, HashValue, RolloutAnalysis,
 };
-use crate::crd::{AnalysisRunRef, PauseCondition, RolloutSpec};
+use crate::crd::{AnalysisRunRef, RolloutSpec};
 
-/// Pause reason while an inconclusive analysis waits for a person.
-pub const REASON_ANALYSIS_INCONCLUSIVE: &str = "AnalysisInconclusive";
 /// AnalysisRuns of a rollout kept after they stop gating it, newest first.
 pub const ANALYSIS_RUN_HISTORY: usize = 10;
 
@@ -405,24 +404,13 @@ impl Planner<'_> {
 
     /// Holds the rollout for a person after an inconclusive analysis; Warns once.
     pub(super) fn pause_inconclusive(&mut self, why: &str) {
-        let has = self
-            .status
-            .pause_conditions
-            .iter()
-            .any(|p| p.reason == REASON_ANALYSIS_INCONCLUSIVE);
-        if !has {
-            self.status.pause_conditions.push(PauseCondition {
-                reason: REASON_ANALYSIS_INCONCLUSIVE.into(),
-                start_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(self.now),
-            });
+        if self.set_pause(PauseReason::AnalysisInconclusive, true) {
             self.event(EventType::Warning, "AnalysisInconclusive", why.to_owned());
         }
     }
 
     pub(super) fn clear_inconclusive(&mut self) {
-        self.status
-            .pause_conditions
-            .retain(|p| p.reason != REASON_ANALYSIS_INCONCLUSIVE);
+        self.set_pause(PauseReason::AnalysisInconclusive, false);
     }
 
     /// While the user pauses a rollout, its runs go on: measuring costs nothing, and a failing

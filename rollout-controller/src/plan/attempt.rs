@@ -66,7 +66,7 @@ impl Planner<'_> {
         self.status.abort = false;
         self.status.aborted_at = None;
         self.status.abort_cause = None;
-        self.status.pause_conditions.clear();
+        self.clear_pauses();
         self.status.waiting_since = None;
         if let Some(canary) = self.status.canary.as_mut() {
             canary.scale_override = None;

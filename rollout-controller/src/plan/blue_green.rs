@@ -5,8 +5,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
 use super::analysis::{Gate, RunKind};
-use super::{DEFAULT_SCALE_DOWN_DELAY_SECONDS, Planner, REASON_BLUE_GREEN_PAUSE};
-use crate::crd::{BlueGreenStatus, PauseCondition, Phase};
+use super::pause::PauseReason;
+use super::{DEFAULT_SCALE_DOWN_DELAY_SECONDS, Planner};
+use crate::crd::{BlueGreenStatus, Phase};
 
 impl Planner<'_> {
     pub(super) fn blue_green(&mut self, stable: &str) {
@@ -129,9 +130,7 @@ impl Planner<'_> {
             status.scale_down_revision = Some(stable.to_owned());
             status.scale_down_at = Some(Time(until));
             self.promote(stable);
-            self.status
-                .pause_conditions
-                .retain(|p| p.reason != REASON_BLUE_GREEN_PAUSE);
+            self.set_pause(PauseReason::BlueGreen, false);
             let updated = self.updated.clone();
             self.targets.clear();
             self.finish_on_stable(&updated);
@@ -140,17 +139,8 @@ impl Planner<'_> {
         self.waiting_for_pods = new_available < new_target;
         let waiting_for_decision =
             preview_ready && !promoting && bg.auto_promotion_enabled == Some(false);
-        if waiting_for_decision
-            && !self
-                .status
-                .pause_conditions
-                .iter()
-                .any(|p| p.reason == REASON_BLUE_GREEN_PAUSE)
-        {
-            self.status.pause_conditions.push(PauseCondition {
-                reason: REASON_BLUE_GREEN_PAUSE.into(),
-                start_time: Time(self.now),
-            });
+        if waiting_for_decision {
+            self.set_pause(PauseReason::BlueGreen, true);
         }
         self.status.phase = if paused || waiting_for_decision || inconclusive {
             Phase::Paused

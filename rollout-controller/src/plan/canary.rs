@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
-use super::analysis::{self, Gate, RunKind};
+use super::analysis::{Gate, RunKind};
+use super::pause::PauseReason;
 use super::replicas::replicas_for_weight;
 use super::{
     DEFAULT_SCALE_DOWN_DELAY_SECONDS, EventType, ObservedReplicaSet, Planner, PodMetadataChange,
-    REASON_CANARY_PAUSE, ReplicaSetTarget,
+    ReplicaSetTarget,
 };
-use crate::crd::{CanaryStep, PauseCondition, Phase, PodMetadata};
+use crate::crd::{CanaryStep, Phase, PodMetadata};
 
 impl Planner<'_> {
     pub(super) fn canary(&mut self, stable: &str, steps: &[CanaryStep]) {
@@ -120,36 +121,21 @@ impl Planner<'_> {
             }
             if let Some(pause) = &step.pause {
                 if self.approved(index) {
-                    self.status
-                        .pause_conditions
-                        .retain(|p| p.reason != REASON_CANARY_PAUSE);
+                    self.set_pause(PauseReason::CanaryStep, false);
                     self.step_done(index, steps.len(), "pause (promoted)".into());
                     index += 1;
                     continue;
                 }
-                let started = match self
-                    .status
-                    .pause_conditions
-                    .iter()
-                    .find(|p| p.reason == REASON_CANARY_PAUSE)
-                {
-                    Some(p) => p.start_time.0,
-                    None => {
-                        self.status.pause_conditions.push(PauseCondition {
-                            reason: REASON_CANARY_PAUSE.into(),
-                            start_time: Time(self.now),
-                        });
-                        self.now
-                    }
-                };
+                self.set_pause(PauseReason::CanaryStep, true);
+                let started = self
+                    .pause_started(PauseReason::CanaryStep)
+                    .unwrap_or(self.now);
                 let duration = pause.length().and_then(Result::ok);
                 if let Some(duration) = duration {
                     let ends =
                         started + SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX);
                     if self.now >= ends {
-                        self.status
-                            .pause_conditions
-                            .retain(|p| p.reason != REASON_CANARY_PAUSE);
+                        self.set_pause(PauseReason::CanaryStep, false);
                         self.step_done(
                             index,
                             steps.len(),
@@ -245,10 +231,8 @@ impl Planner<'_> {
                 ),
             };
             let inconclusive = self
-                .status
-                .pause_conditions
-                .iter()
-                .any(|p| p.reason == analysis::REASON_ANALYSIS_INCONCLUSIVE);
+                .pause_started(PauseReason::AnalysisInconclusive)
+                .is_some();
             if inconclusive && (paused || blocked_on_pause) {
                 // Name the run and the metric that could not decide, so a person knows what
                 // to look at before promoting.

@@ -261,7 +261,7 @@ impl Planner<'_> {
         self.status.abort = false;
         self.status.aborted_at = None;
         self.status.abort_cause = None;
-        self.status.pause_conditions.clear();
+        self.clear_pauses();
         self.status.analysis_runs.clear();
         self.wanted_runs.clear();
         self.active_on_new = false;

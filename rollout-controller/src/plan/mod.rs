@@ -165,10 +165,6 @@ pub struct InvalidSpec {
 pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
 pub const DEFAULT_REVISION_HISTORY_LIMIT: i32 = 10;
 pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
-const REASON_CANARY_PAUSE: &str = "CanaryPauseStep";
-const REASON_BLUE_GREEN_PAUSE: &str = "BlueGreenPause";
-const REASON_USER_PAUSE: &str = "UserPause";
-const REASON_AB_TEST_PAUSE: &str = "AbTestPause";
 
 /// Decides the next move of `rollout` given what was `observed` at `now`.
 pub fn plan(rollout: &Rollout, observed: &Observed, now: Timestamp) -> Plan {

@@ -1245,7 +1245,7 @@ fn an_inconclusive_analysis_pauses_until_the_step_is_promoted() {
         plan.status
             .pause_conditions
             .iter()
-            .any(|p| p.reason == analysis::REASON_ANALYSIS_INCONCLUSIVE)
+            .any(|p| p.reason == pause::PauseReason::AnalysisInconclusive.as_str())
     );
     sim.settle();
     assert_eq!(sim.status().phase, Phase::Paused);
