@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
-use super::analysis::{Gate, RunKind};
+use super::analysis::{RunKind, Verdict};
 use super::pause::PauseReason;
 use super::{DEFAULT_SCALE_DOWN_DELAY_SECONDS, EventType, InvalidSpec, Planner};
 use crate::crd::{AbTest, Phase, PromoteMode};
@@ -66,17 +66,16 @@ impl Planner<'_> {
             && let Some(analysis) = &ab.analysis
         {
             let kind = RunKind::AbTest;
-            match self.gate(kind, analysis, "spec.strategy.abTest.analysis") {
-                Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
-                Gate::Inconclusive(_) if self.approved(0) => self.dismiss(kind),
-                Gate::Inconclusive(why) => {
-                    self.pause_inconclusive(&why);
+            let approved = self.approved(0);
+            match self.analysis_gate(kind, analysis, "spec.strategy.abTest.analysis", approved) {
+                Verdict::Aborted => return,
+                Verdict::Hold(why) => {
                     message = format!("A/B analysis inconclusive: promote or abort ({why})");
                     inconclusive = true;
                     verdict = false;
                 }
-                Gate::Passed => {}
-                Gate::Running => {
+                Verdict::Pass => {}
+                Verdict::Wait => {
                     verdict = false;
                     if ended {
                         // The test's time is up: the run is stopped and decides with what it has.

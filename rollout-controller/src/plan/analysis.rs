@@ -100,6 +100,20 @@ pub enum Gate {
     Inconclusive(String),
 }
 
+/// What a strategy does after an analysis gate, the gate having been acted on the same way
+/// everywhere (`Planner::analysis_gate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Passed, or inconclusive and promoted past: go on.
+    Pass,
+    /// Measuring (or just created): wait.
+    Wait,
+    /// Inconclusive: the rollout is paused for a person; why.
+    Hold(String),
+    /// Failed: the rollout aborted in this reconcile (`abort_now`); plan nothing more.
+    Aborted,
+}
+
 /// `<rollout>-<hash>-<kind>-<attempt>`, cut from the front of the rollout's name to fit the
 /// 253 characters of an object name.
 pub fn run_name(rollout: &str, hash: &str, kind: RunKind, attempt: i32) -> String {
@@ -316,7 +330,7 @@ impl Planner<'_> {
     }
 
     /// Looks at (or starts) the run that gates `kind` now; the run is kept alive this reconcile.
-    pub(super) fn gate(&mut self, kind: RunKind, analysis: &RolloutAnalysis, field: &str) -> Gate {
+    fn gate(&mut self, kind: RunKind, analysis: &RolloutAnalysis, field: &str) -> Gate {
         let name = self.run_name(kind);
         let (gate, phase) = match self.observed.analysis_runs.get(&name) {
             None => {
@@ -384,6 +398,33 @@ impl Planner<'_> {
         gate
     }
 
+    /// The run that gates `kind`, acted on: a failed one aborts now; an inconclusive one is
+    /// dismissed when `approved` (a person promoted past it), else pauses the rollout for one.
+    pub(super) fn analysis_gate(
+        &mut self,
+        kind: RunKind,
+        analysis: &RolloutAnalysis,
+        field: &str,
+        approved: bool,
+    ) -> Verdict {
+        match self.gate(kind, analysis, field) {
+            Gate::Failed(why) => {
+                self.abort_now("AnalysisFailed", why);
+                Verdict::Aborted
+            }
+            Gate::Inconclusive(_) if approved => {
+                self.dismiss(kind);
+                Verdict::Pass
+            }
+            Gate::Inconclusive(why) => {
+                self.pause_inconclusive(&why);
+                Verdict::Hold(why)
+            }
+            Gate::Passed => Verdict::Pass,
+            Gate::Running => Verdict::Wait,
+        }
+    }
+
     fn is_dismissed(&self, name: &str) -> bool {
         self.status
             .analysis_runs
@@ -392,7 +433,7 @@ impl Planner<'_> {
     }
 
     /// A person promoted past an inconclusive run: it pauses nothing more this attempt.
-    pub(super) fn dismiss(&mut self, kind: RunKind) {
+    fn dismiss(&mut self, kind: RunKind) {
         let name = self.run_name(kind);
         for reference in &mut self.status.analysis_runs {
             if reference.name == name {
@@ -403,7 +444,7 @@ impl Planner<'_> {
     }
 
     /// Holds the rollout for a person after an inconclusive analysis; Warns once.
-    pub(super) fn pause_inconclusive(&mut self, why: &str) {
+    fn pause_inconclusive(&mut self, why: &str) {
         if self.set_pause(PauseReason::AnalysisInconclusive, true) {
             self.event(EventType::Warning, "AnalysisInconclusive", why.to_owned());
         }

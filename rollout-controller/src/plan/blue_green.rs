@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
-use super::analysis::{Gate, RunKind};
+use super::analysis::{RunKind, Verdict};
 use super::pause::PauseReason;
 use super::{DEFAULT_SCALE_DOWN_DELAY_SECONDS, Planner};
 use crate::crd::{BlueGreenStatus, Phase};
@@ -45,18 +45,17 @@ impl Planner<'_> {
             && let Some(pre) = &bg.pre_promotion_analysis
         {
             let kind = RunKind::PrePromotion;
-            match self.gate(kind, pre, "spec.strategy.blueGreen.prePromotionAnalysis") {
-                Gate::Passed => {}
-                Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
-                Gate::Inconclusive(_) if decided => self.dismiss(kind),
-                Gate::Inconclusive(why) => {
-                    self.pause_inconclusive(&why);
+            let field = "spec.strategy.blueGreen.prePromotionAnalysis";
+            match self.analysis_gate(kind, pre, field, decided) {
+                Verdict::Pass => {}
+                Verdict::Aborted => return,
+                Verdict::Hold(why) => {
                     inconclusive = true;
                     analysis_message = Some(format!(
                         "pre-promotion analysis inconclusive: promote or abort ({why})"
                     ));
                 }
-                Gate::Running => {
+                Verdict::Wait => {
                     analysis_message = Some(format!(
                         "pre-promotion analysis {} running",
                         self.run_name(kind)
@@ -92,23 +91,24 @@ impl Planner<'_> {
             // version may go, only once the post-promotion analysis passes.
             self.active_on_new = true;
             let kind = RunKind::PostPromotion;
-            let message =
-                match self.gate(kind, post, "spec.strategy.blueGreen.postPromotionAnalysis") {
-                    Gate::Passed => None,
-                    Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
-                    Gate::Inconclusive(why) => {
-                        self.pause_inconclusive(&why);
-                        inconclusive = true;
-                        Some(format!(
-                            "post-promotion analysis inconclusive: promote --full or abort ({why})"
-                        ))
-                    }
-                    Gate::Running => Some(format!(
-                        "switched to {}: post-promotion analysis {} running",
-                        self.updated,
-                        self.run_name(kind)
-                    )),
-                };
+            // Past the switch there is no step left to promote: only promote --full (which
+            // skips this analysis) or an abort ends an inconclusive one.
+            let field = "spec.strategy.blueGreen.postPromotionAnalysis";
+            let message = match self.analysis_gate(kind, post, field, false) {
+                Verdict::Pass => None,
+                Verdict::Aborted => return,
+                Verdict::Hold(why) => {
+                    inconclusive = true;
+                    Some(format!(
+                        "post-promotion analysis inconclusive: promote --full or abort ({why})"
+                    ))
+                }
+                Verdict::Wait => Some(format!(
+                    "switched to {}: post-promotion analysis {} running",
+                    self.updated,
+                    self.run_name(kind)
+                )),
+            };
             if let Some(message) = message {
                 self.status.phase = if inconclusive {
                     Phase::Paused

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
-use super::analysis::{Gate, RunKind};
+use super::analysis::{RunKind, Verdict};
 use super::pause::PauseReason;
 use super::replicas::replicas_for_weight;
 use super::{
@@ -42,20 +42,16 @@ impl Planner<'_> {
             && index < steps.len()
             && index >= background.starting_step.unwrap_or(0).max(0) as usize
         {
-            match self.gate(
+            let approved = self.approved(index);
+            match self.analysis_gate(
                 RunKind::Background,
                 background,
                 "spec.strategy.canary.analysis",
+                approved,
             ) {
-                Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
-                Gate::Inconclusive(_) if self.approved(index) => {
-                    self.dismiss(RunKind::Background);
-                }
-                Gate::Inconclusive(why) => {
-                    self.pause_inconclusive(&why);
-                    paused = true;
-                }
-                Gate::Passed | Gate::Running => {}
+                Verdict::Aborted => return,
+                Verdict::Hold(_) => paused = true,
+                Verdict::Pass | Verdict::Wait => {}
             }
         }
         while index < steps.len() && !paused {
@@ -63,13 +59,14 @@ impl Planner<'_> {
             if let Some(analysis) = &step.analysis {
                 let field = format!("spec.strategy.canary.steps[{index}].analysis");
                 let kind = RunKind::Step(index);
-                let gate = if self.approved(index) {
-                    Gate::Passed
+                // A promoted step passes without its run.
+                let verdict = if self.approved(index) {
+                    Verdict::Pass
                 } else {
-                    self.gate(kind, analysis, &field)
+                    self.analysis_gate(kind, analysis, &field, false)
                 };
-                match gate {
-                    Gate::Passed => {
+                match verdict {
+                    Verdict::Pass => {
                         self.clear_inconclusive();
                         self.status.analysis_runs.retain(|r| r.kind != kind.label());
                         let name = self.run_name(kind);
@@ -78,12 +75,9 @@ impl Planner<'_> {
                         index += 1;
                         continue;
                     }
-                    Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
-                    Gate::Inconclusive(why) => {
-                        self.pause_inconclusive(&why);
-                        blocked_on_pause = true;
-                    }
-                    Gate::Running => analysing = Some(self.run_name(kind)),
+                    Verdict::Aborted => return,
+                    Verdict::Hold(_) => blocked_on_pause = true,
+                    Verdict::Wait => analysing = Some(self.run_name(kind)),
                 }
                 break;
             }

@@ -2,7 +2,7 @@
 //! maxUnavailable, optionally under background analysis.
 
 use super::Planner;
-use super::analysis::{Gate, RunKind};
+use super::analysis::{RunKind, Verdict};
 use crate::crd::Phase;
 
 impl Planner<'_> {
@@ -22,15 +22,15 @@ impl Planner<'_> {
                 .and_then(|r| r.analysis.as_ref())
         {
             let kind = RunKind::Background;
-            match self.gate(kind, background, "spec.strategy.rollingUpdate.analysis") {
-                Gate::Failed(why) => return self.abort_now("AnalysisFailed", why),
-                Gate::Inconclusive(_) if self.approved(0) => self.dismiss(kind),
-                Gate::Inconclusive(why) => {
-                    self.pause_inconclusive(&why);
+            let field = "spec.strategy.rollingUpdate.analysis";
+            let approved = self.approved(0);
+            match self.analysis_gate(kind, background, field, approved) {
+                Verdict::Aborted => return,
+                Verdict::Hold(why) => {
                     message = format!("paused: analysis inconclusive; promote or abort ({why})");
                     paused = true;
                 }
-                Gate::Passed | Gate::Running => {}
+                Verdict::Pass | Verdict::Wait => {}
             }
         }
         if paused {
