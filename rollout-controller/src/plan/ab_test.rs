@@ -4,6 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
+use super::EventReason;
 use super::analysis::{RunKind, Verdict};
 use super::pause::PauseReason;
 use super::{DEFAULT_SCALE_DOWN_DELAY_SECONDS, EventType, InvalidSpec, Planner};
@@ -47,7 +48,7 @@ impl Planner<'_> {
             None => {
                 test.started_at = Some(Time(self.now));
                 let message = format!("A/B test of revision {updated} started for {}", ab.duration);
-                self.event(EventType::Normal, "AbTestStarted", message);
+                self.event(EventType::Normal, EventReason::AbTestStarted, message);
                 self.now
             }
         };
@@ -89,7 +90,7 @@ impl Planner<'_> {
         if verdict && !test.passed {
             test.passed = true;
             let message = format!("A/B test of revision {updated} passed");
-            self.event(EventType::Normal, "AbTestPassed", message);
+            self.event(EventType::Normal, EventReason::AbTestPassed, message);
         }
         if test.passed && !paused && (ab.promote == PromoteMode::Auto || self.approved(0)) {
             let delay = DEFAULT_SCALE_DOWN_DELAY_SECONDS;

@@ -4,11 +4,12 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
+use super::EventReason;
 use super::{DEFAULT_SCALE_DOWN_DELAY_SECONDS, EventType, Planner};
 use crate::crd::{Phase, RolloutStatus};
 
 impl Planner<'_> {
-    pub(super) fn abort(&mut self, reason: &'static str, why: String) {
+    pub(super) fn abort(&mut self, reason: EventReason, why: String) {
         self.status.abort = true;
         self.status.aborted_at = Some(Time(self.now));
         self.clear_pauses();
@@ -19,7 +20,7 @@ impl Planner<'_> {
 
     /// Aborts in this very reconcile: whatever the strategy planned is dropped for the aborted
     /// hold (all traffic on stable, stable whole).
-    pub(super) fn abort_now(&mut self, reason: &'static str, why: String) {
+    pub(super) fn abort_now(&mut self, reason: EventReason, why: String) {
         self.abort(reason, why);
         let stable = self.status.stable_revision.clone().unwrap_or_default();
         self.targets.clear();

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use analysis::lifecycle::Phase as RunPhase;
 use k8s_openapi::jiff::Timestamp;
 
+use super::EventReason;
 use super::pause::PauseReason;
 use super::{EventType, InvalidSpec, Planner};
 use crate::crd::analysis::{
@@ -351,7 +352,7 @@ impl Planner<'_> {
                                 spec,
                             });
                             let message = format!("analysis run {name} started ({})", kind.label());
-                            self.event(EventType::Normal, "AnalysisStarted", message);
+                            self.event(EventType::Normal, EventReason::AnalysisStarted, message);
                         }
                         // validate() checked it; a template changed since would land here.
                         Err(invalid) => {
@@ -409,7 +410,7 @@ impl Planner<'_> {
     ) -> Verdict {
         match self.gate(kind, analysis, field) {
             Gate::Failed(why) => {
-                self.abort_now("AnalysisFailed", why);
+                self.abort_now(EventReason::AnalysisFailed, why);
                 Verdict::Aborted
             }
             Gate::Inconclusive(_) if approved => {
@@ -446,7 +447,11 @@ impl Planner<'_> {
     /// Holds the rollout for a person after an inconclusive analysis; Warns once.
     fn pause_inconclusive(&mut self, why: &str) {
         if self.set_pause(PauseReason::AnalysisInconclusive, true) {
-            self.event(EventType::Warning, "AnalysisInconclusive", why.to_owned());
+            self.event(
+                EventType::Warning,
+                EventReason::AnalysisInconclusive,
+                why.to_owned(),
+            );
         }
     }
 

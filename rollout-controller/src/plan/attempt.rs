@@ -1,6 +1,7 @@
 //! Attempts at a revision: one starts for a new template and for a retry alike, and ends when
 //! the revision is promoted to stable (or aborted, `abort.rs`).
 
+use super::EventReason;
 use super::{EventType, Planner};
 use crate::crd::{AbTestStatus, CanaryStatus};
 
@@ -31,7 +32,11 @@ impl Planner<'_> {
                     "the ReplicaSet of stable revision {previous} is gone (deleted by hand?): \
                      revision {stand_in} is taken as stable"
                 );
-                self.event(EventType::Warning, "StableReplicaSetMissing", message);
+                self.event(
+                    EventType::Warning,
+                    EventReason::StableReplicaSetMissing,
+                    message,
+                );
             }
             self.status.stable_revision = Some(stand_in);
         }
@@ -53,7 +58,7 @@ impl Planner<'_> {
             self.start_attempt();
             if fresh || self.status.stable_revision.as_deref() != Some(self.updated.as_str()) {
                 let message = format!("rolling out revision {}", self.updated);
-                self.event(EventType::Normal, "NewRevision", message);
+                self.event(EventType::Normal, EventReason::NewRevision, message);
             }
         }
     }
@@ -97,13 +102,13 @@ impl Planner<'_> {
             if self.status.abort && decision.abort != Some(true) && this_attempt {
                 self.start_attempt();
                 let message = format!("retrying revision {}", self.updated);
-                self.event(EventType::Normal, "Retried", message);
+                self.event(EventType::Normal, EventReason::Retried, message);
             }
         }
         let abort = self.decided().is_some_and(|d| d.abort == Some(true));
         if abort && !self.status.abort && !self.is_stable_updated() {
             self.abort(
-                "AbortedByUser",
+                EventReason::AbortedByUser,
                 "by a decision (spec.decision.abort)".into(),
             );
         }
@@ -115,6 +120,6 @@ impl Planner<'_> {
             "revision {} promoted to stable (was {previous})",
             self.updated
         );
-        self.event(EventType::Normal, "Promoted", message);
+        self.event(EventType::Normal, EventReason::Promoted, message);
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
+use super::EventReason;
 use super::analysis::{RunKind, Verdict};
 use super::pause::PauseReason;
 use super::replicas::replicas_for_weight;
@@ -256,7 +257,7 @@ impl Planner<'_> {
 
     pub(super) fn step_done(&mut self, index: usize, count: usize, what: String) {
         let message = format!("step {}/{count} done: {what}", index + 1);
-        self.event(EventType::Normal, "StepCompleted", message);
+        self.event(EventType::Normal, EventReason::StepCompleted, message);
     }
 
     /// Targets: the new version `canary` pods, stable `stable_pods`, every other version 0.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::EventReason;
 use super::abort::aborted_message;
 use super::conditions::set_condition;
 use super::refused;
@@ -38,7 +39,7 @@ impl Planner<'_> {
                     generation,
                 );
                 if changed {
-                    self.event(EventType::Warning, "InvalidSpec", message);
+                    self.event(EventType::Warning, EventReason::InvalidSpec, message);
                 }
                 return Plan {
                     status: self.status,
@@ -161,7 +162,7 @@ impl Planner<'_> {
         }
         if healthy && self.previous.phase != Phase::Healthy {
             let message = format!("revision {} is healthy", self.updated);
-            self.event(EventType::Normal, "Healthy", message);
+            self.event(EventType::Normal, EventReason::Healthy, message);
         }
         let available = self.status.available_replicas >= replicas - bounds.unavailable;
         let phase = self.status.phase;

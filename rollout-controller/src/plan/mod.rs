@@ -11,6 +11,7 @@ mod conditions;
 mod finish;
 mod pause;
 mod progress_deadline;
+mod reason;
 pub mod refused;
 pub mod replicas;
 pub mod restart;
@@ -20,6 +21,7 @@ mod services;
 pub mod undecodable;
 mod validate;
 
+pub use reason::EventReason;
 pub(crate) use validate::validate;
 
 use std::collections::BTreeMap;
@@ -123,7 +125,7 @@ pub enum EventType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedEvent {
     pub type_: EventType,
-    pub reason: &'static str,
+    pub reason: EventReason,
     pub message: String,
 }
 
@@ -245,7 +247,7 @@ impl<'a> Planner<'a> {
         self.spec.replicas.max(0)
     }
 
-    fn event(&mut self, type_: EventType, reason: &'static str, message: impl Into<String>) {
+    fn event(&mut self, type_: EventType, reason: EventReason, message: impl Into<String>) {
         self.events.push(PlannedEvent {
             type_,
             reason,

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::EventReason;
 use super::{EventType, Planner};
 use crate::crd::PauseCondition;
 
@@ -76,9 +77,13 @@ impl Planner<'_> {
         let paused = self.spec.paused == Some(true);
         if self.set_pause(PauseReason::User, paused) {
             if paused {
-                self.event(EventType::Normal, "Paused", "paused by the user");
+                self.event(EventType::Normal, EventReason::Paused, "paused by the user");
             } else {
-                self.event(EventType::Normal, "Resumed", "resumed by the user");
+                self.event(
+                    EventType::Normal,
+                    EventReason::Resumed,
+                    "resumed by the user",
+                );
             }
         }
         paused

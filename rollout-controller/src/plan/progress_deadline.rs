@@ -4,6 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
+use super::EventReason;
 use super::{DEFAULT_PROGRESS_DEADLINE_SECONDS, EventType, Planner};
 use crate::crd::Phase;
 
@@ -35,7 +36,7 @@ impl Planner<'_> {
             let why = format!("no progress for {deadline}s while waiting for pods");
             if self.spec.progress_deadline_abort != Some(false) && !self.is_stable_updated() {
                 self.abort(
-                    "ProgressDeadlineExceeded",
+                    EventReason::ProgressDeadlineExceeded,
                     format!("progress deadline exceeded: {why}"),
                 );
                 let stable = self.status.stable_revision.clone().unwrap_or_default();
@@ -45,7 +46,11 @@ impl Planner<'_> {
             } else {
                 // Not an abort, still a transition: said with an Event (and so counted), once.
                 if self.previous.phase != Phase::Degraded || self.previous.message != why {
-                    self.event(EventType::Warning, "ProgressStalled", why.clone());
+                    self.event(
+                        EventType::Warning,
+                        EventReason::ProgressStalled,
+                        why.clone(),
+                    );
                 }
                 self.status.phase = Phase::Degraded;
                 self.status.message = why;

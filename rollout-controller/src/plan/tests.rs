@@ -572,7 +572,11 @@ fn an_aborted_canary_goes_back_to_stable_and_stays_there() {
     assert_eq!(sim.status().current_step_index, Some(3));
     sim.decide(|d| d.abort = Some(true));
     let plan = sim.reconcile();
-    assert!(plan.events.iter().any(|e| e.reason == "AbortedByUser"));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == EventReason::AbortedByUser)
+    );
     // Stable back to full size before the canary shrinks, in the same reconcile where possible.
     assert_eq!(sim.replicas_of(&stable), 5);
     sim.settle();
@@ -657,7 +661,7 @@ fn a_stable_replica_set_deleted_by_hand_is_reported_and_replaced() {
     assert!(
         plan.events
             .iter()
-            .any(|e| e.reason == "StableReplicaSetMissing"),
+            .any(|e| e.reason == EventReason::StableReplicaSetMissing),
         "{:?}",
         plan.events
     );
@@ -780,7 +784,10 @@ fn blue_green_previews_then_switches_then_scales_down_after_the_delay() {
     let retiring = sim.reconcile();
     assert_eq!(retiring.status.phase, Phase::Healthy);
     assert!(
-        !retiring.events.iter().any(|e| e.reason == "Healthy"),
+        !retiring
+            .events
+            .iter()
+            .any(|e| e.reason == EventReason::Healthy),
         "{:?}",
         retiring.events
     );
@@ -895,7 +902,11 @@ fn a_missing_service_is_an_invalid_spec_and_changes_nothing() {
         "{}",
         condition.message
     );
-    assert!(plan.events.iter().any(|e| e.reason == "InvalidSpec"));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == EventReason::InvalidSpec)
+    );
     // The same invalid spec again: no second event.
     let again = sim.reconcile();
     assert!(again.events.is_empty());
@@ -936,7 +947,7 @@ fn the_progress_deadline_counts_only_waiting_and_aborts() {
     assert!(
         plan.events
             .iter()
-            .any(|e| e.reason == "ProgressDeadlineExceeded")
+            .any(|e| e.reason == EventReason::ProgressDeadlineExceeded)
     );
     assert_eq!(sim.status().phase, Phase::Aborted);
 }
@@ -1202,7 +1213,7 @@ fn a_failed_analysis_aborts_in_the_reconcile_that_sees_it() {
     let event = plan
         .events
         .iter()
-        .find(|e| e.reason == "AnalysisFailed")
+        .find(|e| e.reason == EventReason::AnalysisFailed)
         .unwrap();
     assert!(
         event.message.contains("metric errors Failed"),
@@ -1239,7 +1250,7 @@ fn an_inconclusive_analysis_pauses_until_the_step_is_promoted() {
     assert!(
         plan.events
             .iter()
-            .any(|e| e.reason == "AnalysisInconclusive")
+            .any(|e| e.reason == EventReason::AnalysisInconclusive)
     );
     assert!(
         plan.status

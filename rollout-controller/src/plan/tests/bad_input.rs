@@ -29,7 +29,11 @@ fn assert_refused_whole(rollout: &Rollout, field: &str) {
         .find(|c| c.type_ == "InvalidSpec")
         .unwrap();
     assert_eq!(invalid.status, "True");
-    assert!(plan.events.iter().any(|e| e.reason == "InvalidSpec"));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == EventReason::InvalidSpec)
+    );
     assert!(
         plan.scale_up.is_empty() && plan.scale_down.is_empty() && plan.selectors.is_empty(),
         "{field}: {plan:?}"

@@ -19,7 +19,7 @@ fn a_deadline_that_does_not_abort_is_degraded_with_one_warning_event() {
     let warned: Vec<&PlannedEvent> = plan
         .events
         .iter()
-        .filter(|e| e.reason == "ProgressStalled" && e.type_ == EventType::Warning)
+        .filter(|e| e.reason == EventReason::ProgressStalled && e.type_ == EventType::Warning)
         .collect();
     assert_eq!(warned.len(), 1, "{:?}", plan.events);
     assert!(warned[0].message.contains("60s"), "{}", warned[0].message);
@@ -28,7 +28,10 @@ fn a_deadline_that_does_not_abort_is_degraded_with_one_warning_event() {
     let again = sim.reconcile();
     assert_eq!(sim.status().phase, Phase::Degraded);
     assert!(
-        !again.events.iter().any(|e| e.reason == "ProgressStalled"),
+        !again
+            .events
+            .iter()
+            .any(|e| e.reason == EventReason::ProgressStalled),
         "{:?}",
         again.events
     );
