@@ -19,12 +19,12 @@ impl Planner<'_> {
         if paused {
             self.keep_runs();
         }
-        let updated = self.updated.clone();
+        let new = self.new.clone();
         self.targets.insert(stable.to_owned(), replicas);
-        self.targets.insert(updated.clone(), replicas);
-        self.order = vec![stable.to_owned(), updated.clone()];
+        self.targets.insert(new.clone(), replicas);
+        self.order = vec![stable.to_owned(), new.clone()];
         self.urgent = true;
-        let available = self.observed.available(&updated);
+        let available = self.observed.available(&new);
         let mut test = self.status.ab_test.clone().unwrap_or_default();
         if available < replicas.max(1) {
             self.waiting_for_pods = true;
@@ -35,7 +35,7 @@ impl Planner<'_> {
             };
             self.status.message = format!("B: {available} of {replicas} pods available");
             self.status.ab_test = Some(test);
-            self.pin_services(stable, &updated);
+            self.pin_services(stable, &new);
             return;
         }
         let routes = ab_routes(ab).unwrap_or_default();
@@ -47,7 +47,7 @@ impl Planner<'_> {
             Some(t) => t.0,
             None => {
                 test.started_at = Some(Time(self.now));
-                let message = format!("A/B test of revision {updated} started for {}", ab.duration);
+                let message = format!("A/B test of revision {new} started for {}", ab.duration);
                 self.event(EventType::Normal, EventReason::AbTestStarted, message);
                 self.now
             }
@@ -89,7 +89,7 @@ impl Planner<'_> {
         }
         if verdict && !test.passed {
             test.passed = true;
-            let message = format!("A/B test of revision {updated} passed");
+            let message = format!("A/B test of revision {new} passed");
             self.event(EventType::Normal, EventReason::AbTestPassed, message);
         }
         if test.passed && !paused && (ab.promote == PromoteMode::Auto || self.approved(0)) {
@@ -98,7 +98,7 @@ impl Planner<'_> {
             test.scale_down_at = Some(Time(self.now + SignedDuration::from_secs(i64::from(delay))));
             self.status.ab_test = Some(test);
             self.promote(stable);
-            self.finish_on_stable(&updated);
+            self.finish_on_stable(&new);
             return;
         }
         let waiting_for_decision = test.passed;
@@ -113,7 +113,7 @@ impl Planner<'_> {
         };
         self.status.message = message;
         self.status.ab_test = Some(test);
-        self.pin_services(stable, &updated);
+        self.pin_services(stable, &new);
     }
 }
 

@@ -13,7 +13,7 @@ impl Planner<'_> {
         self.status.abort = true;
         self.status.aborted_at = Some(Time(self.now));
         self.clear_pauses();
-        let message = format!("revision {} aborted: {why}", self.updated);
+        let message = format!("revision {} aborted: {why}", self.new);
         self.status.abort_cause = Some(why);
         self.event(EventType::Warning, reason, message);
     }
@@ -62,9 +62,9 @@ impl Planner<'_> {
             let aborted_at = self.status.aborted_at.as_ref().map_or(self.now, |t| t.0);
             let until = aborted_at + SignedDuration::from_secs(i64::from(delay));
             if self.now < until
-                && let Some(rs) = self.observed.replica_set(&self.updated)
+                && let Some(rs) = self.observed.replica_set(&self.new)
             {
-                self.targets.insert(self.updated.clone(), rs.replicas);
+                self.targets.insert(self.new.clone(), rs.replicas);
                 self.wake_at(until);
             }
         }

@@ -327,7 +327,7 @@ pub(crate) fn validate_analyses(
 
 impl Planner<'_> {
     pub(super) fn run_name(&self, kind: RunKind) -> String {
-        run_name(&self.name, &self.updated, kind, self.status.attempt)
+        run_name(&self.name, &self.new, kind, self.status.attempt)
     }
 
     /// Looks at (or starts) the run that gates `kind` now; the run is kept alive this reconcile.
@@ -342,13 +342,13 @@ impl Planner<'_> {
                         field,
                         &self.observed.templates,
                         &stable,
-                        &self.updated,
+                        &self.new,
                     ) {
                         Ok(spec) => {
                             self.create_runs.push(NewAnalysisRun {
                                 name: name.clone(),
                                 kind: kind.label(),
-                                hash: self.updated.clone(),
+                                hash: self.new.clone(),
                                 spec,
                             });
                             let message = format!("analysis run {name} started ({})", kind.label());

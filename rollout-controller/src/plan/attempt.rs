@@ -24,7 +24,7 @@ impl Planner<'_> {
                 .filter(|rs| rs.available > 0 && Some(&rs.hash) != previous_stable.as_ref())
                 .max_by_key(|rs| rs.revision)
                 .map(|rs| rs.hash.clone())
-                .unwrap_or_else(|| self.updated.clone());
+                .unwrap_or_else(|| self.new.clone());
             if let Some(previous) = &previous_stable
                 && previous != &stand_in
             {
@@ -40,9 +40,9 @@ impl Planner<'_> {
             }
             self.status.stable_revision = Some(stand_in);
         }
-        if self.status.updated_revision.as_deref() != Some(self.updated.as_str()) {
+        if self.status.updated_revision.as_deref() != Some(self.new.as_str()) {
             let fresh = self.status.updated_revision.is_some();
-            self.status.updated_revision = Some(self.updated.clone());
+            self.status.updated_revision = Some(self.new.clone());
             self.status.canary = self
                 .spec
                 .strategy
@@ -56,8 +56,8 @@ impl Planner<'_> {
             }
             self.status.retries = self.decision().and_then(|d| d.retry).unwrap_or(0);
             self.start_attempt();
-            if fresh || self.status.stable_revision.as_deref() != Some(self.updated.as_str()) {
-                let message = format!("rolling out revision {}", self.updated);
+            if fresh || self.status.stable_revision.as_deref() != Some(self.new.as_str()) {
+                let message = format!("rolling out revision {}", self.new);
                 self.event(EventType::Normal, EventReason::NewRevision, message);
             }
         }
@@ -101,12 +101,12 @@ impl Planner<'_> {
             let this_attempt = self.decided().is_some();
             if self.status.abort && decision.abort != Some(true) && this_attempt {
                 self.start_attempt();
-                let message = format!("retrying revision {}", self.updated);
+                let message = format!("retrying revision {}", self.new);
                 self.event(EventType::Normal, EventReason::Retried, message);
             }
         }
         let abort = self.decided().is_some_and(|d| d.abort == Some(true));
-        if abort && !self.status.abort && !self.is_stable_updated() {
+        if abort && !self.status.abort && !self.is_new_stable() {
             self.abort(
                 EventReason::AbortedByUser,
                 "by a decision (spec.decision.abort)".into(),
@@ -115,11 +115,8 @@ impl Planner<'_> {
     }
 
     pub(super) fn promote(&mut self, previous: &str) {
-        self.status.stable_revision = Some(self.updated.clone());
-        let message = format!(
-            "revision {} promoted to stable (was {previous})",
-            self.updated
-        );
+        self.status.stable_revision = Some(self.new.clone());
+        let message = format!("revision {} promoted to stable (was {previous})", self.new);
         self.event(EventType::Normal, EventReason::Promoted, message);
     }
 }

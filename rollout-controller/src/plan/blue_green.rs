@@ -20,7 +20,7 @@ impl Planner<'_> {
             self.keep_runs();
         }
         let preview_count = bg.preview_replica_count.unwrap_or(replicas).min(replicas);
-        let new_available = self.observed.available(&self.updated);
+        let new_available = self.observed.available(&self.new);
         let preview_ready = new_available >= preview_count;
         if preview_ready && self.blue_green_status().ready_since.is_none() {
             self.blue_green_status().ready_since = Some(Time(self.now));
@@ -77,9 +77,9 @@ impl Planner<'_> {
         } else {
             preview_count
         };
-        self.targets.insert(self.updated.clone(), new_target);
+        self.targets.insert(self.new.clone(), new_target);
         self.targets.insert(stable.to_owned(), replicas);
-        self.order = vec![stable.to_owned(), self.updated.clone()];
+        self.order = vec![stable.to_owned(), self.new.clone()];
         self.urgent = true;
 
         if promoting
@@ -105,7 +105,7 @@ impl Planner<'_> {
                 }
                 Verdict::Wait => Some(format!(
                     "switched to {}: post-promotion analysis {} running",
-                    self.updated,
+                    self.new,
                     self.run_name(kind)
                 )),
             };
@@ -116,7 +116,7 @@ impl Planner<'_> {
                     Phase::Progressing
                 };
                 self.status.message = message;
-                self.pin_services(stable, &self.updated.clone());
+                self.pin_services(stable, &self.new.clone());
                 return;
             }
         }
@@ -131,9 +131,9 @@ impl Planner<'_> {
             status.scale_down_at = Some(Time(until));
             self.promote(stable);
             self.set_pause(PauseReason::BlueGreen, false);
-            let updated = self.updated.clone();
+            let new = self.new.clone();
             self.targets.clear();
-            self.finish_on_stable(&updated);
+            self.finish_on_stable(&new);
             return;
         }
         self.waiting_for_pods = new_available < new_target;
@@ -150,13 +150,13 @@ impl Planner<'_> {
         self.status.message = if let Some(message) = analysis_message {
             message
         } else if waiting_for_decision {
-            format!("preview of {} ready: waiting for promotion", self.updated)
+            format!("preview of {} ready: waiting for promotion", self.new)
         } else if promoting {
             format!("promoting: {new_available} of {replicas} pods of the new version available")
         } else {
             format!("preview: {new_available} of {preview_count} pods of the new version available")
         };
-        self.pin_services(stable, &self.updated.clone());
+        self.pin_services(stable, &self.new.clone());
     }
 
     pub(super) fn blue_green_status(&mut self) -> &mut BlueGreenStatus {

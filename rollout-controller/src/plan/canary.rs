@@ -83,12 +83,11 @@ impl Planner<'_> {
                 break;
             }
             if let Some(weight) = step.set_weight {
-                let (canary_want, stable_want) =
-                    self.split_for(weight, canary_status.scale_override);
+                let (new_want, stable_want) = self.split_for(weight, canary_status.scale_override);
                 // With a router, a smaller weight takes traffic off at once (pods follow after);
                 // a larger one waits for the canary's pods.
                 let lowering = self.router.is_some() && weight <= canary_status.weight;
-                if lowering || self.split_reached(stable, canary_want, stable_want) {
+                if lowering || self.split_reached(stable, new_want, stable_want) {
                     canary_status.weight = weight;
                     self.step_done(index, steps.len(), format!("setWeight {weight}"));
                     index += 1;
@@ -156,13 +155,13 @@ impl Planner<'_> {
                 .analysis_runs
                 .retain(|r| r.kind != RunKind::Background.label());
             self.wanted_runs.clear();
-            let (canary_want, stable_want) = if self.router.is_some() {
+            let (new_want, stable_want) = if self.router.is_some() {
                 (replicas, replicas)
             } else {
                 (replicas, 0)
             };
-            self.set_split(stable, canary_want, stable_want);
-            if self.split_reached(stable, canary_want, stable_want) {
+            self.set_split(stable, new_want, stable_want);
+            if self.split_reached(stable, new_want, stable_want) {
                 self.promote(stable);
                 canary_status.weight = 100;
                 canary_status.scale_override = None;
@@ -181,7 +180,7 @@ impl Planner<'_> {
                         Some(Time(self.now + SignedDuration::from_secs(i64::from(delay))));
                 }
                 self.status.canary = Some(canary_status);
-                self.finish_on_stable(&self.updated.clone());
+                self.finish_on_stable(&self.new.clone());
                 return;
             }
             if self.router.is_some() {
@@ -194,7 +193,7 @@ impl Planner<'_> {
             self.status.phase = Phase::Progressing;
             self.status.message = format!(
                 "promoting: {} of {replicas} pods of the new version available",
-                self.observed.available(&self.updated)
+                self.observed.available(&self.new)
             );
         } else {
             // Hold the split of the step we are at (its weight, or the last one reached).
@@ -202,8 +201,8 @@ impl Planner<'_> {
                 Some(w) if !paused => w,
                 _ => canary_status.weight,
             };
-            let (canary_want, stable_want) = self.split_for(weight, canary_status.scale_override);
-            self.set_split(stable, canary_want, stable_want);
+            let (new_want, stable_want) = self.split_for(weight, canary_status.scale_override);
+            self.set_split(stable, new_want, stable_want);
             if self.router.is_some() {
                 self.traffic_state = Some(traffic::TrafficState {
                     canary_weight: self.routable_weight(canary_status.weight),
@@ -252,7 +251,7 @@ impl Planner<'_> {
             }
         }
         self.status.canary = Some(canary_status);
-        self.pin_services(stable, &self.updated.clone());
+        self.pin_services(stable, &self.new.clone());
     }
 
     pub(super) fn step_done(&mut self, index: usize, count: usize, what: String) {
@@ -260,9 +259,9 @@ impl Planner<'_> {
         self.event(EventType::Normal, EventReason::StepCompleted, message);
     }
 
-    /// Targets: the new version `canary` pods, stable `stable_pods`, every other version 0.
-    pub(super) fn set_split(&mut self, stable: &str, canary: i32, stable_pods: i32) {
-        self.targets.insert(self.updated.clone(), canary);
+    /// Targets: the new version `new_pods` pods, stable `stable_pods`, every other version 0.
+    pub(super) fn set_split(&mut self, stable: &str, new_pods: i32, stable_pods: i32) {
+        self.targets.insert(self.new.clone(), new_pods);
         self.targets.insert(stable.to_owned(), stable_pods);
         // Growing stable first keeps it whole when the canary shrinks; otherwise the canary.
         let stable_grows = self
@@ -271,20 +270,20 @@ impl Planner<'_> {
             .map_or(0, |rs| rs.replicas)
             < stable_pods;
         self.order = if stable_grows {
-            vec![stable.to_owned(), self.updated.clone()]
+            vec![stable.to_owned(), self.new.clone()]
         } else {
-            vec![self.updated.clone(), stable.to_owned()]
+            vec![self.new.clone(), stable.to_owned()]
         };
     }
 
-    /// The new version has `canary` pods, all available, and every other version has shrunk
+    /// The new version has `new_pods` pods, all available, and every other version has shrunk
     /// to its target.
-    fn split_reached(&self, stable: &str, canary: i32, stable_pods: i32) -> bool {
-        let canary_ok = self
+    fn split_reached(&self, stable: &str, new_pods: i32, stable_pods: i32) -> bool {
+        let new_ok = self
             .observed
-            .replica_set(&self.updated)
-            .map_or(canary == 0, |rs| {
-                rs.replicas == canary && rs.available >= canary
+            .replica_set(&self.new)
+            .map_or(new_pods == 0, |rs| {
+                rs.replicas == new_pods && rs.available >= new_pods
             });
         let stable_ok = self
             .observed
@@ -296,9 +295,9 @@ impl Planner<'_> {
             .observed
             .replica_sets
             .iter()
-            .filter(|rs| rs.hash != stable && rs.hash != self.updated)
+            .filter(|rs| rs.hash != stable && rs.hash != self.new)
             .all(|rs| rs.replicas == 0);
-        canary_ok && stable_ok && others_gone
+        new_ok && stable_ok && others_gone
     }
 
     /// The weight the router may send: `weight`, or less while canary pods that carried it are
@@ -309,7 +308,7 @@ impl Planner<'_> {
         let max = self.max_weight();
         let ready = self
             .observed
-            .replica_set(&self.updated)
+            .replica_set(&self.new)
             .map_or(0, |rs| rs.available.min(rs.replicas));
         let (needed, _) = self.split_for(weight, None);
         if ready >= needed {
@@ -411,7 +410,7 @@ impl Planner<'_> {
         for rs in self.observed.replica_sets.iter().chain(&created) {
             let role = if Some(rs.hash.as_str()) == stable {
                 stable_meta
-            } else if rs.hash == self.updated && !self.status.abort {
+            } else if rs.hash == self.new && !self.status.abort {
                 canary_meta
             } else {
                 &empty

@@ -60,7 +60,7 @@ impl Planner<'_> {
 
         refused::clear(
             &mut self.status,
-            self.observed.replica_set(&self.updated).is_some(),
+            self.observed.replica_set(&self.new).is_some(),
             now,
             generation,
         );
@@ -87,12 +87,12 @@ impl Planner<'_> {
             let existing = self.observed.replica_set(&hash);
             let revision = match existing {
                 None => Some(max_revision + 1),
-                Some(rs) if hash == self.updated && rs.revision < max_revision => {
+                Some(rs) if hash == self.new && rs.revision < max_revision => {
                     Some(max_revision + 1)
                 }
                 Some(_) => None,
             };
-            if existing.is_none() && hash != self.updated {
+            if existing.is_none() && hash != self.new {
                 continue;
             }
             let current = existing.map_or(-1, |rs| rs.replicas);
@@ -109,7 +109,7 @@ impl Planner<'_> {
         }
 
         // Counts and conditions for people and the scale subresource.
-        let updated = self.observed.replica_set(&self.updated);
+        let new_rs = self.observed.replica_set(&self.new);
         self.status.replicas = self
             .observed
             .replica_sets
@@ -123,37 +123,37 @@ impl Planner<'_> {
             .iter()
             .map(|rs| rs.available.min(rs.replicas))
             .sum();
-        self.status.updated_replicas = updated.map_or(0, |rs| rs.ready);
+        self.status.updated_replicas = new_rs.map_or(0, |rs| rs.ready);
         // Retiring an old version (to zero, with the new one whole) is the last act of a
         // finished rollout, not progress still to come: counting it would flip a Healthy
         // rollout back to Progressing for the reconcile that retires a version kept for
         // scaleDownDelaySeconds.
         // A restart in progress is not Healthy until its last pod is replaced: `status` waits
         // for it, and the Healthy Event comes once, at the end.
-        let healthy = self.is_stable_updated()
+        let healthy = self.is_new_stable()
             && self.restart_message.is_none()
-            && updated.is_some_and(|rs| rs.available >= replicas && rs.replicas == replicas)
+            && new_rs.is_some_and(|rs| rs.available >= replicas && rs.replicas == replicas)
             && scale_down
                 .iter()
-                .all(|t| t.replicas == 0 && t.hash != self.updated);
-        if self.is_stable_updated() && self.status.phase != Phase::Degraded {
+                .all(|t| t.replicas == 0 && t.hash != self.new);
+        if self.is_new_stable() && self.status.phase != Phase::Degraded {
             self.status.phase = if healthy {
                 Phase::Healthy
             } else {
                 Phase::Progressing
             };
             self.status.message = if healthy {
-                format!("revision {} healthy", self.updated)
+                format!("revision {} healthy", self.new)
             } else {
                 format!(
                     "revision {}: {} of {replicas} pods available",
-                    self.updated,
-                    self.observed.available(&self.updated)
+                    self.new,
+                    self.observed.available(&self.new)
                 )
             };
         }
         if self.status.phase == Phase::Aborted {
-            self.status.message = aborted_message(&self.updated, &self.status);
+            self.status.message = aborted_message(&self.new, &self.status);
         }
         if let Some(message) = &self.restart_message
             && self.status.phase == Phase::Progressing
@@ -161,7 +161,7 @@ impl Planner<'_> {
             self.status.message = message.clone();
         }
         if healthy && self.previous.phase != Phase::Healthy {
-            let message = format!("revision {} is healthy", self.updated);
+            let message = format!("revision {} is healthy", self.new);
             self.event(EventType::Normal, EventReason::Healthy, message);
         }
         let available = self.status.available_replicas >= replicas - bounds.unavailable;
@@ -256,7 +256,7 @@ impl Planner<'_> {
         let replicas = self.replicas();
         self.targets.insert(stable.to_owned(), replicas);
         self.order = vec![stable.to_owned()];
-        self.keep_blue_green_previous();
+        self.keep_previous_until_scale_down();
         let steps = self.steps_len();
         self.status.current_step_index = steps.map(|n| n as i32);
         self.status.abort = false;
@@ -279,7 +279,7 @@ impl Planner<'_> {
 
     /// Keeps the previous version (of a blue-green, or of a canary with a router) at its size
     /// until `scaleDownAt`, so connections to it can drain.
-    pub(super) fn keep_blue_green_previous(&mut self) {
+    pub(super) fn keep_previous_until_scale_down(&mut self) {
         let kept = match (
             &self.status.blue_green,
             &self.status.canary,
@@ -340,7 +340,7 @@ impl Planner<'_> {
             .replica_sets
             .iter()
             .filter(|rs| {
-                rs.hash != self.updated
+                rs.hash != self.new
                     && Some(rs.hash.as_str()) != self.status.stable_revision.as_deref()
                     && Some(rs.hash.as_str()) != kept_for_a_delay
                     && rs.replicas == 0

@@ -184,7 +184,9 @@ struct Planner<'a> {
     status: RolloutStatus,
     events: Vec<PlannedEvent>,
     requeue: Option<Timestamp>,
-    updated: String,
+    /// The pod-template hash of the revision being rolled out: the new version, whatever the
+    /// strategy calls it (canary, preview, B). The version it replaces is the stable one.
+    new: String,
     /// ReplicaSet targets of this reconcile, and which to grow first.
     targets: BTreeMap<String, i32>,
     order: Vec<String>,
@@ -225,7 +227,7 @@ impl<'a> Planner<'a> {
             status,
             events: Vec::new(),
             requeue: None,
-            updated: pod_template_hash(&rollout.spec.template),
+            new: pod_template_hash(&rollout.spec.template),
             targets: BTreeMap::new(),
             order: Vec::new(),
             urgent: false,
@@ -266,7 +268,7 @@ impl<'a> Planner<'a> {
         self.spec
             .decision
             .as_ref()
-            .filter(|d| d.revision == self.updated)
+            .filter(|d| d.revision == self.new)
     }
 
     /// The decision, when it is about the attempt running now: one written before a retry, or
@@ -280,7 +282,7 @@ impl<'a> Planner<'a> {
     /// The step this attempt was at when the reconcile began, as the status a person decided
     /// on showed it; `None` in the reconcile that starts an attempt.
     fn step_at_start(&self) -> Option<i32> {
-        let same_attempt = self.previous.updated_revision.as_deref() == Some(self.updated.as_str())
+        let same_attempt = self.previous.updated_revision.as_deref() == Some(self.new.as_str())
             && self.previous.attempt == self.status.attempt;
         self.previous.current_step_index.filter(|_| same_attempt)
     }
@@ -315,7 +317,7 @@ impl<'a> Planner<'a> {
         self.track_revision();
         self.apply_decisions();
         let stable = self.status.stable_revision.clone().unwrap_or_default();
-        if stable == self.updated {
+        if stable == self.new {
             self.finish_on_stable(&stable);
         } else if self.status.abort {
             self.hold_aborted(&stable);
@@ -332,8 +334,8 @@ impl<'a> Planner<'a> {
         self.restart_pods();
     }
 
-    fn is_stable_updated(&self) -> bool {
-        self.status.stable_revision.as_deref() == Some(self.updated.as_str())
+    fn is_new_stable(&self) -> bool {
+        self.status.stable_revision.as_deref() == Some(self.new.as_str())
     }
 
     fn steps_len(&self) -> Option<usize> {

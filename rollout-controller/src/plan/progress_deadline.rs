@@ -15,7 +15,7 @@ impl Planner<'_> {
         let progressed = self.status.current_step_index != self.previous.current_step_index
             || self
                 .observed
-                .replica_set(&self.updated)
+                .replica_set(&self.new)
                 .map_or(0, |rs| rs.ready)
                 != self.previous.updated_replicas;
         if !self.waiting_for_pods || self.status.abort {
@@ -34,7 +34,7 @@ impl Planner<'_> {
         let at = since + SignedDuration::from_secs(i64::from(deadline));
         if self.now >= at {
             let why = format!("no progress for {deadline}s while waiting for pods");
-            if self.spec.progress_deadline_abort != Some(false) && !self.is_stable_updated() {
+            if self.spec.progress_deadline_abort != Some(false) && !self.is_new_stable() {
                 self.abort(
                     EventReason::ProgressDeadlineExceeded,
                     format!("progress deadline exceeded: {why}"),

@@ -69,7 +69,7 @@ impl Planner<'_> {
             return;
         };
         let stable = self.status.stable_revision.clone().unwrap_or_default();
-        let settled = stable == self.updated
+        let settled = stable == self.new
             && !self.status.abort
             && self.status.phase != Phase::Degraded
             && self.spec.paused != Some(true);

@@ -42,28 +42,28 @@ impl Planner<'_> {
             self.status.message = message;
             return;
         }
-        self.targets.insert(self.updated.clone(), replicas);
-        self.order = vec![self.updated.clone()];
+        self.targets.insert(self.new.clone(), replicas);
+        self.order = vec![self.new.clone()];
         let done = self
             .observed
-            .replica_set(&self.updated)
+            .replica_set(&self.new)
             .is_some_and(|rs| rs.replicas == replicas && rs.available >= replicas)
             && self
                 .observed
                 .replica_sets
                 .iter()
-                .filter(|rs| rs.hash != self.updated)
+                .filter(|rs| rs.hash != self.new)
                 .all(|rs| rs.replicas == 0);
         if done {
             self.promote(stable);
-            self.finish_on_stable(&self.updated.clone());
+            self.finish_on_stable(&self.new.clone());
             return;
         }
         self.waiting_for_pods = true;
         self.status.phase = Phase::Progressing;
         self.status.message = format!(
             "rolling: {} of {replicas} pods of the new version available",
-            self.observed.available(&self.updated)
+            self.observed.available(&self.new)
         );
     }
 }

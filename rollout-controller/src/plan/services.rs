@@ -4,21 +4,22 @@
 use super::{Planner, SelectorChange};
 
 impl Planner<'_> {
-    /// Pins the stable/active and canary/preview Services, each only to a version with pods
-    /// ready to take its traffic.
-    pub(super) fn pin_services(&mut self, stable: &str, canary: &str) {
+    /// Pins the stable/active Service to `stable` (to `new` once a blue-green has switched) and
+    /// the canary/preview Service to `new`, each only to a version with pods ready to take its
+    /// traffic.
+    pub(super) fn pin_services(&mut self, stable: &str, new: &str) {
         let replicas = self.replicas();
         if let Some(bg) = &self.spec.strategy.blue_green {
             let active = bg.active_service.clone();
-            let active_target = if self.active_on_new { canary } else { stable };
+            let active_target = if self.active_on_new { new } else { stable };
             if self.observed.available(active_target) >= replicas.max(1) {
                 self.select(&active, active_target);
                 self.blue_green_status().active_selector = Some(active_target.to_owned());
             }
             if let Some(preview) = bg.preview_service.clone() {
                 let preview_count = bg.preview_replica_count.unwrap_or(replicas).min(replicas);
-                let target = if self.observed.available(canary) >= preview_count.max(1) {
-                    canary
+                let target = if self.observed.available(new) >= preview_count.max(1) {
+                    new
                 } else {
                     stable
                 };
@@ -44,9 +45,9 @@ impl Planner<'_> {
             }
             if let Some(service) = canary_service {
                 // Only a version that keeps pods after this plan takes the canary Service.
-                let keeps_pods = self.targets.get(canary).is_none_or(|&n| n > 0);
-                let target = if self.observed.available(canary) > 0 && keeps_pods {
-                    canary
+                let keeps_pods = self.targets.get(new).is_none_or(|&n| n > 0);
+                let target = if self.observed.available(new) > 0 && keeps_pods {
+                    new
                 } else {
                     stable
                 };
