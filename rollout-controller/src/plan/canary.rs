@@ -461,7 +461,8 @@ pub(crate) fn canary_split(weight: i32, scale_override: Option<i32>, replicas: i
     (canary, replicas - by_weight)
 }
 
-pub(super) fn describe_step(step: Option<&CanaryStep>, paused: bool) -> String {
+/// What a canary does at `step`, as its status message says it (`None`: past the last step).
+pub(crate) fn describe_step(step: Option<&CanaryStep>, paused: bool) -> String {
     let what = match step {
         Some(CanaryStep {
             set_weight: Some(w),

@@ -6,7 +6,7 @@ mod abort;
 pub mod analysis;
 mod attempt;
 mod blue_green;
-mod canary;
+pub(crate) mod canary;
 mod conditions;
 mod finish;
 mod pause;
