@@ -438,15 +438,12 @@ async fn publish(rollout: &Rollout, event: &crate::plan::PlannedEvent, ctx: &Con
     let reference = rollout.object_ref(&());
     ctx.metrics
         .transitions
-        .get_or_create(&reason(event.reason))
+        .get_or_create(&reason(event.reason.as_str()))
         .inc();
-    if matches!(
-        event.reason,
-        "AbortedByUser" | "ProgressDeadlineExceeded" | "AnalysisFailed"
-    ) {
+    if event.reason.is_abort() {
         ctx.metrics
             .aborts
-            .get_or_create(&reason(event.reason))
+            .get_or_create(&reason(event.reason.as_str()))
             .inc();
     }
     let type_ = match event.type_ {
@@ -454,15 +451,15 @@ async fn publish(rollout: &Rollout, event: &crate::plan::PlannedEvent, ctx: &Con
         EventType::Warning => KubeEventType::Warning,
     };
     match event.type_ {
-        EventType::Normal => info!(reason = event.reason, "{}", event.message),
-        EventType::Warning => warn!(reason = event.reason, "{}", event.message),
+        EventType::Normal => info!(reason = event.reason.as_str(), "{}", event.message),
+        EventType::Warning => warn!(reason = event.reason.as_str(), "{}", event.message),
     }
     let published = ctx
         .recorder
         .publish(
             &Event {
                 type_,
-                reason: event.reason.into(),
+                reason: event.reason.as_str().into(),
                 note: Some(event.message.clone()),
                 action: "Reconcile".into(),
                 secondary: None,
@@ -473,7 +470,7 @@ async fn publish(rollout: &Rollout, event: &crate::plan::PlannedEvent, ctx: &Con
     match published {
         Ok(()) => wrote(ctx, "Event"),
         // An Event that cannot be written must not stop the rollout.
-        Err(e) => warn!(reason = event.reason, error = %e, "could not publish an Event"),
+        Err(e) => warn!(reason = event.reason.as_str(), error = %e, "could not publish an Event"),
     }
 }
 

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use analysis::lifecycle::Phase as RunPhase;
 use k8s_openapi::jiff::Timestamp;
 
+use super::EventReason;
+use super::pause::PauseReason;
 use super::{EventType, InvalidSpec, Planner};
 use crate::crd::analysis::{
     AnalysisRunSpec, AnalysisTemplateSpec, Argument, DryRunMetric, HashValue, RolloutAnalysis,
 };
-use crate::crd::{AnalysisRunRef, PauseCondition, RolloutSpec};
+use crate::crd::{AnalysisRunRef, RolloutSpec};
 
-/// Pause reason while an inconclusive analysis waits for a person.
-pub const REASON_ANALYSIS_INCONCLUSIVE: &str = "AnalysisInconclusive";
 /// AnalysisRuns of a rollout kept after they stop gating it, newest first.
 pub const ANALYSIS_RUN_HISTORY: usize = 10;
 
@@ -99,6 +99,20 @@ pub enum Gate {
     Failed(String),
     /// Pause for a person.
     Inconclusive(String),
+}
+
+/// What a strategy does after an analysis gate, the gate having been acted on the same way
+/// everywhere (`Planner::analysis_gate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Passed, or inconclusive and promoted past: go on.
+    Pass,
+    /// Measuring (or just created): wait.
+    Wait,
+    /// Inconclusive: the rollout is paused for a person; why.
+    Hold(String),
+    /// Failed: the rollout aborted in this reconcile (`abort_now`); plan nothing more.
+    Aborted,
 }
 
 /// `<rollout>-<hash>-<kind>-<attempt>`, cut from the front of the rollout's name to fit the
@@ -297,24 +311,27 @@ pub fn build_run_spec(
     })
 }
 
-/// Checks every analysis block of `spec` against the templates that exist.
-pub fn validate_analyses(
+/// Checks every analysis block of `spec` against the templates that exist: what is wrong with
+/// each block (the first thing wrong in it), in the order of [`analyses`].
+pub(crate) fn validate_analyses(
     spec: &RolloutSpec,
     templates: &BTreeMap<TemplateKey, AnalysisTemplateSpec>,
-) -> Result<(), InvalidSpec> {
-    for (field, analysis) in analyses(spec) {
-        build_run_spec(analysis, &field, templates, "stable", "latest")?;
-    }
-    Ok(())
+) -> Vec<InvalidSpec> {
+    analyses(spec)
+        .into_iter()
+        .filter_map(|(field, analysis)| {
+            build_run_spec(analysis, &field, templates, "stable", "latest").err()
+        })
+        .collect()
 }
 
 impl Planner<'_> {
     pub(super) fn run_name(&self, kind: RunKind) -> String {
-        run_name(&self.name, &self.updated, kind, self.status.attempt)
+        run_name(&self.name, &self.new, kind, self.status.attempt)
     }
 
     /// Looks at (or starts) the run that gates `kind` now; the run is kept alive this reconcile.
-    pub(super) fn gate(&mut self, kind: RunKind, analysis: &RolloutAnalysis, field: &str) -> Gate {
+    fn gate(&mut self, kind: RunKind, analysis: &RolloutAnalysis, field: &str) -> Gate {
         let name = self.run_name(kind);
         let (gate, phase) = match self.observed.analysis_runs.get(&name) {
             None => {
@@ -325,17 +342,17 @@ impl Planner<'_> {
                         field,
                         &self.observed.templates,
                         &stable,
-                        &self.updated,
+                        &self.new,
                     ) {
                         Ok(spec) => {
                             self.create_runs.push(NewAnalysisRun {
                                 name: name.clone(),
                                 kind: kind.label(),
-                                hash: self.updated.clone(),
+                                hash: self.new.clone(),
                                 spec,
                             });
                             let message = format!("analysis run {name} started ({})", kind.label());
-                            self.event(EventType::Normal, "AnalysisStarted", message);
+                            self.event(EventType::Normal, EventReason::AnalysisStarted, message);
                         }
                         // validate() checked it; a template changed since would land here.
                         Err(invalid) => {
@@ -382,6 +399,33 @@ impl Planner<'_> {
         gate
     }
 
+    /// The run that gates `kind`, acted on: a failed one aborts now; an inconclusive one is
+    /// dismissed when `approved` (a person promoted past it), else pauses the rollout for one.
+    pub(super) fn analysis_gate(
+        &mut self,
+        kind: RunKind,
+        analysis: &RolloutAnalysis,
+        field: &str,
+        approved: bool,
+    ) -> Verdict {
+        match self.gate(kind, analysis, field) {
+            Gate::Failed(why) => {
+                self.abort_now(EventReason::AnalysisFailed, why);
+                Verdict::Aborted
+            }
+            Gate::Inconclusive(_) if approved => {
+                self.dismiss(kind);
+                Verdict::Pass
+            }
+            Gate::Inconclusive(why) => {
+                self.pause_inconclusive(&why);
+                Verdict::Hold(why)
+            }
+            Gate::Passed => Verdict::Pass,
+            Gate::Running => Verdict::Wait,
+        }
+    }
+
     fn is_dismissed(&self, name: &str) -> bool {
         self.status
             .analysis_runs
@@ -390,7 +434,7 @@ impl Planner<'_> {
     }
 
     /// A person promoted past an inconclusive run: it pauses nothing more this attempt.
-    pub(super) fn dismiss(&mut self, kind: RunKind) {
+    fn dismiss(&mut self, kind: RunKind) {
         let name = self.run_name(kind);
         for reference in &mut self.status.analysis_runs {
             if reference.name == name {
@@ -401,25 +445,18 @@ impl Planner<'_> {
     }
 
     /// Holds the rollout for a person after an inconclusive analysis; Warns once.
-    pub(super) fn pause_inconclusive(&mut self, why: &str) {
-        let has = self
-            .status
-            .pause_conditions
-            .iter()
-            .any(|p| p.reason == REASON_ANALYSIS_INCONCLUSIVE);
-        if !has {
-            self.status.pause_conditions.push(PauseCondition {
-                reason: REASON_ANALYSIS_INCONCLUSIVE.into(),
-                start_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(self.now),
-            });
-            self.event(EventType::Warning, "AnalysisInconclusive", why.to_owned());
+    fn pause_inconclusive(&mut self, why: &str) {
+        if self.set_pause(PauseReason::AnalysisInconclusive, true) {
+            self.event(
+                EventType::Warning,
+                EventReason::AnalysisInconclusive,
+                why.to_owned(),
+            );
         }
     }
 
     pub(super) fn clear_inconclusive(&mut self) {
-        self.status
-            .pause_conditions
-            .retain(|p| p.reason != REASON_ANALYSIS_INCONCLUSIVE);
+        self.set_pause(PauseReason::AnalysisInconclusive, false);
     }
 
     /// While the user pauses a rollout, its runs go on: measuring costs nothing, and a failing

@@ -5,6 +5,7 @@
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::EventReason;
 use super::conditions::set_condition;
 use super::{EventType, PlannedEvent, selector_string, strategy_name};
 use crate::crd::{Phase, Rollout, RolloutStatus};
@@ -81,7 +82,7 @@ pub fn refused(
         .any(|c| c.type_ == CONDITION && c.status == "True" && c.message == message);
     let event = (!known).then(|| PlannedEvent {
         type_: EventType::Warning,
-        reason: CONDITION,
+        reason: EventReason::ReplicaSetCreateError,
         message: cut(&message, EVENT_NOTE_LIMIT),
     });
     (status, event)
@@ -189,7 +190,8 @@ mod tests {
         assert_eq!(condition(&status, "Healthy").status, "False");
         let event = event.unwrap();
         assert_eq!(event.type_, EventType::Warning);
-        assert_eq!(event.reason, CONDITION);
+        assert_eq!(event.reason, EventReason::ReplicaSetCreateError);
+        assert_eq!(event.reason.as_str(), CONDITION);
         assert_eq!(event.message, status.message);
     }
 

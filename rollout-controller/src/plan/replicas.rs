@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::ObservedReplicaSet;
+use super::{InvalidSpec, ObservedReplicaSet};
+use crate::crd::RolloutSpec;
 
 /// A maxSurge or maxUnavailable value, read: a number of pods, or a share of the desired count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +158,64 @@ pub fn step_towards(
         }
     }
     next
+}
+
+/// maxSurge and maxUnavailable of the strategy, resolved against `spec.replicas`; a value that is
+/// not a count or a percentage is an [`InvalidSpec`] at its field, never a number.
+pub(crate) fn bounds(spec: &RolloutSpec) -> Result<Bounds, InvalidSpec> {
+    let replicas = spec.replicas.max(0);
+    let strategy = &spec.strategy;
+    let declared = strategy_bounds(spec)?;
+    Ok(match declared {
+        Some((surge, unavailable))
+            if strategy
+                .canary
+                .as_ref()
+                .is_none_or(|c| c.traffic_routing.is_none()) =>
+        {
+            Bounds::resolve(surge, unavailable, replicas)
+        }
+        // Blue-green, and a canary with a router, keep the stable version whole: its pods go only
+        // after traffic has left it.
+        _ => Bounds {
+            surge: replicas,
+            unavailable: 0,
+        },
+    })
+}
+
+/// The strategy's maxSurge and maxUnavailable, read (for a canary also when a router makes them
+/// unused: a value that cannot be read is wrong wherever it stands).
+fn strategy_bounds(spec: &RolloutSpec) -> Result<Option<(Bound, Bound)>, InvalidSpec> {
+    read_bounds(spec)
+        .map(|(surge, unavailable)| Ok((surge?, unavailable?)))
+        .transpose()
+}
+
+/// maxSurge and maxUnavailable, each read on its own, so that both can be reported; `None` for a
+/// strategy that has neither.
+pub(super) fn read_bounds(
+    spec: &RolloutSpec,
+) -> Option<(Result<Bound, InvalidSpec>, Result<Bound, InvalidSpec>)> {
+    let strategy = &spec.strategy;
+    let (field, surge, unavailable) = if let Some(c) = &strategy.canary {
+        ("spec.strategy.canary", &c.max_surge, &c.max_unavailable)
+    } else if let Some(r) = &strategy.rolling_update {
+        (
+            "spec.strategy.rollingUpdate",
+            &r.max_surge,
+            &r.max_unavailable,
+        )
+    } else {
+        return None;
+    };
+    let read = |name: &str, value| {
+        Bound::parse(value).map_err(|message| InvalidSpec {
+            field: format!("{field}.{name}"),
+            message,
+        })
+    };
+    Some((read("maxSurge", surge), read("maxUnavailable", unavailable)))
 }
 
 #[cfg(test)]

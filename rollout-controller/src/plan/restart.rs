@@ -15,6 +15,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use super::EventReason;
 use super::conditions::set_condition;
 use super::{EventType, Planner};
 use crate::crd::{Phase, Rollout, RolloutSpec, RolloutStatus};
@@ -68,7 +69,7 @@ impl Planner<'_> {
             return;
         };
         let stable = self.status.stable_revision.clone().unwrap_or_default();
-        let settled = stable == self.updated
+        let settled = stable == self.new
             && !self.status.abort
             && self.status.phase != Phase::Degraded
             && self.spec.paused != Some(true);
@@ -119,7 +120,7 @@ impl Planner<'_> {
                 self.now,
                 generation,
             );
-            self.event(EventType::Normal, "Restarted", message);
+            self.event(EventType::Normal, EventReason::Restarted, message);
             return;
         }
         // With no pod to spare (maxUnavailable 0), one extra pod is up while old ones remain.
@@ -164,7 +165,7 @@ impl Planner<'_> {
             victim.name,
             old.len()
         );
-        self.event(EventType::Normal, "PodRestarted", message);
+        self.event(EventType::Normal, EventReason::PodRestarted, message);
     }
 }
 
@@ -369,11 +370,17 @@ mod tests {
             sim.replicas, 4,
             "no extra pod with a maxUnavailable to spend"
         );
-        assert_eq!(events.iter().filter(|r| **r == "PodRestarted").count(), 4);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|r| **r == EventReason::PodRestarted)
+                .count(),
+            4
+        );
         // Progressing while it restarts; Healthy once, when the last pod is back.
-        let restarted = events.iter().position(|r| *r == "Restarted");
+        let restarted = events.iter().position(|r| *r == EventReason::Restarted);
         let healthy: Vec<usize> = (0..events.len())
-            .filter(|i| events[*i] == "Healthy")
+            .filter(|i| events[*i] == EventReason::Healthy)
             .collect();
         assert!(restarted.is_some(), "{events:?}");
         assert!(
@@ -515,6 +522,6 @@ mod tests {
     }
 
     fn bounds_of(rollout: &Rollout) -> i32 {
-        crate::plan::bounds(&rollout.spec).map_or(0, |b| b.unavailable)
+        crate::plan::replicas::bounds(&rollout.spec).map_or(0, |b| b.unavailable)
     }
 }

@@ -1,6 +1,7 @@
 //! Specs the controller must refuse whole, naming the field, even when the apiserver let them
 //! through (a Rollout stored before the CRD's rules, or its schema skipped): bounds that are not
-//! counts or percentages, an empty selector, a selector whose expressions miss the template.
+//! counts or percentages, an empty selector, a selector whose expressions miss the template,
+//! Services and templates that are not there; and every finding of a spec, in order.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -29,7 +30,11 @@ fn assert_refused_whole(rollout: &Rollout, field: &str) {
         .find(|c| c.type_ == "InvalidSpec")
         .unwrap();
     assert_eq!(invalid.status, "True");
-    assert!(plan.events.iter().any(|e| e.reason == "InvalidSpec"));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == EventReason::InvalidSpec)
+    );
     assert!(
         plan.scale_up.is_empty() && plan.scale_down.is_empty() && plan.selectors.is_empty(),
         "{field}: {plan:?}"
@@ -107,4 +112,107 @@ fn a_rollout_name_longer_than_a_label_value_stops_the_rollout_as_invalid() {
         "{}",
         plan.status.message
     );
+}
+
+#[test]
+fn every_finding_is_reported_in_order_and_the_planner_names_the_first() {
+    // Two errors that do not depend on each other: a bound that is not a count, and a canary
+    // Service that is not there.
+    let mut r = canary_rollout(3, json!([{"setWeight": 50}]));
+    if let Some(c) = r.spec.strategy.canary.as_mut() {
+        c.max_surge = IntOrString::String("abc".into());
+    }
+    let observed = Observed {
+        services: BTreeMap::from([("web-stable".to_owned(), BTreeMap::new())]),
+        ..Observed::default()
+    };
+    let found = validate::findings(&r.spec, &observed);
+    let fields: Vec<&str> = found.iter().map(|f| f.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.strategy.canary.maxSurge",
+            "spec.strategy.canary.canaryService"
+        ],
+        "{found:?}"
+    );
+    assert_eq!(found[1].message, "Service web-canary not found");
+    assert_eq!(validate(&r.spec, &observed), Err(found[0].clone()));
+    let plan = plan(&r, &observed, Timestamp::UNIX_EPOCH);
+    assert_eq!(
+        plan.status.message,
+        format!("{}: {}", found[0].field, found[0].message)
+    );
+}
+
+#[test]
+fn a_missing_service_is_an_invalid_spec_and_changes_nothing() {
+    let mut sim = Sim::new(blue_green_rollout(2, true));
+    sim.services.remove("web-active");
+    let plan = sim.reconcile();
+    assert!(plan.scale_up.is_empty() && plan.selectors.is_empty() && plan.scale_down.is_empty());
+    assert_eq!(plan.status.phase, Phase::Degraded);
+    let condition = plan
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "InvalidSpec")
+        .unwrap();
+    assert_eq!(condition.status, "True");
+    assert!(
+        condition
+            .message
+            .contains("spec.strategy.blueGreen.activeService"),
+        "{}",
+        condition.message
+    );
+    assert!(
+        condition.message.contains("web-active"),
+        "{}",
+        condition.message
+    );
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == EventReason::InvalidSpec)
+    );
+    // The same invalid spec again: no second event.
+    let again = sim.reconcile();
+    assert!(again.events.is_empty());
+}
+
+#[test]
+fn a_selector_that_misses_the_template_is_an_invalid_spec() {
+    let mut r = rolling_rollout(2, 1, 0);
+    r.spec.selector.match_labels = Some(BTreeMap::from([("app".into(), "other".into())]));
+    let plan = plan(&r, &Observed::default(), Timestamp::UNIX_EPOCH);
+    assert!(
+        plan.status.message.starts_with("spec.selector"),
+        "{}",
+        plan.status.message
+    );
+    assert!(plan.scale_up.is_empty());
+}
+
+#[test]
+fn a_missing_template_is_an_invalid_spec_and_starts_nothing() {
+    let (mut sim, _) =
+        analysed_canary(json!([{"setWeight": 25}, {"analysis": error_rate()}]), None);
+    if let Some(canary) = sim.rollout.spec.strategy.canary.as_mut() {
+        canary.steps[1] =
+            serde_json::from_value(json!({"analysis": {"templates": [{"templateName": "nope"}]}}))
+                .unwrap();
+    }
+    let before = sim.replica_sets.len();
+    let plan = sim.reconcile();
+    assert_eq!(plan.status.phase, Phase::Degraded);
+    assert!(
+        plan.status.message.starts_with(
+            "spec.strategy.canary.steps[1].analysis.templates[0].templateName: AnalysisTemplate nope not found"
+        ),
+        "{}",
+        plan.status.message
+    );
+    assert!(plan.create_runs.is_empty() && plan.scale_up.is_empty());
+    assert_eq!(sim.replica_sets.len(), before);
 }

@@ -31,7 +31,11 @@ fn assert_refused_at(rollout: &Rollout, observed: &Observed, field: &str, other:
         "{field}: {}",
         plan.status.message
     );
-    assert!(plan.events.iter().any(|e| e.reason == "InvalidSpec"));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == EventReason::InvalidSpec)
+    );
     assert!(
         plan.selectors.is_empty() && plan.scale_up.is_empty(),
         "{field}: {plan:?}"

@@ -1,0 +1,113 @@
+//! What every strategy shares about revisions: the first template, a stable ReplicaSet deleted
+//! by hand, decisions about another revision, a change back to stable, undo, and history.
+
+use super::*;
+
+#[test]
+fn the_first_template_is_stable_at_once() {
+    let sim = deployed(canary_rollout(5, json!([{"setWeight": 20}])));
+    let hash = hash_of(&sim.rollout);
+    assert_eq!(sim.status().stable_revision.as_deref(), Some(hash.as_str()));
+    assert_eq!(sim.replicas_of(&hash), 5);
+    assert_eq!(
+        sim.selector_of("web-stable").as_deref(),
+        Some(hash.as_str())
+    );
+    assert_eq!(sim.rs(&hash).unwrap().revision, 1);
+    sim.assert_ok();
+}
+
+#[test]
+fn a_stable_replica_set_deleted_by_hand_is_reported_and_replaced() {
+    let mut sim = deployed(canary_rollout(3, json!([{"setWeight": 34}, {"pause": {}}])));
+    let v1 = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let v2 = hash_of(&sim.rollout);
+    sim.settle();
+    sim.replica_sets.retain(|rs| rs.hash != v1);
+    let plan = sim.reconcile();
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == EventReason::StableReplicaSetMissing),
+        "{:?}",
+        plan.events
+    );
+    sim.settle();
+    assert_eq!(sim.status().stable_revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(
+        sim.replicas_of(&v2),
+        3,
+        "the remaining version runs at full size"
+    );
+    sim.assert_ok();
+}
+
+#[test]
+fn a_decision_for_another_revision_is_ignored() {
+    let mut sim = deployed(canary_rollout(4, json!([{"setWeight": 50}, {"pause": {}}])));
+    set_image(&mut sim.rollout, "web:2");
+    sim.rollout.spec.decision = Some(Decision {
+        revision: "someotherx".into(),
+        full: Some(true),
+        abort: Some(true),
+        ..Decision::default()
+    });
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Paused);
+    assert_eq!(sim.status().current_step_index, Some(1));
+}
+
+#[test]
+fn changing_back_to_stable_finishes_at_once() {
+    let mut sim = deployed(canary_rollout(5, json!([{"setWeight": 40}, {"pause": {}}])));
+    let stable = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    sim.settle();
+    set_image(&mut sim.rollout, "web:1");
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (0, 5));
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(stable.as_str())
+    );
+    sim.assert_ok();
+}
+
+#[test]
+fn an_undo_to_an_old_template_reuses_its_replica_set_as_the_newest_revision() {
+    let mut sim = deployed(rolling_rollout(2, 1, 0));
+    let v1 = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    sim.settle();
+    set_image(&mut sim.rollout, "web:1");
+    sim.settle();
+    assert_eq!(sim.status().stable_revision.as_deref(), Some(v1.as_str()));
+    assert_eq!(sim.rs(&v1).unwrap().revision, 3);
+    assert_eq!(sim.replica_sets.len(), 2);
+}
+
+#[test]
+fn old_replica_sets_beyond_the_history_limit_are_deleted() {
+    let mut r = rolling_rollout(2, 1, 0);
+    r.spec.revision_history_limit = Some(1);
+    let mut sim = deployed(r);
+    for image in ["web:2", "web:3", "web:4"] {
+        set_image(&mut sim.rollout, image);
+        sim.settle();
+    }
+    let current = hash_of(&sim.rollout);
+    let revisions: Vec<u64> = sim.replica_sets.iter().map(|rs| rs.revision).collect();
+    assert_eq!(
+        sim.replica_sets.len(),
+        2,
+        "the current one and one old one: {revisions:?}"
+    );
+    assert_eq!(sim.rs(&current).map(|rs| rs.revision), Some(4));
+    assert!(
+        revisions.contains(&3),
+        "the newest old revision is kept: {revisions:?}"
+    );
+}
