@@ -645,7 +645,7 @@ impl<'a> Planner<'a> {
         // The runs stay listed, so people see which one failed; none of them gates anything.
         for reference in &mut self.status.analysis_runs {
             if let Some(run) = self.observed.analysis_runs.get(&reference.name) {
-                reference.phase = format!("{:?}", run.phase);
+                reference.phase = run.phase.into();
             }
         }
     }
@@ -803,7 +803,7 @@ impl<'a> Planner<'a> {
                 match gate {
                     Gate::Passed => {
                         self.clear_inconclusive();
-                        self.status.analysis_runs.retain(|r| r.kind != kind.label());
+                        self.status.analysis_runs.retain(|r| r.kind != kind);
                         let name = self.run_name(kind);
                         self.wanted_runs.retain(|n| n != &name);
                         self.step_done(index, steps.len(), "analysis passed".into());
@@ -906,7 +906,7 @@ impl<'a> Planner<'a> {
             // analysis has nothing left to gate.
             self.status
                 .analysis_runs
-                .retain(|r| r.kind != RunKind::Background.label());
+                .retain(|r| r.kind != RunKind::Background);
             self.wanted_runs.clear();
             let (canary_want, stable_want) = if self.router.is_some() {
                 (replicas, replicas)
@@ -989,7 +989,7 @@ impl<'a> Planner<'a> {
                     .status
                     .analysis_runs
                     .iter()
-                    .filter(|r| r.phase == "Inconclusive" && !r.dismissed)
+                    .filter(|r| r.phase == ::analysis::Phase::Inconclusive && !r.dismissed)
                     .find_map(|r| {
                         let run = self.observed.analysis_runs.get(&r.name)?;
                         Some(format!(
