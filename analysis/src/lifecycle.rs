@@ -1,6 +1,8 @@
 //! The metric lifecycle, pure: when the next measurement is due, and what phase a metric and a
 //! run are in, from the limits and the measurement history. No clock reads: `now` comes in.
 
+use std::fmt;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +31,20 @@ impl Phase {
     /// Whether the phase is final.
     pub fn is_terminal(self) -> bool {
         !matches!(self, Phase::Pending | Phase::Running)
+    }
+}
+
+/// As the status writes it (`Successful`), for people and for values kept as strings.
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Successful => "Successful",
+            Phase::Failed => "Failed",
+            Phase::Error => "Error",
+            Phase::Inconclusive => "Inconclusive",
+        })
     }
 }
 
@@ -203,6 +219,15 @@ mod tests {
 
     fn phase(limits: &MetricLimits, verdicts: &[Verdict]) -> Phase {
         metric_phase(limits, &Tally::of(verdicts.iter().copied()), false)
+    }
+
+    #[test]
+    fn a_phase_displays_as_it_is_serialized() {
+        use Phase::*;
+        for phase in [Pending, Running, Successful, Failed, Error, Inconclusive] {
+            let written = serde_json::to_value(phase).unwrap();
+            assert_eq!(written.as_str(), Some(phase.to_string().as_str()));
+        }
     }
 
     #[test]

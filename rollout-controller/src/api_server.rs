@@ -225,8 +225,8 @@ pub fn view(rollout: &Rollout, replica_sets: &[ReplicaSet], runs: &[AnalysisRun]
             let run_status = run.and_then(|run| run.status.as_ref());
             AnalysisRunView {
                 name: r.name.clone(),
-                kind: r.kind.clone(),
-                phase: r.phase.clone(),
+                kind: r.kind.to_string(),
+                phase: r.phase.to_string(),
                 message: run_status.map(|s| s.message.clone()).unwrap_or_default(),
                 metrics: run_status
                     .map(|s| s.metric_results.iter().map(metric_view).collect())

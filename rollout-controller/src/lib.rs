@@ -11,7 +11,7 @@ pub mod lint;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
-pub mod runner;
+pub(crate) mod runner;
 pub mod undecodable;
 
 #[cfg(test)]

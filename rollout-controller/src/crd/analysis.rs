@@ -1,19 +1,107 @@
 //! `AnalysisTemplate`, `ClusterAnalysisTemplate` and `AnalysisRun`, and the `analysis` blocks a
 //! Rollout uses to refer to templates. The metric specs themselves are the `analysis` crate's.
 
+use std::fmt;
+use std::str::FromStr;
+
 use analysis::lifecycle::Phase as AnalysisPhase;
 use analysis::measure::Carry;
 use analysis::spec::KeySelector;
 use analysis::{Measurement, MetricSpec, Tally, Timestamp};
 use kube::{CustomResource, KubeSchema};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::recorded::Recorded;
 
 /// Label on AnalysisRuns: the Rollout they belong to.
 pub const ROLLOUT_LABEL: &str = "sluice.dev/rollout";
-/// Label on AnalysisRuns: what they gate (`step-2`, `background`, `pre-promotion`, ...).
-pub const ANALYSIS_KIND_LABEL: &str = "sluice.dev/analysis";
+/// Label on AnalysisRuns: what they gate ([`RunKind`]).
+pub(crate) const ANALYSIS_KIND_LABEL: &str = "sluice.dev/analysis";
 /// Measurements kept per metric in AnalysisRun status; the tally counts them all.
-pub const MEASUREMENT_HISTORY: usize = 10;
+pub(crate) const MEASUREMENT_HISTORY: usize = 10;
+
+/// What an AnalysisRun gates. Written as the run's [`ANALYSIS_KIND_LABEL`] and as the `kind` a
+/// Rollout's status lists the run under: `step-2`, `background`, `pre-promotion`,
+/// `post-promotion`, `ab-test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Step(usize),
+    Background,
+    PrePromotion,
+    PostPromotion,
+    AbTest,
+}
+
+impl RunKind {
+    /// The part of the run's name after the hash.
+    pub(crate) fn name_part(self) -> String {
+        match self {
+            RunKind::Step(index) => index.to_string(),
+            RunKind::Background => "bg".into(),
+            RunKind::PrePromotion => "pre".into(),
+            RunKind::PostPromotion => "post".into(),
+            RunKind::AbTest => "ab".into(),
+        }
+    }
+}
+
+/// The label and status value.
+impl fmt::Display for RunKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunKind::Step(index) => write!(f, "step-{index}"),
+            RunKind::Background => f.write_str("background"),
+            RunKind::PrePromotion => f.write_str("pre-promotion"),
+            RunKind::PostPromotion => f.write_str("post-promotion"),
+            RunKind::AbTest => f.write_str("ab-test"),
+        }
+    }
+}
+
+impl FromStr for RunKind {
+    type Err = String;
+
+    fn from_str(written: &str) -> Result<Self, Self::Err> {
+        Ok(match written {
+            "background" => RunKind::Background,
+            "pre-promotion" => RunKind::PrePromotion,
+            "post-promotion" => RunKind::PostPromotion,
+            "ab-test" => RunKind::AbTest,
+            _ => written
+                .strip_prefix("step-")
+                .and_then(|index| index.parse().ok())
+                .map(RunKind::Step)
+                .ok_or_else(|| format!("unknown analysis kind {written:?}"))?,
+        })
+    }
+}
+
+impl Serialize for RunKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let written = String::deserialize(deserializer)?;
+        written.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Compares with the value as written, as people and the end-to-end tests read it.
+impl PartialEq<&str> for Recorded<RunKind> {
+    fn eq(&self, other: &&str) -> bool {
+        self.is_written_as(other)
+    }
+}
+
+/// Compares with the value as written, as people and the end-to-end tests read it.
+impl PartialEq<&str> for Recorded<AnalysisPhase> {
+    fn eq(&self, other: &&str) -> bool {
+        self.is_written_as(other)
+    }
+}
 
 /// Metrics, their arguments and which of them only inform.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -208,7 +296,7 @@ pub struct MetricResult {
 }
 
 impl MetricResult {
-    pub fn new(name: &str, dry_run: bool) -> Self {
+    pub(crate) fn new(name: &str, dry_run: bool) -> Self {
         Self {
             name: name.to_owned(),
             phase: AnalysisPhase::Pending,
@@ -218,5 +306,36 @@ impl MetricResult {
             measurements: Vec::new(),
             carry: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_run_kind_is_written_as_its_label() {
+        let kinds = [
+            (RunKind::Step(2), "step-2"),
+            (RunKind::Background, "background"),
+            (RunKind::PrePromotion, "pre-promotion"),
+            (RunKind::PostPromotion, "post-promotion"),
+            (RunKind::AbTest, "ab-test"),
+        ];
+        for (kind, written) in kinds {
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(written));
+            assert_eq!(
+                serde_json::from_value::<RunKind>(json!(written)).unwrap(),
+                kind
+            );
+        }
+        for unknown in ["step-", "step-x", "canary", ""] {
+            assert!(unknown.parse::<RunKind>().is_err(), "{unknown}");
+        }
+        let kept: Recorded<RunKind> = serde_json::from_value(json!("canary")).unwrap();
+        assert_eq!(kept, "canary");
+        assert_eq!(serde_json::to_value(&kept).unwrap(), json!("canary"));
     }
 }

@@ -19,9 +19,11 @@ pub mod analysis;
 pub mod bounds;
 mod pause;
 mod pod_template;
+mod recorded;
 
 pub use analysis::RolloutAnalysis;
 pub use pause::{PauseDurationError, PauseStep};
+pub use recorded::Recorded;
 
 /// The API group of every Sluice kind.
 pub const GROUP: &str = "sluice.dev";
@@ -698,9 +700,9 @@ pub struct BlueGreenStatus {
 pub struct AnalysisRunRef {
     pub name: String,
     /// `step-N`, `background`, `pre-promotion` or `post-promotion`.
-    pub kind: String,
+    pub kind: Recorded<analysis::RunKind>,
     /// The run's phase: Pending, Running, Successful, Failed, Error or Inconclusive.
-    pub phase: String,
+    pub phase: Recorded<::analysis::Phase>,
     /// An inconclusive background run that a person promoted past: it pauses nothing more.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dismissed: bool,

@@ -73,7 +73,7 @@ impl Planner<'_> {
         // The runs stay listed, so people see which one failed; none of them gates anything.
         for reference in &mut self.status.analysis_runs {
             if let Some(run) = self.observed.analysis_runs.get(&reference.name) {
-                reference.phase = format!("{:?}", run.phase);
+                reference.phase = run.phase.into();
             }
         }
     }

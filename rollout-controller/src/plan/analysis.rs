@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::EventReason;
 use super::pause::PauseReason;
 use super::{EventType, InvalidSpec, Planner};
+pub use crate::crd::analysis::RunKind;
 use crate::crd::analysis::{
     AnalysisRunSpec, AnalysisTemplateSpec, Argument, DryRunMetric, HashValue, RolloutAnalysis,
 };
@@ -45,45 +46,11 @@ impl TemplateKey {
     }
 }
 
-/// What an AnalysisRun gates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunKind {
-    Step(usize),
-    Background,
-    PrePromotion,
-    PostPromotion,
-    AbTest,
-}
-
-impl RunKind {
-    /// The part of the run's name after the hash.
-    fn name_part(self) -> String {
-        match self {
-            RunKind::Step(index) => index.to_string(),
-            RunKind::Background => "bg".into(),
-            RunKind::PrePromotion => "pre".into(),
-            RunKind::PostPromotion => "post".into(),
-            RunKind::AbTest => "ab".into(),
-        }
-    }
-
-    /// The label and status value.
-    pub fn label(self) -> String {
-        match self {
-            RunKind::Step(index) => format!("step-{index}"),
-            RunKind::Background => "background".into(),
-            RunKind::PrePromotion => "pre-promotion".into(),
-            RunKind::PostPromotion => "post-promotion".into(),
-            RunKind::AbTest => "ab-test".into(),
-        }
-    }
-}
-
 /// An AnalysisRun to create.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewAnalysisRun {
     pub name: String,
-    pub kind: String,
+    pub kind: RunKind,
     /// The revision it analyses.
     pub hash: String,
     pub spec: AnalysisRunSpec,
@@ -347,11 +314,11 @@ impl Planner<'_> {
                         Ok(spec) => {
                             self.create_runs.push(NewAnalysisRun {
                                 name: name.clone(),
-                                kind: kind.label(),
+                                kind,
                                 hash: self.new.clone(),
                                 spec,
                             });
-                            let message = format!("analysis run {name} started ({})", kind.label());
+                            let message = format!("analysis run {name} started ({kind})");
                             self.event(EventType::Normal, EventReason::AnalysisStarted, message);
                         }
                         // validate() checked it; a template changed since would land here.
@@ -389,8 +356,8 @@ impl Planner<'_> {
         self.status.analysis_runs.retain(|r| r.name != name);
         self.status.analysis_runs.push(AnalysisRunRef {
             name,
-            kind: kind.label(),
-            phase: format!("{phase:?}"),
+            kind: kind.into(),
+            phase: phase.into(),
             dismissed,
         });
         if dismissed && matches!(gate, Gate::Inconclusive(_)) {
@@ -465,7 +432,7 @@ impl Planner<'_> {
         let refs = std::mem::take(&mut self.status.analysis_runs);
         for mut reference in refs {
             if let Some(run) = self.observed.analysis_runs.get(&reference.name) {
-                reference.phase = format!("{:?}", run.phase);
+                reference.phase = run.phase.into();
             }
             self.wanted_runs.push(reference.name.clone());
             self.status.analysis_runs.push(reference);

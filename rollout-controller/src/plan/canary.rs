@@ -69,7 +69,7 @@ impl Planner<'_> {
                 match verdict {
                     Verdict::Pass => {
                         self.clear_inconclusive();
-                        self.status.analysis_runs.retain(|r| r.kind != kind.label());
+                        self.status.analysis_runs.retain(|r| r.kind != kind);
                         let name = self.run_name(kind);
                         self.wanted_runs.retain(|n| n != &name);
                         self.step_done(index, steps.len(), "analysis passed".into());
@@ -153,7 +153,7 @@ impl Planner<'_> {
             // analysis has nothing left to gate.
             self.status
                 .analysis_runs
-                .retain(|r| r.kind != RunKind::Background.label());
+                .retain(|r| r.kind != RunKind::Background);
             self.wanted_runs.clear();
             let (new_want, stable_want) = if self.router.is_some() {
                 (replicas, replicas)
@@ -234,7 +234,7 @@ impl Planner<'_> {
                     .status
                     .analysis_runs
                     .iter()
-                    .filter(|r| r.phase == "Inconclusive" && !r.dismissed)
+                    .filter(|r| r.phase == ::analysis::Phase::Inconclusive && !r.dismissed)
                     .find_map(|r| {
                         let run = self.observed.analysis_runs.get(&r.name)?;
                         Some(format!(

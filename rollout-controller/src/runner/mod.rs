@@ -5,17 +5,16 @@
 //! bounds how many runs measure at once. Everything a run needs to continue (tallies, the last
 //! look, a sequential test's state) is in its status, so a restart continues it.
 
+mod status;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use analysis::lifecycle::{
-    MetricOutcome, Phase as RunPhase, metric_phase, next_measurement_at, run_phase,
-};
-use analysis::measure::{MeasureContext, measure};
+use analysis::measure::{MeasureContext, Outcome, measure};
 use analysis::spec::{JudgePlan, KeySelector, ProviderPlan};
-use analysis::{Credentials, Measurement, MetricPlan, Timestamp, Verdict};
+use analysis::{Credentials, Judgement, MetricPlan, Timestamp};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -25,17 +24,16 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::crd::Rollout;
-use crate::crd::analysis::{
-    AnalysisRun, AnalysisRunStatus, MEASUREMENT_HISTORY, MetricResult, ROLLOUT_LABEL,
-};
+use crate::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
 use crate::metrics::{MeasurementLabels, Metrics};
 use crate::reconcile::FIELD_MANAGER;
+use status::Look;
 
 /// How long a run waits before it looks again when nothing is due (a resync).
 const IDLE_RECHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
-pub enum RunnerError {
+pub(crate) enum RunnerError {
     #[error("analysis run has no namespace")]
     NoNamespace,
     #[error("writing status of AnalysisRun {name}: {source}")]
@@ -46,20 +44,16 @@ pub enum RunnerError {
     },
 }
 
-pub struct RunnerContext {
-    pub client: Client,
-    pub rollouts: Store<Rollout>,
-    pub metrics: Arc<Metrics>,
-    pub synced: Arc<AtomicBool>,
+pub(crate) struct RunnerContext {
+    pub(crate) client: Client,
+    pub(crate) rollouts: Store<Rollout>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) synced: Arc<AtomicBool>,
 }
 
-/// A metric of the run, ready to measure, or why it cannot be.
-struct Prepared {
-    plan: Result<MetricPlan, String>,
-    result: MetricResult,
-}
-
-pub async fn reconcile_run(
+/// Reads the clock once: every decision of the reconcile is made for that `now`
+/// ([`status::fold`]); only each look's answer is stamped when it arrives.
+pub(crate) async fn reconcile_run(
     run: Arc<AnalysisRun>,
     ctx: Arc<RunnerContext>,
 ) -> Result<Action, RunnerError> {
@@ -73,181 +67,64 @@ pub async fn reconcile_run(
     let namespace = run.namespace().ok_or(RunnerError::NoNamespace)?;
     let name = run.name_any();
     let now = Timestamp(SystemTime::now());
-    let started_at = previous.started_at.unwrap_or(now);
+    let started_at = status::started_at(&previous, now);
     let stopped = run.spec.terminate == Some(true);
 
     let args = resolve_args(&run, &namespace, &ctx.client).await;
+    let metrics = status::metrics(&run.spec, &previous, &args);
     let sequential_metrics = run
         .spec
         .metrics
         .iter()
         .filter(|m| m.sequential.is_some())
         .count();
-    let mut prepared: Vec<Prepared> = run
-        .spec
-        .metrics
-        .iter()
-        .map(|spec| {
-            let dry_run = run.spec.dry_run.iter().any(|d| d.metric_name == spec.name);
-            let result = previous
-                .metric_results
-                .iter()
-                .find(|r| r.name == spec.name)
-                .cloned()
-                .unwrap_or_else(|| MetricResult::new(&spec.name, dry_run));
-            let plan = match &args {
-                Ok(values) => spec
-                    .with_args(values)
-                    .and_then(|s| s.plan())
-                    .map_err(|e| e.to_string()),
-                Err(why) => Err(why.clone()),
-            };
-            Prepared { plan, result }
-        })
-        .collect();
-
     let expected_share = expected_canary_share(&run, &ctx.rollouts);
-    let mut due = Vec::new();
-    for (index, metric) in prepared.iter().enumerate() {
-        let Ok(plan) = &metric.plan else { continue };
-        if stopped || metric.result.phase.is_terminal() {
-            continue;
-        }
-        let at = next_measurement_at(
-            &plan.limits,
-            started_at,
-            metric.result.last_look_at,
-            metric.result.phase,
-        );
-        if at.is_some_and(|at| at <= now) {
-            due.push(index);
-        }
-    }
-    let measurements = due.iter().map(|&index| {
-        let metric = &prepared[index];
-        let client = ctx.client.clone();
-        let namespace = namespace.clone();
-        let carry = metric.result.carry.clone();
-        async move {
-            let Ok(plan) = &metric.plan else {
-                return (index, None, now);
-            };
-            let context = match provider_secrets(plan, &namespace, &client).await {
-                Ok((credentials, ca_cert_pem)) => MeasureContext {
-                    now,
-                    run_started_at: started_at,
-                    credentials,
-                    ca_cert_pem,
-                    carry,
-                    sequential_metrics,
-                    expected_canary_share: match plan.judge {
-                        JudgePlan::Sequential(_) => expected_share,
-                        _ => None,
-                    },
+    let looks = status::due(&metrics, started_at, stopped, now)
+        .into_iter()
+        .filter_map(|index| {
+            let metric = &metrics[index];
+            let plan = metric.plan.as_ref().ok()?;
+            let context = MeasureContext {
+                now,
+                run_started_at: started_at,
+                credentials: Credentials::None,
+                ca_cert_pem: None,
+                carry: metric.result.carry.clone(),
+                sequential_metrics,
+                expected_canary_share: match plan.judge {
+                    JudgePlan::Sequential(_) => expected_share,
+                    _ => None,
                 },
-                Err(why) => {
-                    let judgement = analysis::Judgement::error(why);
-                    let outcome = analysis::measure::Outcome {
-                        judgement: Some(judgement),
-                        carry,
-                    };
-                    return (index, Some(outcome), Timestamp(SystemTime::now()));
-                }
             };
-            let outcome = measure(plan, context).await;
-            (index, Some(outcome), Timestamp(SystemTime::now()))
-        }
-    });
-    let results = futures::future::join_all(measurements).await;
-
-    for (index, outcome, finished_at) in results {
-        let Some(outcome) = outcome else { continue };
-        let metric = &mut prepared[index];
-        metric.result.carry = outcome.carry;
-        metric.result.last_look_at = Some(finished_at);
-        if let Some(judgement) = outcome.judgement {
-            ctx.metrics
-                .measurements
-                .get_or_create(&MeasurementLabels {
-                    metric: metric.result.name.clone(),
-                    verdict: format!("{:?}", judgement.verdict),
-                })
-                .inc();
-            info!(
-                analysis_run = %name,
-                metric = %metric.result.name,
-                verdict = ?judgement.verdict,
-                "{}",
-                judgement.message
-            );
-            metric.result.tally.add(judgement.verdict);
-            metric.result.measurements.push(Measurement {
-                started_at: now,
-                finished_at,
-                judgement,
-            });
-            let excess = metric
-                .result
-                .measurements
-                .len()
-                .saturating_sub(MEASUREMENT_HISTORY);
-            metric.result.measurements.drain(..excess);
-        }
+            Some(look(index, plan, context, &namespace, &ctx.client))
+        });
+    let looks = futures::future::join_all(looks).await;
+    for look in &looks {
+        let Some(judgement) = &look.outcome.judgement else {
+            continue;
+        };
+        let metric = &metrics[look.metric].result.name;
+        ctx.metrics
+            .measurements
+            .get_or_create(&MeasurementLabels {
+                metric: metric.clone(),
+                verdict: format!("{:?}", judgement.verdict),
+            })
+            .inc();
+        info!(
+            analysis_run = %name,
+            metric = %metric,
+            verdict = ?judgement.verdict,
+            "{}",
+            judgement.message
+        );
     }
 
-    let mut status = AnalysisRunStatus {
-        phase: RunPhase::Pending,
-        message: String::new(),
-        started_at: Some(started_at),
-        completed_at: None,
-        metric_results: Vec::new(),
-    };
-    let mut next_due: Option<Timestamp> = None;
-    for metric in &mut prepared {
-        match &metric.plan {
-            Ok(plan) => {
-                metric.result.phase = metric_phase(&plan.limits, &metric.result.tally, stopped);
-                if let Some(at) = next_measurement_at(
-                    &plan.limits,
-                    started_at,
-                    metric.result.last_look_at,
-                    metric.result.phase,
-                ) {
-                    next_due = Some(next_due.map_or(at, |n| n.min(at)));
-                }
-            }
-            Err(why) => {
-                // A spec that cannot run (or a Secret that cannot be read) is an error of the
-                // metric that never counts as data.
-                if !metric.result.phase.is_terminal() {
-                    let judgement = analysis::Judgement::error(why.clone());
-                    metric.result.tally.add(Verdict::Error);
-                    metric.result.measurements.push(Measurement {
-                        started_at: now,
-                        finished_at: now,
-                        judgement,
-                    });
-                }
-                metric.result.phase = RunPhase::Error;
-            }
-        }
-        status.metric_results.push(metric.result.clone());
-    }
-    let outcomes: Vec<MetricOutcome> = status
-        .metric_results
-        .iter()
-        .map(|r| MetricOutcome {
-            phase: r.phase,
-            dry_run: r.dry_run,
-        })
-        .collect();
-    status.phase = run_phase(&outcomes);
-    status.message = run_message(&status);
+    let folded = status::fold(&previous, metrics, looks, stopped, now);
+    let status = folded.status;
     if status.phase.is_terminal() {
-        status.completed_at = Some(Timestamp(SystemTime::now()));
         info!(analysis_run = %name, phase = ?status.phase, "{}", status.message);
     }
-
     if status != previous {
         let runs: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = json!({
@@ -269,49 +146,41 @@ pub async fn reconcile_run(
     if status.phase.is_terminal() {
         return Ok(Action::await_change());
     }
-    let wait = next_due.map_or(IDLE_RECHECK, |at| at.since(Timestamp(SystemTime::now())));
+    let wait = folded
+        .next_look_at
+        .map_or(IDLE_RECHECK, |at| at.since(folded.as_of));
     Ok(Action::requeue(
         wait.clamp(Duration::from_millis(100), IDLE_RECHECK),
     ))
 }
 
-/// One line saying which metric decided and why, or how far the run is.
-fn run_message(status: &AnalysisRunStatus) -> String {
-    let last_message = |result: &MetricResult| {
-        result
-            .measurements
-            .last()
-            .map(|m| m.judgement.message.clone())
-            .unwrap_or_default()
-    };
-    match status.phase {
-        RunPhase::Failed | RunPhase::Error | RunPhase::Inconclusive => status
-            .metric_results
-            .iter()
-            .find(|r| !r.dry_run && r.phase == status.phase)
-            .map(|r| {
-                let t = &r.tally;
-                format!(
-                    "metric {} {:?} ({} passed, {} failed, {} inconclusive, {} errors): {}",
-                    r.name,
-                    r.phase,
-                    t.passed,
-                    t.failed,
-                    t.inconclusive,
-                    t.errors,
-                    last_message(r)
-                )
-            })
-            .unwrap_or_else(|| format!("{:?}", status.phase)),
-        RunPhase::Successful => format!("{} metrics passed", status.metric_results.len()),
-        RunPhase::Pending | RunPhase::Running => {
-            let parts: Vec<String> = status
-                .metric_results
-                .iter()
-                .map(|r| format!("{}: {} measured", r.name, r.tally.total()))
-                .collect();
-            parts.join(", ")
+/// One look at a metric: its provider's Secrets read, then measured. A Secret that cannot be
+/// read is the look's error.
+async fn look(
+    metric: usize,
+    plan: &MetricPlan,
+    context: MeasureContext,
+    namespace: &str,
+    client: &Client,
+) -> Look {
+    let outcome = match provider_secrets(plan, namespace, client).await {
+        Ok((credentials, ca_cert_pem)) => {
+            let context = MeasureContext {
+                credentials,
+                ca_cert_pem,
+                ..context
+            };
+            measure(plan, context).await
         }
+        Err(why) => Outcome {
+            judgement: Some(Judgement::error(why)),
+            carry: context.carry,
+        },
+    };
+    Look {
+        metric,
+        outcome,
+        finished_at: Timestamp(SystemTime::now()),
     }
 }
 
@@ -428,7 +297,7 @@ fn expected_canary_share(run: &AnalysisRun, rollouts: &Store<Rollout>) -> Option
 }
 
 /// Retries a run whose status could not be written after a few seconds.
-pub fn run_error_policy(
+pub(crate) fn run_error_policy(
     run: Arc<AnalysisRun>,
     error: &RunnerError,
     _: Arc<RunnerContext>,
