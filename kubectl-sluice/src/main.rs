@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
-use rollout_controller::api_server::{ACT_TRIES, action_patch, owned_by, pinned, view};
+use rollout_controller::rest::{ACT_TRIES, action_patch, owned_by, pinned, view};
 use rollout_controller::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use serde_json::json;

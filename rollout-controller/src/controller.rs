@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::api_server::{KubeAuthorizer, KubeControl};
+use crate::rest::{KubeAuthorizer, KubeControl};
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use crate::decode::{Registry, Tolerant, decoded, tolerant_watcher};

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use rollout_controller::api_server::view;
+use rollout_controller::rest::view;
 use rollout_controller::crd::Rollout;
 
 use crate::console::Console;
