@@ -13,9 +13,9 @@
 //! the resourceVersion it was based on, so of two candidates racing for a free lease one gets a
 //! conflict.
 //!
-//! The decision is a pure function ([`observe`], [`decide`]); [`Elector`] is the thin loop that
-//! reads and writes the Lease; [`Leadership`] is the guard every controller write checks
-//! ([`leader_only_client`]).
+//! What to do with the Lease is decided by pure functions ([`observe`], [`decide`]); [`Elector`]
+//! is the thin loop that reads and writes the Lease; [`Leadership`] is the guard every controller
+//! write checks ([`leader_only_client`]).
 
 use std::fmt;
 use std::future::Future;
@@ -265,8 +265,9 @@ pub fn observe(previous: Option<&Seen>, record: Record, now: Instant) -> Seen {
     }
 }
 
+/// What this replica does with the Lease next, as [`decide`] judges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum LeaseAction {
     /// There is no Lease: create it, naming us.
     Create,
     /// The lease is free, expired, or ours from before a restart: take it (replace, guarded by
@@ -305,25 +306,25 @@ pub fn decide(
     leading_until: Option<Instant>,
     now: Instant,
     timing: &Timing,
-) -> Decision {
+) -> LeaseAction {
     let holder = lease.and_then(|seen| seen.record.holder.as_deref());
     if let Some(until) = leading_until {
         return if now >= until {
-            Decision::StepDown(StepDown::RenewDeadlinePassed)
+            LeaseAction::StepDown(StepDown::RenewDeadlinePassed)
         } else if holder == Some(identity) {
-            Decision::Renew
+            LeaseAction::Renew
         } else {
-            Decision::StepDown(StepDown::TakenOver)
+            LeaseAction::StepDown(StepDown::TakenOver)
         };
     }
     let Some(seen) = lease else {
-        return Decision::Create;
+        return LeaseAction::Create;
     };
     match holder {
-        None => Decision::Acquire,
+        None => LeaseAction::Acquire,
         // Our identity is our pod's name: the process that held the lease under it before a
         // restart is gone (client-go takes such a lease back at once too).
-        Some(holder) if holder == identity => Decision::Acquire,
+        Some(holder) if holder == identity => LeaseAction::Acquire,
         Some(_) => {
             let duration = seen
                 .record
@@ -333,9 +334,9 @@ pub fn decide(
                     Duration::from_secs(u64::from(s.unsigned_abs()))
                 });
             if now >= seen.observed_at + duration {
-                Decision::Acquire
+                LeaseAction::Acquire
             } else {
-                Decision::StandBy
+                LeaseAction::StandBy
             }
         }
     }
@@ -413,16 +414,16 @@ impl Elector {
         if leading_until.is_none() || self.current.is_none() {
             self.read().await;
         }
-        let decision = decide(
+        let action = decide(
             self.seen.as_ref(),
             &self.election.identity,
             leading_until,
             Instant::now(),
             &self.election.timing,
         );
-        match decision {
-            Decision::StandBy => self.log_holder(),
-            Decision::StepDown(why) => {
+        match action {
+            LeaseAction::StandBy => self.log_holder(),
+            LeaseAction::StepDown(why) => {
                 self.leadership.stop();
                 self.metrics.leader.set(0);
                 error!(
@@ -438,7 +439,9 @@ impl Elector {
                     why,
                 });
             }
-            Decision::Create | Decision::Acquire | Decision::Renew => self.write(decision).await,
+            LeaseAction::Create | LeaseAction::Acquire | LeaseAction::Renew => {
+                self.write(action).await
+            }
         }
         Ok(())
     }
@@ -473,12 +476,12 @@ impl Elector {
         }
     }
 
-    async fn write(&mut self, decision: Decision) {
+    async fn write(&mut self, action: LeaseAction) {
         let identity = self.election.identity.clone();
         let timing = self.election.timing;
         let now = MicroTime(Timestamp::now());
-        let lease = match (decision, &self.current) {
-            (Decision::Create, _) => Lease {
+        let lease = match (action, &self.current) {
+            (LeaseAction::Create, _) => Lease {
                 metadata: ObjectMeta {
                     name: Some(self.election.lease_name.clone()),
                     namespace: Some(self.election.namespace.clone()),
@@ -497,7 +500,7 @@ impl Elector {
             (_, Some(current)) => {
                 let mut lease = current.clone();
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                if decision == Decision::Acquire {
+                if action == LeaseAction::Acquire {
                     let previous = spec.holder_identity.clone().filter(|h| !h.is_empty());
                     if previous.is_some() && previous.as_deref() != Some(identity.as_str()) {
                         spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
@@ -514,7 +517,7 @@ impl Elector {
         // Taken before the request leaves: everyone else sees the write later than this.
         let sent = Instant::now();
         let params = PostParams::default();
-        let written = if decision == Decision::Create {
+        let written = if action == LeaseAction::Create {
             tokio::time::timeout_at(deadline, self.api.create(&params, &lease)).await
         } else {
             tokio::time::timeout_at(
@@ -542,8 +545,10 @@ impl Elector {
             Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
                 self.current = None;
             }
-            Ok(Err(e)) => warn!(error = %e, ?decision, "leader election: writing the Lease"),
-            Err(_) => warn!(?decision, "leader election: writing the Lease timed out"),
+            Ok(Err(e)) => {
+                warn!(error = %e, decision = ?action, "leader election: writing the Lease")
+            }
+            Err(_) => warn!(decision = ?action, "leader election: writing the Lease timed out"),
         }
     }
 
@@ -691,88 +696,88 @@ mod tests {
     }
 
     #[test]
-    fn decisions() {
+    fn lease_actions() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        // What, the lease as seen, until when we lead, now, the decision.
+        // What, the lease as seen, until when we lead, now, the action.
         type Case = (
             &'static str,
             Option<Seen>,
             Option<Instant>,
             Instant,
-            Decision,
+            LeaseAction,
         );
         let cases: Vec<Case> = vec![
-            ("no lease: create it", None, None, t0, Decision::Create),
+            ("no lease: create it", None, None, t0, LeaseAction::Create),
             (
                 "free lease (released): acquire",
                 Some(seen(None, t0)),
                 None,
                 t0,
-                Decision::Acquire,
+                LeaseAction::Acquire,
             ),
             (
                 "ours and fresh: renew",
                 Some(seen(Some("me"), t0)),
                 Some(t0 + s(10)),
                 t0 + s(2),
-                Decision::Renew,
+                LeaseAction::Renew,
             ),
             (
                 "ours, renews failing but within the deadline: keep renewing",
                 Some(seen(Some("me"), t0)),
                 Some(t0 + s(10)),
                 t0 + s(9),
-                Decision::Renew,
+                LeaseAction::Renew,
             ),
             (
                 "ours, renews failing up to the deadline: step down",
                 Some(seen(Some("me"), t0)),
                 Some(t0 + s(10)),
                 t0 + s(10),
-                Decision::StepDown(StepDown::RenewDeadlinePassed),
+                LeaseAction::StepDown(StepDown::RenewDeadlinePassed),
             ),
             (
                 "ours, past the deadline though the lease still looks ours: step down",
                 Some(seen(Some("me"), t0 + s(11))),
                 Some(t0 + s(10)),
                 t0 + s(11),
-                Decision::StepDown(StepDown::RenewDeadlinePassed),
+                LeaseAction::StepDown(StepDown::RenewDeadlinePassed),
             ),
             (
                 "we lead but the lease names another: step down",
                 Some(seen(Some("other"), t0)),
                 Some(t0 + s(10)),
                 t0 + s(1),
-                Decision::StepDown(StepDown::TakenOver),
+                LeaseAction::StepDown(StepDown::TakenOver),
             ),
             (
                 "we lead but the lease was deleted: step down",
                 None,
                 Some(t0 + s(10)),
                 t0 + s(1),
-                Decision::StepDown(StepDown::TakenOver),
+                LeaseAction::StepDown(StepDown::TakenOver),
             ),
             (
                 "someone else's and fresh: stand by",
                 Some(seen(Some("other"), t0)),
                 None,
                 t0 + s(14),
-                Decision::StandBy,
+                LeaseAction::StandBy,
             ),
             (
                 "someone else's and expired: acquire",
                 Some(seen(Some("other"), t0)),
                 None,
                 t0 + s(15),
-                Decision::Acquire,
+                LeaseAction::Acquire,
             ),
             (
                 "ours from before a restart (same pod name): take it back",
                 Some(seen(Some("me"), t0)),
                 None,
                 t0,
-                Decision::Acquire,
+                LeaseAction::Acquire,
             ),
         ];
         for (what, lease, leading_until, now, want) in cases {
@@ -792,17 +797,17 @@ mod tests {
         let at = |secs| t0 + Duration::from_secs(secs);
         assert_eq!(
             decide(Some(&lease), "me", None, at(30), &timing()),
-            Decision::StandBy
+            LeaseAction::StandBy
         );
         assert_eq!(
             decide(Some(&lease), "me", None, at(60), &timing()),
-            Decision::Acquire
+            LeaseAction::Acquire
         );
         // Without one, ours.
         lease.record.lease_duration_seconds = None;
         assert_eq!(
             decide(Some(&lease), "me", None, at(15), &timing()),
-            Decision::Acquire
+            LeaseAction::Acquire
         );
     }
 
@@ -816,8 +821,8 @@ mod tests {
     }
 
     /// Reads of the Lease every 2 s from `t0` on, each with the renewTime the holder wrote, and
-    /// the decision after each.
-    fn decisions_over(reads: &[Timestamp], t0: Instant) -> Vec<Decision> {
+    /// the action after each.
+    fn actions_over(reads: &[Timestamp], t0: Instant) -> Vec<LeaseAction> {
         let mut last: Option<Seen> = None;
         reads
             .iter()
@@ -825,9 +830,9 @@ mod tests {
             .map(|(i, renew)| {
                 let now = t0 + Duration::from_secs(2 * i as u64);
                 let seen = observe(last.as_ref(), record("other", *renew), now);
-                let decision = decide(Some(&seen), "me", None, now, &timing());
+                let action = decide(Some(&seen), "me", None, now, &timing());
                 last = Some(seen);
-                decision
+                action
             })
             .collect()
     }
@@ -841,9 +846,9 @@ mod tests {
 
         // The holder's clock is an hour ahead and it died after its first renew: the record
         // never changes again, so it expires 15 s after we first saw it, not in an hour.
-        let decisions = decisions_over(&[ahead; 9], t0);
-        assert_eq!(decisions[..8], [Decision::StandBy; 8]);
-        assert_eq!(decisions[8], Decision::Acquire, "at 16 s");
+        let actions = actions_over(&[ahead; 9], t0);
+        assert_eq!(actions[..8], [LeaseAction::StandBy; 8]);
+        assert_eq!(actions[8], LeaseAction::Acquire, "at 16 s");
 
         // Its clock is an hour behind, so every renewTime looks long expired, but it renews
         // every 2 s: it is alive, and we stand by however long we look.
@@ -851,9 +856,9 @@ mod tests {
             .map(|i| behind + k8s_openapi::jiff::SignedDuration::from_secs(2 * i))
             .collect();
         assert!(
-            decisions_over(&renews, t0)
+            actions_over(&renews, t0)
                 .iter()
-                .all(|d| *d == Decision::StandBy)
+                .all(|d| *d == LeaseAction::StandBy)
         );
     }
 
