@@ -23,7 +23,7 @@ pub(crate) fn revision_number(rs: &ReplicaSet) -> Option<i64> {
 /// older than the current template's), or why it cannot. The template is the one the
 /// ReplicaSet keeps in [`TEMPLATE_ANNOTATION`], and it must hash to the ReplicaSet's own hash,
 /// so an undo never writes a template that is not the one that revision ran.
-pub fn undo_patch(
+fn undo_patch(
     rollout: &Rollout,
     replica_sets: &[ReplicaSet],
     to: Option<i64>,
@@ -87,7 +87,7 @@ fn undo_target<'a>(
 /// current, an undo to the revision that was the one before. Decided again on a rollout that
 /// changed since, it then still means that, and never promotes a step, or undoes a revision,
 /// the caller did not see.
-pub fn pinned(rollout: &Rollout, replica_sets: &[ReplicaSet], action: Action) -> Action {
+pub(crate) fn pinned(rollout: &Rollout, replica_sets: &[ReplicaSet], action: Action) -> Action {
     match action {
         Action::Promote {
             full: false,
@@ -161,7 +161,7 @@ fn whole_decision(decision: &Decision) -> serde_json::Value {
 /// The `spec` patch an action makes, decided on `rollout` (and, for undo, the ReplicaSets it
 /// owns) as read; the reason it does not apply now otherwise. Pure, so that the CLI writes the
 /// very same fields.
-pub fn action_patch(
+pub(crate) fn action_patch(
     rollout: &Rollout,
     replica_sets: &[ReplicaSet],
     action: &Action,

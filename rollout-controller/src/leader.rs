@@ -107,18 +107,6 @@ impl Timing {
         })
     }
 
-    pub fn lease_duration(&self) -> Duration {
-        self.lease_duration
-    }
-
-    pub fn renew_deadline(&self) -> Duration {
-        self.renew_deadline
-    }
-
-    pub fn retry_period(&self) -> Duration {
-        self.retry_period
-    }
-
     /// `leaseDurationSeconds` as written: rounded up, so that others wait at least as long as
     /// we mean.
     fn lease_seconds(&self) -> i32 {
@@ -160,7 +148,7 @@ pub fn default_identity() -> String {
 /// Whether this process may write, shared by the elector (which sets it) and every write
 /// (which checks it).
 #[derive(Debug)]
-pub struct Leadership {
+pub(crate) struct Leadership {
     state: watch::Sender<Lead>,
 }
 
@@ -175,21 +163,21 @@ enum Lead {
 
 impl Leadership {
     /// Always leading: for a single replica without election.
-    pub fn always() -> Self {
+    pub(crate) fn always() -> Self {
         Self {
             state: watch::Sender::new(Lead::Always),
         }
     }
 
     /// Not leading until an [`Elector`] acquires the lease.
-    pub fn elected() -> Self {
+    pub(crate) fn elected() -> Self {
         Self {
             state: watch::Sender::new(Lead::Not),
         }
     }
 
     /// True while a write sent now cannot overlap another leader's.
-    pub fn may_write(&self, now: Instant) -> bool {
+    pub(crate) fn may_write(&self, now: Instant) -> bool {
         match *self.state.borrow() {
             Lead::Always => true,
             Lead::Until(until) => now < until,
@@ -198,7 +186,7 @@ impl Leadership {
     }
 
     /// Until when an elected leader may write; `None` when not elected (or always leading).
-    pub fn until(&self) -> Option<Instant> {
+    pub(crate) fn until(&self) -> Option<Instant> {
         match *self.state.borrow() {
             Lead::Until(until) => Some(until),
             Lead::Always | Lead::Not => None,
@@ -206,7 +194,7 @@ impl Leadership {
     }
 
     /// Returns once this process leads (at once when it always does).
-    pub async fn acquired(&self) {
+    pub(crate) async fn acquired(&self) {
         let mut state = self.state.subscribe();
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = state.wait_for(|lead| *lead != Lead::Not).await;
@@ -224,17 +212,17 @@ impl Leadership {
 /// The parts of a Lease record that say who holds it and for how long. A change in any of them
 /// is a sign of life of the holder.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Record {
+pub(crate) struct Record {
     /// `None` for a free lease (no holder, or an empty one, as a released lease has).
-    pub holder: Option<String>,
-    pub lease_duration_seconds: Option<i32>,
-    pub acquire_time: Option<Timestamp>,
-    pub renew_time: Option<Timestamp>,
-    pub transitions: Option<i32>,
+    pub(crate) holder: Option<String>,
+    pub(crate) lease_duration_seconds: Option<i32>,
+    pub(crate) acquire_time: Option<Timestamp>,
+    pub(crate) renew_time: Option<Timestamp>,
+    pub(crate) transitions: Option<i32>,
 }
 
 impl Record {
-    pub fn of(lease: &Lease) -> Self {
+    pub(crate) fn of(lease: &Lease) -> Self {
         let spec = lease.spec.clone().unwrap_or_default();
         Self {
             holder: spec.holder_identity.filter(|h| !h.is_empty()),
@@ -248,14 +236,14 @@ impl Record {
 
 /// A Lease record and when we first saw it so, on our own monotonic clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    pub record: Record,
-    pub observed_at: Instant,
+pub(crate) struct Seen {
+    pub(crate) record: Record,
+    pub(crate) observed_at: Instant,
 }
 
 /// The record as read at `now`, keeping the time it was first seen unless it changed: client-go's
 /// "observed time", which makes expiry independent of the holder's clock.
-pub fn observe(previous: Option<&Seen>, record: Record, now: Instant) -> Seen {
+pub(crate) fn observe(previous: Option<&Seen>, record: Record, now: Instant) -> Seen {
     match previous {
         Some(seen) if seen.record == record => seen.clone(),
         _ => Seen {
@@ -267,7 +255,7 @@ pub fn observe(previous: Option<&Seen>, record: Record, now: Instant) -> Seen {
 
 /// What this replica does with the Lease next, as [`decide`] judges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseAction {
+pub(crate) enum LeaseAction {
     /// There is no Lease: create it, naming us.
     Create,
     /// The lease is free, expired, or ours from before a restart: take it (replace, guarded by
@@ -300,7 +288,7 @@ impl fmt::Display for StepDown {
 
 /// What to do next, from the lease as last seen (`None`: it does not exist), our identity, until
 /// when we may write (`None`: we do not lead), and the monotonic clock.
-pub fn decide(
+pub(crate) fn decide(
     lease: Option<&Seen>,
     identity: &str,
     leading_until: Option<Instant>,
@@ -343,7 +331,7 @@ pub fn decide(
 }
 
 /// Holds the Lease for this process: acquires it, renews it, and says when it was lost.
-pub struct Elector {
+pub(crate) struct Elector {
     api: Api<Lease>,
     election: LeaderElection,
     leadership: Arc<Leadership>,
@@ -359,7 +347,7 @@ pub struct Elector {
 
 impl Elector {
     /// `client` must be able to write while we do not lead: not a [`leader_only_client`].
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         election: LeaderElection,
         leadership: Arc<Leadership>,
@@ -386,7 +374,7 @@ impl Elector {
 
     /// Campaigns, then leads; returns only when the leadership is lost, after the guard has
     /// been closed.
-    pub async fn run(&mut self) -> LeaderError {
+    pub(crate) async fn run(&mut self) -> LeaderError {
         info!(
             identity = %self.election.identity,
             lease = %format!("{}/{}", self.election.namespace, self.election.lease_name),
@@ -590,7 +578,7 @@ impl Elector {
 
     /// On a graceful stop, after the last write: hands the lease back, so that a standby takes
     /// over at its next look instead of after a whole lease.
-    pub async fn release(&mut self) {
+    pub(crate) async fn release(&mut self) {
         let was_leading = self.leadership.until().is_some();
         self.leadership.stop();
         self.metrics.leader.set(0);
@@ -625,7 +613,7 @@ impl Elector {
 /// A client whose writes (anything but GET, HEAD and OPTIONS) are refused unless `leadership`
 /// allows them at the moment they are sent: the one gate in front of every write the Rollout
 /// controller and the AnalysisRun runner make (objects, status, Events alike). Reads pass.
-pub fn leader_only_client(client: &Client, leadership: Arc<Leadership>) -> Client {
+pub(crate) fn leader_only_client(client: &Client, leadership: Arc<Leadership>) -> Client {
     let namespace = client.default_namespace().to_owned();
     Client::new(
         LeaderOnly {

@@ -4,7 +4,7 @@
 pub mod act;
 pub mod controller;
 pub mod crd;
-pub mod decision;
+pub(crate) mod decision;
 pub mod decode;
 pub mod hash;
 pub mod leader;
@@ -13,7 +13,7 @@ pub mod metrics;
 pub mod owner;
 pub mod plan;
 pub mod reconcile;
-pub mod rest;
+pub(crate) mod rest;
 pub mod runner;
 pub mod undecodable;
 pub mod view;

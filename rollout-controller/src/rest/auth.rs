@@ -21,13 +21,13 @@ type CacheKey = (String, Option<String>, &'static str);
 type CachedDecision = (Result<String, AuthError>, Instant);
 
 /// TokenReview, then SubjectAccessReview on `rollouts` in `sluice.dev`.
-pub struct KubeAuthorizer {
+pub(crate) struct KubeAuthorizer {
     client: Client,
     cache: Mutex<HashMap<CacheKey, CachedDecision>>,
 }
 
 impl KubeAuthorizer {
-    pub fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client) -> Self {
         Self {
             client,
             cache: Mutex::new(HashMap::new()),

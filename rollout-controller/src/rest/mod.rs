@@ -13,7 +13,7 @@ use kube::api::{Api, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
-pub use auth::KubeAuthorizer;
+pub(crate) use auth::KubeAuthorizer;
 
 use crate::act::{ACT_TRIES, ActError, OwnedReplicaSets, decide_and_write};
 use crate::crd::Rollout;
@@ -25,7 +25,7 @@ use crate::view::view;
 /// How long an action waits for the store to see what it wrote.
 const STORE_CATCH_UP: Duration = Duration::from_secs(2);
 
-pub struct KubeControl {
+pub(crate) struct KubeControl {
     client: Client,
     rollouts: Store<Rollout>,
     replica_sets: Store<ReplicaSet>,
@@ -33,7 +33,7 @@ pub struct KubeControl {
 }
 
 impl KubeControl {
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         rollouts: Store<Rollout>,
         replica_sets: Store<ReplicaSet>,
