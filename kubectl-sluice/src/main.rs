@@ -281,10 +281,10 @@ impl Cluster {
         Ok(views)
     }
 
-    /// The same decision the REST API makes, written with the same guard: a merge patch that
-    /// carries the resourceVersion it was decided on. A refusal because the rollout moved on
-    /// (most often the controller's own status write) decides again on what is there now, so
-    /// the caller hears a conflict only when the action no longer applies.
+    /// The same decision the REST API makes, through the same loop ([`decide_and_write`]): a
+    /// merge patch that carries the resourceVersion it was decided on. A refusal because the
+    /// rollout moved on (most often the controller's own status write) decides again on what is
+    /// there now, so the caller hears a conflict only when the action no longer applies.
     async fn act(&self, name: &str, action: Action) -> anyhow::Result<u8> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),

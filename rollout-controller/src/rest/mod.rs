@@ -49,22 +49,10 @@ impl KubeControl {
 
     /// The rollout's ReplicaSets and AnalysisRuns, from the stores.
     fn parts(&self, rollout: &Rollout) -> (Vec<ReplicaSet>, Vec<AnalysisRun>) {
-        let namespace = rollout.namespace();
-        let replica_sets = self
-            .replica_sets
-            .state()
-            .iter()
-            .filter(|rs| rs.namespace() == namespace && owned_by(rollout, rs.meta()))
-            .map(|rs| rs.as_ref().clone())
-            .collect();
-        let runs = self
-            .analysis_runs
-            .state()
-            .iter()
-            .filter(|r| r.namespace() == namespace && owned_by(rollout, r.meta()))
-            .map(|r| r.as_ref().clone())
-            .collect();
-        (replica_sets, runs)
+        (
+            owned_in(&self.replica_sets, rollout),
+            owned_in(&self.analysis_runs, rollout),
+        )
     }
 
     fn view(&self, rollout: &Rollout) -> RolloutView {
@@ -86,6 +74,27 @@ impl KubeControl {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// The objects of `store` in `rollout`'s namespace that it owns.
+fn owned_in<K>(store: &Store<K>, rollout: &Rollout) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let namespace = rollout.namespace();
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace() == namespace && owned_by(rollout, o.meta()))
+        .map(|o| o.as_ref().clone())
+        .collect()
+}
+
+fn not_found(namespace: &str, name: &str) -> ControlError {
+    ControlError::NotFound {
+        namespace: namespace.into(),
+        name: name.into(),
     }
 }
 
@@ -120,10 +129,7 @@ impl RolloutControl for KubeControl {
         let rollouts: Api<Rollout> = Api::namespaced(self.client.clone(), namespace);
         match rollouts.get_opt(name).await.map_err(unavailable)? {
             Some(rollout) => Ok(self.view(&rollout)),
-            None => Err(ControlError::NotFound {
-                namespace: namespace.into(),
-                name: name.into(),
-            }),
+            None => Err(not_found(namespace, name)),
         }
     }
 
@@ -149,10 +155,7 @@ impl RolloutControl for KubeControl {
             ))),
             // As `get_opt` reads a 404.
             Err(ActError::Read(kube::Error::Api(status))) if status.is_not_found() => {
-                Err(ControlError::NotFound {
-                    namespace: namespace.into(),
-                    name: name.into(),
-                })
+                Err(not_found(namespace, name))
             }
             Err(ActError::Read(e) | ActError::Write(e)) => Err(unavailable(e)),
         }
