@@ -1,4 +1,4 @@
-//! An action carried out: decided on the rollout as read ([`crate::decision`]), written with the
+//! An action carried out: decided on the rollout as read (`decision.rs`), written with the
 //! resourceVersion it was decided on, and decided again when the apiserver refuses the write
 //! because the rollout changed since. The REST API and the CLI act through this one loop, so
 //! both retry alike and answer a conflict only when the action no longer applies.
@@ -43,7 +43,7 @@ pub enum ActError {
 }
 
 /// An action written: the rollout as the apiserver answered the write, and the action as it was
-/// pinned on the first read ([`pinned`]).
+/// pinned on the first read (`decision::pinned`).
 #[derive(Debug)]
 pub struct Acted {
     pub rollout: Rollout,

@@ -13,9 +13,9 @@
 //! the resourceVersion it was based on, so of two candidates racing for a free lease one gets a
 //! conflict.
 //!
-//! What to do with the Lease is decided by pure functions ([`observe`], [`decide`]); [`Elector`]
-//! is the thin loop that reads and writes the Lease; [`Leadership`] is the guard every controller
-//! write checks ([`leader_only_client`]).
+//! What to do with the Lease is decided by pure functions (`observe`, `decide`); `Elector` is
+//! the thin loop that reads and writes the Lease; `Leadership` is the guard every controller
+//! write checks (`leader_only_client`).
 
 use std::fmt;
 use std::future::Future;
