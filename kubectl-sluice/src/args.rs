@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
-pub const EXIT_CODES: &str = "\
+pub(crate) const EXIT_CODES: &str = "\
 Exit codes:
   0  done (status: the rollout is Healthy; lint: no errors)
   1  error (no cluster, no such rollout, a failed request)
@@ -26,16 +26,16 @@ Exit codes:
     version,
     after_help = EXIT_CODES
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Namespace (default: the kubeconfig context's).
     #[arg(short, long, global = true)]
-    pub namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     Text,
     Json,
     Yaml,
@@ -43,14 +43,14 @@ pub enum Output {
 
 /// The kind a command is about, where kubectl's habit puts one: only rollouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
+pub(crate) enum Kind {
     #[value(alias = "ro")]
     Rollout,
     Rollouts,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// List rollouts: strategy, phase, step, weight (`list` or `list rollouts`).
     List {
         /// `rollouts` (or `rollout`, `ro`): optional, as in `kubectl argo rollouts list rollouts`.
@@ -156,7 +156,7 @@ pub enum Command {
 }
 
 /// The rollout's name in `retry NAME` or `retry rollout NAME`.
-pub fn rollout_name(words: &[String]) -> anyhow::Result<&str> {
+pub(crate) fn rollout_name(words: &[String]) -> anyhow::Result<&str> {
     match words {
         [name] => Ok(name),
         [kind, name] if Kind::from_str(kind, false).is_ok() => Ok(name),

@@ -13,10 +13,12 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
-use rollout_controller::api_server::{ACT_TRIES, action_patch, owned_by, pinned, view};
+use kube::{Client, Resource, ResourceExt};
+use rollout_controller::act::{ACT_TRIES, ActError, OwnedReplicaSets, decide_and_write};
 use rollout_controller::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
+use rollout_controller::owner::owned_by;
+use rollout_controller::view::view;
 use serde_json::json;
 
 mod args;
@@ -250,18 +252,6 @@ impl Cluster {
         })
     }
 
-    async fn owned_replica_sets(&self, rollout: &Rollout) -> anyhow::Result<Vec<ReplicaSet>> {
-        let list = self
-            .replica_sets
-            .list(&ListParams::default().labels(POD_TEMPLATE_HASH_LABEL))
-            .await?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter(|rs| owned_by(rollout, rs))
-            .collect())
-    }
-
     async fn view_of(&self, rollout: &Rollout) -> anyhow::Result<RolloutView> {
         let replica_sets = self.owned_replica_sets(rollout).await?;
         let selector = format!("{ROLLOUT_LABEL}={}", rollout.name_any());
@@ -271,7 +261,7 @@ impl Cluster {
             .await?
             .items
             .into_iter()
-            .filter(|r| owned_by(rollout, r))
+            .filter(|r| owned_by(rollout, r.meta()))
             .collect::<Vec<_>>();
         Ok(view(rollout, &replica_sets, &runs))
     }
@@ -291,45 +281,30 @@ impl Cluster {
         Ok(views)
     }
 
-    /// The same decision the REST API makes, written with the same guard: a merge patch that
-    /// carries the resourceVersion it was decided on. A refusal because the rollout moved on
-    /// (most often the controller's own status write) decides again on what is there now, so
-    /// the caller hears a conflict only when the action no longer applies.
+    /// The same decision the REST API makes, through the same loop ([`decide_and_write`]): a
+    /// merge patch that carries the resourceVersion it was decided on. A refusal because the
+    /// rollout moved on (most often the controller's own status write) decides again on what is
+    /// there now, so the caller hears a conflict only when the action no longer applies.
     async fn act(&self, name: &str, action: Action) -> anyhow::Result<u8> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        let mut action = action;
-        for tried in 0..ACT_TRIES {
-            let rollout = self.rollouts.get(name).await?;
-            let replica_sets = self.owned_replica_sets(&rollout).await?;
-            if tried == 0 {
-                action = pinned(&rollout, &replica_sets, action);
+        match decide_and_write(&self.rollouts, name, &params, self, action).await {
+            Ok(acted) => {
+                println!("rollout {name}: {}", render::requested(&acted.action));
+                Ok(0)
             }
-            let mut patch = match action_patch(&rollout, &replica_sets, &action) {
-                Ok(patch) => patch,
-                Err(why) => {
-                    eprintln!("rollout {name}: {why}");
-                    return Ok(EXIT_CONFLICT);
-                }
-            };
-            patch["metadata"] = json!({"resourceVersion": rollout.resource_version()});
-            match self
-                .rollouts
-                .patch(name, &params, &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    println!("rollout {name}: {}", render::requested(&action));
-                    return Ok(0);
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                Err(e) => return Err(e.into()),
+            Err(ActError::Refused(why)) => {
+                eprintln!("rollout {name}: {why}");
+                Ok(EXIT_CONFLICT)
             }
+            Err(ActError::KeptChanging) => {
+                eprintln!("rollout {name} changed {ACT_TRIES} times while deciding; look again");
+                Ok(EXIT_CONFLICT)
+            }
+            Err(ActError::Read(e) | ActError::Write(e)) => Err(e.into()),
         }
-        eprintln!("rollout {name} changed {ACT_TRIES} times while deciding; look again");
-        Ok(EXIT_CONFLICT)
     }
 
     /// Asks the controller to re-create the stable version's pods that exist `delay` from now
@@ -379,6 +354,20 @@ impl Cluster {
             .patch(name, &params, &Patch::Merge(&patch))
             .await?;
         Ok(())
+    }
+}
+
+impl OwnedReplicaSets for Cluster {
+    async fn owned_replica_sets(&self, rollout: &Rollout) -> Result<Vec<ReplicaSet>, kube::Error> {
+        let list = self
+            .replica_sets
+            .list(&ListParams::default().labels(POD_TEMPLATE_HASH_LABEL))
+            .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|rs| owned_by(rollout, rs.meta()))
+            .collect())
     }
 }
 

@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 use api::{Action, AnalysisRunView, RolloutView};
 
 #[derive(Clone, Copy)]
-pub struct Style {
-    pub colour: bool,
+pub(crate) struct Style {
+    pub(crate) colour: bool,
 }
 
 impl Style {
-    pub fn for_stdout(terminal: bool) -> Self {
+    pub(crate) fn for_stdout(terminal: bool) -> Self {
         let no_colour = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Self {
             colour: terminal && !no_colour,
@@ -56,7 +56,7 @@ fn pad(shown: String, plain: &str, width: usize) -> String {
     format!("{shown}{}", " ".repeat(fill))
 }
 
-pub fn table(views: &[RolloutView], style: Style) -> String {
+pub(crate) fn table(views: &[RolloutView], style: Style) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -78,7 +78,7 @@ pub fn table(views: &[RolloutView], style: Style) -> String {
     out
 }
 
-pub fn rollout(v: &RolloutView, style: Style) -> String {
+pub(crate) fn rollout(v: &RolloutView, style: Style) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}  {}/{}", style.bold("Rollout"), v.namespace, v.name);
     let router = v
@@ -228,7 +228,7 @@ fn significant(x: f64) -> String {
 }
 
 /// What the CLI asked for, as a person says it.
-pub fn requested(action: &Action) -> String {
+pub(crate) fn requested(action: &Action) -> String {
     match action {
         Action::Promote { full: true, .. } => "promoted fully (remaining steps skipped)".into(),
         Action::Promote { .. } => "current step promoted".into(),
@@ -243,7 +243,11 @@ pub fn requested(action: &Action) -> String {
     }
 }
 
-pub fn lint(file: &str, reports: &[rollout_controller::lint::Report], style: Style) -> String {
+pub(crate) fn lint(
+    file: &str,
+    reports: &[rollout_controller::lint::Report],
+    style: Style,
+) -> String {
     use rollout_controller::lint::Severity;
     let mut out = String::new();
     for report in reports {

@@ -31,7 +31,6 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::api_server::{KubeAuthorizer, KubeControl};
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use crate::decode::{Registry, Tolerant, decoded, tolerant_watcher};
@@ -39,6 +38,7 @@ use crate::leader::{Elector, LeaderElection, LeaderError, Leadership, leader_onl
 use crate::metrics::Metrics;
 use crate::plan::analysis::{TemplateKey, referenced_templates};
 use crate::reconcile::{Context, error_policy, reconcile, referenced_services};
+use crate::rest::{KubeAuthorizer, KubeControl};
 use crate::runner::{RunnerContext, reconcile_run, run_error_policy};
 use crate::undecodable::{self, Undecodables};
 

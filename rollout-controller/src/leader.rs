@@ -13,9 +13,9 @@
 //! the resourceVersion it was based on, so of two candidates racing for a free lease one gets a
 //! conflict.
 //!
-//! The decision is a pure function ([`observe`], [`decide`]); [`Elector`] is the thin loop that
-//! reads and writes the Lease; [`Leadership`] is the guard every controller write checks
-//! ([`leader_only_client`]).
+//! What to do with the Lease is decided by pure functions (`observe`, `decide`); `Elector` is
+//! the thin loop that reads and writes the Lease; `Leadership` is the guard every controller
+//! write checks (`leader_only_client`).
 
 use std::fmt;
 use std::future::Future;
@@ -107,18 +107,6 @@ impl Timing {
         })
     }
 
-    pub fn lease_duration(&self) -> Duration {
-        self.lease_duration
-    }
-
-    pub fn renew_deadline(&self) -> Duration {
-        self.renew_deadline
-    }
-
-    pub fn retry_period(&self) -> Duration {
-        self.retry_period
-    }
-
     /// `leaseDurationSeconds` as written: rounded up, so that others wait at least as long as
     /// we mean.
     fn lease_seconds(&self) -> i32 {
@@ -160,7 +148,7 @@ pub fn default_identity() -> String {
 /// Whether this process may write, shared by the elector (which sets it) and every write
 /// (which checks it).
 #[derive(Debug)]
-pub struct Leadership {
+pub(crate) struct Leadership {
     state: watch::Sender<Lead>,
 }
 
@@ -175,21 +163,21 @@ enum Lead {
 
 impl Leadership {
     /// Always leading: for a single replica without election.
-    pub fn always() -> Self {
+    pub(crate) fn always() -> Self {
         Self {
             state: watch::Sender::new(Lead::Always),
         }
     }
 
     /// Not leading until an [`Elector`] acquires the lease.
-    pub fn elected() -> Self {
+    pub(crate) fn elected() -> Self {
         Self {
             state: watch::Sender::new(Lead::Not),
         }
     }
 
     /// True while a write sent now cannot overlap another leader's.
-    pub fn may_write(&self, now: Instant) -> bool {
+    pub(crate) fn may_write(&self, now: Instant) -> bool {
         match *self.state.borrow() {
             Lead::Always => true,
             Lead::Until(until) => now < until,
@@ -198,7 +186,7 @@ impl Leadership {
     }
 
     /// Until when an elected leader may write; `None` when not elected (or always leading).
-    pub fn until(&self) -> Option<Instant> {
+    pub(crate) fn until(&self) -> Option<Instant> {
         match *self.state.borrow() {
             Lead::Until(until) => Some(until),
             Lead::Always | Lead::Not => None,
@@ -206,7 +194,7 @@ impl Leadership {
     }
 
     /// Returns once this process leads (at once when it always does).
-    pub async fn acquired(&self) {
+    pub(crate) async fn acquired(&self) {
         let mut state = self.state.subscribe();
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = state.wait_for(|lead| *lead != Lead::Not).await;
@@ -224,17 +212,17 @@ impl Leadership {
 /// The parts of a Lease record that say who holds it and for how long. A change in any of them
 /// is a sign of life of the holder.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Record {
+pub(crate) struct Record {
     /// `None` for a free lease (no holder, or an empty one, as a released lease has).
-    pub holder: Option<String>,
-    pub lease_duration_seconds: Option<i32>,
-    pub acquire_time: Option<Timestamp>,
-    pub renew_time: Option<Timestamp>,
-    pub transitions: Option<i32>,
+    pub(crate) holder: Option<String>,
+    pub(crate) lease_duration_seconds: Option<i32>,
+    pub(crate) acquire_time: Option<Timestamp>,
+    pub(crate) renew_time: Option<Timestamp>,
+    pub(crate) transitions: Option<i32>,
 }
 
 impl Record {
-    pub fn of(lease: &Lease) -> Self {
+    pub(crate) fn of(lease: &Lease) -> Self {
         let spec = lease.spec.clone().unwrap_or_default();
         Self {
             holder: spec.holder_identity.filter(|h| !h.is_empty()),
@@ -248,14 +236,14 @@ impl Record {
 
 /// A Lease record and when we first saw it so, on our own monotonic clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    pub record: Record,
-    pub observed_at: Instant,
+pub(crate) struct Seen {
+    pub(crate) record: Record,
+    pub(crate) observed_at: Instant,
 }
 
 /// The record as read at `now`, keeping the time it was first seen unless it changed: client-go's
 /// "observed time", which makes expiry independent of the holder's clock.
-pub fn observe(previous: Option<&Seen>, record: Record, now: Instant) -> Seen {
+pub(crate) fn observe(previous: Option<&Seen>, record: Record, now: Instant) -> Seen {
     match previous {
         Some(seen) if seen.record == record => seen.clone(),
         _ => Seen {
@@ -265,8 +253,9 @@ pub fn observe(previous: Option<&Seen>, record: Record, now: Instant) -> Seen {
     }
 }
 
+/// What this replica does with the Lease next, as [`decide`] judges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum LeaseAction {
     /// There is no Lease: create it, naming us.
     Create,
     /// The lease is free, expired, or ours from before a restart: take it (replace, guarded by
@@ -299,31 +288,31 @@ impl fmt::Display for StepDown {
 
 /// What to do next, from the lease as last seen (`None`: it does not exist), our identity, until
 /// when we may write (`None`: we do not lead), and the monotonic clock.
-pub fn decide(
+pub(crate) fn decide(
     lease: Option<&Seen>,
     identity: &str,
     leading_until: Option<Instant>,
     now: Instant,
     timing: &Timing,
-) -> Decision {
+) -> LeaseAction {
     let holder = lease.and_then(|seen| seen.record.holder.as_deref());
     if let Some(until) = leading_until {
         return if now >= until {
-            Decision::StepDown(StepDown::RenewDeadlinePassed)
+            LeaseAction::StepDown(StepDown::RenewDeadlinePassed)
         } else if holder == Some(identity) {
-            Decision::Renew
+            LeaseAction::Renew
         } else {
-            Decision::StepDown(StepDown::TakenOver)
+            LeaseAction::StepDown(StepDown::TakenOver)
         };
     }
     let Some(seen) = lease else {
-        return Decision::Create;
+        return LeaseAction::Create;
     };
     match holder {
-        None => Decision::Acquire,
+        None => LeaseAction::Acquire,
         // Our identity is our pod's name: the process that held the lease under it before a
         // restart is gone (client-go takes such a lease back at once too).
-        Some(holder) if holder == identity => Decision::Acquire,
+        Some(holder) if holder == identity => LeaseAction::Acquire,
         Some(_) => {
             let duration = seen
                 .record
@@ -333,16 +322,16 @@ pub fn decide(
                     Duration::from_secs(u64::from(s.unsigned_abs()))
                 });
             if now >= seen.observed_at + duration {
-                Decision::Acquire
+                LeaseAction::Acquire
             } else {
-                Decision::StandBy
+                LeaseAction::StandBy
             }
         }
     }
 }
 
 /// Holds the Lease for this process: acquires it, renews it, and says when it was lost.
-pub struct Elector {
+pub(crate) struct Elector {
     api: Api<Lease>,
     election: LeaderElection,
     leadership: Arc<Leadership>,
@@ -358,7 +347,7 @@ pub struct Elector {
 
 impl Elector {
     /// `client` must be able to write while we do not lead: not a [`leader_only_client`].
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         election: LeaderElection,
         leadership: Arc<Leadership>,
@@ -385,7 +374,7 @@ impl Elector {
 
     /// Campaigns, then leads; returns only when the leadership is lost, after the guard has
     /// been closed.
-    pub async fn run(&mut self) -> LeaderError {
+    pub(crate) async fn run(&mut self) -> LeaderError {
         info!(
             identity = %self.election.identity,
             lease = %format!("{}/{}", self.election.namespace, self.election.lease_name),
@@ -413,16 +402,16 @@ impl Elector {
         if leading_until.is_none() || self.current.is_none() {
             self.read().await;
         }
-        let decision = decide(
+        let action = decide(
             self.seen.as_ref(),
             &self.election.identity,
             leading_until,
             Instant::now(),
             &self.election.timing,
         );
-        match decision {
-            Decision::StandBy => self.log_holder(),
-            Decision::StepDown(why) => {
+        match action {
+            LeaseAction::StandBy => self.log_holder(),
+            LeaseAction::StepDown(why) => {
                 self.leadership.stop();
                 self.metrics.leader.set(0);
                 error!(
@@ -438,7 +427,9 @@ impl Elector {
                     why,
                 });
             }
-            Decision::Create | Decision::Acquire | Decision::Renew => self.write(decision).await,
+            LeaseAction::Create | LeaseAction::Acquire | LeaseAction::Renew => {
+                self.write(action).await
+            }
         }
         Ok(())
     }
@@ -473,12 +464,12 @@ impl Elector {
         }
     }
 
-    async fn write(&mut self, decision: Decision) {
+    async fn write(&mut self, action: LeaseAction) {
         let identity = self.election.identity.clone();
         let timing = self.election.timing;
         let now = MicroTime(Timestamp::now());
-        let lease = match (decision, &self.current) {
-            (Decision::Create, _) => Lease {
+        let lease = match (action, &self.current) {
+            (LeaseAction::Create, _) => Lease {
                 metadata: ObjectMeta {
                     name: Some(self.election.lease_name.clone()),
                     namespace: Some(self.election.namespace.clone()),
@@ -497,7 +488,7 @@ impl Elector {
             (_, Some(current)) => {
                 let mut lease = current.clone();
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                if decision == Decision::Acquire {
+                if action == LeaseAction::Acquire {
                     let previous = spec.holder_identity.clone().filter(|h| !h.is_empty());
                     if previous.is_some() && previous.as_deref() != Some(identity.as_str()) {
                         spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
@@ -514,7 +505,7 @@ impl Elector {
         // Taken before the request leaves: everyone else sees the write later than this.
         let sent = Instant::now();
         let params = PostParams::default();
-        let written = if decision == Decision::Create {
+        let written = if action == LeaseAction::Create {
             tokio::time::timeout_at(deadline, self.api.create(&params, &lease)).await
         } else {
             tokio::time::timeout_at(
@@ -542,8 +533,10 @@ impl Elector {
             Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
                 self.current = None;
             }
-            Ok(Err(e)) => warn!(error = %e, ?decision, "leader election: writing the Lease"),
-            Err(_) => warn!(?decision, "leader election: writing the Lease timed out"),
+            Ok(Err(e)) => {
+                warn!(error = %e, decision = ?action, "leader election: writing the Lease")
+            }
+            Err(_) => warn!(decision = ?action, "leader election: writing the Lease timed out"),
         }
     }
 
@@ -585,7 +578,7 @@ impl Elector {
 
     /// On a graceful stop, after the last write: hands the lease back, so that a standby takes
     /// over at its next look instead of after a whole lease.
-    pub async fn release(&mut self) {
+    pub(crate) async fn release(&mut self) {
         let was_leading = self.leadership.until().is_some();
         self.leadership.stop();
         self.metrics.leader.set(0);
@@ -620,7 +613,7 @@ impl Elector {
 /// A client whose writes (anything but GET, HEAD and OPTIONS) are refused unless `leadership`
 /// allows them at the moment they are sent: the one gate in front of every write the Rollout
 /// controller and the AnalysisRun runner make (objects, status, Events alike). Reads pass.
-pub fn leader_only_client(client: &Client, leadership: Arc<Leadership>) -> Client {
+pub(crate) fn leader_only_client(client: &Client, leadership: Arc<Leadership>) -> Client {
     let namespace = client.default_namespace().to_owned();
     Client::new(
         LeaderOnly {
@@ -691,88 +684,88 @@ mod tests {
     }
 
     #[test]
-    fn decisions() {
+    fn lease_actions() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        // What, the lease as seen, until when we lead, now, the decision.
+        // What, the lease as seen, until when we lead, now, the action.
         type Case = (
             &'static str,
             Option<Seen>,
             Option<Instant>,
             Instant,
-            Decision,
+            LeaseAction,
         );
         let cases: Vec<Case> = vec![
-            ("no lease: create it", None, None, t0, Decision::Create),
+            ("no lease: create it", None, None, t0, LeaseAction::Create),
             (
                 "free lease (released): acquire",
                 Some(seen(None, t0)),
                 None,
                 t0,
-                Decision::Acquire,
+                LeaseAction::Acquire,
             ),
             (
                 "ours and fresh: renew",
                 Some(seen(Some("me"), t0)),
                 Some(t0 + s(10)),
                 t0 + s(2),
-                Decision::Renew,
+                LeaseAction::Renew,
             ),
             (
                 "ours, renews failing but within the deadline: keep renewing",
                 Some(seen(Some("me"), t0)),
                 Some(t0 + s(10)),
                 t0 + s(9),
-                Decision::Renew,
+                LeaseAction::Renew,
             ),
             (
                 "ours, renews failing up to the deadline: step down",
                 Some(seen(Some("me"), t0)),
                 Some(t0 + s(10)),
                 t0 + s(10),
-                Decision::StepDown(StepDown::RenewDeadlinePassed),
+                LeaseAction::StepDown(StepDown::RenewDeadlinePassed),
             ),
             (
                 "ours, past the deadline though the lease still looks ours: step down",
                 Some(seen(Some("me"), t0 + s(11))),
                 Some(t0 + s(10)),
                 t0 + s(11),
-                Decision::StepDown(StepDown::RenewDeadlinePassed),
+                LeaseAction::StepDown(StepDown::RenewDeadlinePassed),
             ),
             (
                 "we lead but the lease names another: step down",
                 Some(seen(Some("other"), t0)),
                 Some(t0 + s(10)),
                 t0 + s(1),
-                Decision::StepDown(StepDown::TakenOver),
+                LeaseAction::StepDown(StepDown::TakenOver),
             ),
             (
                 "we lead but the lease was deleted: step down",
                 None,
                 Some(t0 + s(10)),
                 t0 + s(1),
-                Decision::StepDown(StepDown::TakenOver),
+                LeaseAction::StepDown(StepDown::TakenOver),
             ),
             (
                 "someone else's and fresh: stand by",
                 Some(seen(Some("other"), t0)),
                 None,
                 t0 + s(14),
-                Decision::StandBy,
+                LeaseAction::StandBy,
             ),
             (
                 "someone else's and expired: acquire",
                 Some(seen(Some("other"), t0)),
                 None,
                 t0 + s(15),
-                Decision::Acquire,
+                LeaseAction::Acquire,
             ),
             (
                 "ours from before a restart (same pod name): take it back",
                 Some(seen(Some("me"), t0)),
                 None,
                 t0,
-                Decision::Acquire,
+                LeaseAction::Acquire,
             ),
         ];
         for (what, lease, leading_until, now, want) in cases {
@@ -792,17 +785,17 @@ mod tests {
         let at = |secs| t0 + Duration::from_secs(secs);
         assert_eq!(
             decide(Some(&lease), "me", None, at(30), &timing()),
-            Decision::StandBy
+            LeaseAction::StandBy
         );
         assert_eq!(
             decide(Some(&lease), "me", None, at(60), &timing()),
-            Decision::Acquire
+            LeaseAction::Acquire
         );
         // Without one, ours.
         lease.record.lease_duration_seconds = None;
         assert_eq!(
             decide(Some(&lease), "me", None, at(15), &timing()),
-            Decision::Acquire
+            LeaseAction::Acquire
         );
     }
 
@@ -816,8 +809,8 @@ mod tests {
     }
 
     /// Reads of the Lease every 2 s from `t0` on, each with the renewTime the holder wrote, and
-    /// the decision after each.
-    fn decisions_over(reads: &[Timestamp], t0: Instant) -> Vec<Decision> {
+    /// the action after each.
+    fn actions_over(reads: &[Timestamp], t0: Instant) -> Vec<LeaseAction> {
         let mut last: Option<Seen> = None;
         reads
             .iter()
@@ -825,9 +818,9 @@ mod tests {
             .map(|(i, renew)| {
                 let now = t0 + Duration::from_secs(2 * i as u64);
                 let seen = observe(last.as_ref(), record("other", *renew), now);
-                let decision = decide(Some(&seen), "me", None, now, &timing());
+                let action = decide(Some(&seen), "me", None, now, &timing());
                 last = Some(seen);
-                decision
+                action
             })
             .collect()
     }
@@ -841,9 +834,9 @@ mod tests {
 
         // The holder's clock is an hour ahead and it died after its first renew: the record
         // never changes again, so it expires 15 s after we first saw it, not in an hour.
-        let decisions = decisions_over(&[ahead; 9], t0);
-        assert_eq!(decisions[..8], [Decision::StandBy; 8]);
-        assert_eq!(decisions[8], Decision::Acquire, "at 16 s");
+        let actions = actions_over(&[ahead; 9], t0);
+        assert_eq!(actions[..8], [LeaseAction::StandBy; 8]);
+        assert_eq!(actions[8], LeaseAction::Acquire, "at 16 s");
 
         // Its clock is an hour behind, so every renewTime looks long expired, but it renews
         // every 2 s: it is alive, and we stand by however long we look.
@@ -851,9 +844,9 @@ mod tests {
             .map(|i| behind + k8s_openapi::jiff::SignedDuration::from_secs(2 * i))
             .collect();
         assert!(
-            decisions_over(&renews, t0)
+            actions_over(&renews, t0)
                 .iter()
-                .all(|d| *d == Decision::StandBy)
+                .all(|d| *d == LeaseAction::StandBy)
         );
     }
 

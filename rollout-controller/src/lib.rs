@@ -1,18 +1,22 @@
 //! Sluice's rollout controller: the `Rollout` CRD, the pure planning of each strategy, and the
 //! reconciler that carries plans out against the cluster.
 
-pub mod api_server;
+pub mod act;
 pub mod controller;
 pub mod crd;
+pub(crate) mod decision;
 pub mod decode;
 pub mod hash;
 pub mod leader;
 pub mod lint;
 pub mod metrics;
+pub mod owner;
 pub mod plan;
 pub mod reconcile;
+pub(crate) mod rest;
 pub(crate) mod runner;
 pub mod undecodable;
+pub mod view;
 
 #[cfg(test)]
 mod failure_logs;

@@ -3,14 +3,16 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use rollout_controller::controller::{ApiAuth, DEFAULT_ANALYSIS_CONCURRENCY, Options, run};
-use rollout_controller::leader::{self, LeaderElection, Timing};
+use rollout_controller::leader::{
+    self, DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY_PERIOD, LeaderElection,
+    Timing,
+};
 
 #[derive(Parser)]
 #[command(about = "Sluice: progressive delivery for Kubernetes")]
@@ -48,15 +50,15 @@ struct Cli {
     #[arg(long, default_value = leader::DEFAULT_LEASE_NAME)]
     leader_election_id: String,
     /// How long a lease lasts without renewal before another replica may take it.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
-    lease_duration: Duration,
+    #[arg(long, default_value_t = DEFAULT_LEASE_DURATION.into())]
+    lease_duration: humantime::Duration,
     /// How long the leader keeps trying to renew before it stops writing and exits; shorter
     /// than the lease.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    renew_deadline: Duration,
+    #[arg(long, default_value_t = DEFAULT_RENEW_DEADLINE.into())]
+    renew_deadline: humantime::Duration,
     /// How often the leader renews and the others look.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    retry_period: Duration,
+    #[arg(long, default_value_t = DEFAULT_RETRY_PERIOD.into())]
+    retry_period: humantime::Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -132,7 +134,11 @@ async fn main() -> anyhow::Result<()> {
             lease_name: cli.leader_election_id,
             // $POD_NAME, else <hostname>_<pid>.
             identity: leader::default_identity(),
-            timing: Timing::new(cli.lease_duration, cli.renew_deadline, cli.retry_period)?,
+            timing: Timing::new(
+                cli.lease_duration.into(),
+                cli.renew_deadline.into(),
+                cli.retry_period.into(),
+            )?,
         })
     } else {
         None

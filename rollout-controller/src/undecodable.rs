@@ -12,10 +12,10 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tracing::warn;
@@ -23,6 +23,7 @@ use tracing::warn;
 use crate::crd::Rollout;
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::decode::{Registry, Tolerant, Undecodable as Object};
+use crate::owner::owned_by;
 use crate::plan::analysis::referenced_templates;
 use crate::plan::undecodable::Undecodable;
 use crate::reconcile::{Context, FIELD_MANAGER, referenced_services, wrote};
@@ -88,15 +89,9 @@ pub fn observe(rollout: &Rollout, namespace: &str, all: &Undecodables) -> Vec<Un
             });
         }
     }
-    let uid = rollout.uid();
     let owned = |object: &Object| {
         object.metadata.namespace.as_deref() == Some(namespace)
-            && object
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+            && owned_by(rollout, &object.metadata)
     };
     for bad in all.replica_sets.state().iter().filter(|o| owned(o)) {
         found.push(Undecodable::ReplicaSet {

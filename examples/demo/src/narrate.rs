@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use rollout_controller::api_server::view;
 use rollout_controller::crd::Rollout;
+use rollout_controller::view::view;
 
 use crate::console::Console;
 use crate::observe::Watched;

@@ -127,11 +127,8 @@ pub(super) fn controller_findings(rollout: &Rollout, file: &FileObjects) -> Vec<
     };
     observe_router(&checked_rollout, file, &mut observed, &mut findings);
 
-    // `validate` stops at the first problem, as the controller does: at most one finding.
-    let invalid: Vec<InvalidSpec> = plan::validate(&checked_rollout.spec, &observed)
-        .err()
-        .into_iter()
-        .collect();
+    // Every problem, in the order the controller meets them: its condition names the first.
+    let invalid = plan::validate::findings(&checked_rollout.spec, &observed);
     findings.extend(invalid.into_iter().map(invalid_spec));
     findings
 }

@@ -29,15 +29,15 @@
 //!    fit is a finding at its field, of [`Level::Controller`] (the controller's decoder marks
 //!    such a rollout Degraded).
 //! 3. **What the controller checks** (the `controller` module:
-//!    [`plan::validate`](crate::plan::validate); [`Level::Controller`]), with an
+//!    [`plan::validate::findings`](crate::plan::validate::findings); [`Level::Controller`]), with an
 //!    [`Observed`](crate::plan::Observed) built from the file. Offline the cluster is unknown, so
 //!    every Service the rollout names counts as present; AnalysisTemplates,
 //!    ClusterAnalysisTemplates, the stable Ingress and the HTTPRoute are taken from the file, and
 //!    one that is not in it is a warning ("not checked"), not an error. An analysis block that
 //!    names such a template is not checked at all: its arguments and metrics depend on the
 //!    template. The router's objects get the checks a reconcile makes
-//!    (`reconcile::router_problem`). Like the controller, this part stops at the first problem
-//!    it finds.
+//!    (`reconcile::router_problem`). Every problem is reported, in the order the controller
+//!    meets them; the controller's condition names the first.
 //!
 //! Steps 2 and 3 are skipped for an object the apiserver would reject: the controller never
 //! sees it.

@@ -19,7 +19,7 @@ mod rolling;
 mod selector;
 mod services;
 pub mod undecodable;
-mod validate;
+pub(crate) mod validate;
 
 pub use reason::EventReason;
 pub(crate) use validate::validate;

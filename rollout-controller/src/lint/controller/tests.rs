@@ -1,5 +1,5 @@
 use crate::lint::tests::{VALID, edit, rollout_report, without_template};
-use crate::lint::{Finding, Severity, has_errors, lint};
+use crate::lint::{Finding, Level, Severity, has_errors, lint};
 
 #[test]
 fn a_template_not_in_the_file_is_a_warning_only() {
@@ -92,5 +92,33 @@ fn a_router_object_not_in_the_file_is_a_warning_only() {
             "spec.strategy.canary.trafficRouting.nginx.stableIngress",
             "Ingress web does not send traffic to Service web-stable"
         )]
+    );
+}
+
+#[test]
+fn every_problem_the_controller_would_find_is_reported_not_only_the_first() {
+    // Two independent problems: a weight above the cap, and a canary Service that is also the
+    // stable one. The controller's condition names the first; lint lists both, in its order.
+    let yaml = without_template()
+        .replacen(
+            "        nginx: {stableIngress: web}\n",
+            "        nginx: {stableIngress: web}\n        maxTrafficWeight: 40\n",
+            1,
+        )
+        .replacen("canaryService: web-canary", "canaryService: web-stable", 1);
+    let report = rollout_report(&yaml);
+    let controller: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.level == Level::Controller && f.severity == Severity::Error)
+        .map(|f| f.field.as_str())
+        .collect();
+    assert_eq!(
+        controller,
+        [
+            "spec.strategy.canary.steps[3].setWeight",
+            "spec.strategy.canary.canaryService"
+        ],
+        "{report}"
     );
 }

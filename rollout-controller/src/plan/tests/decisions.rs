@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use api::Action;
 
 use super::*;
-use crate::api_server::action_patch;
-use crate::api_server::tests::merge;
+use crate::decision::action_patch;
+use crate::decision::tests::merge;
 
 /// Indefinite pauses at 1, 3 and 6, a timed one at 4.
 fn three_pause_steps() -> serde_json::Value {
