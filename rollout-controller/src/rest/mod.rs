@@ -305,6 +305,15 @@ pub(crate) mod tests {
         }
     }
 
+    /// What `act` answers on `server` when it does not act.
+    async fn refusal(server: &FakeApiServer, action: Action) -> ControlError {
+        server
+            .control()
+            .act("shop", "web", action)
+            .await
+            .unwrap_err()
+    }
+
     fn promote_step(step: i32) -> Action {
         Action::Promote {
             full: false,
@@ -338,11 +347,7 @@ pub(crate) mod tests {
         // Status moving on every read: after ACT_TRIES, a 409 that says so.
         let restless: Race = Box::new(|r| r["status"]["readyReplicas"] = json!(3));
         let server = FakeApiServer::new(&paused, usize::MAX, restless);
-        let error = server
-            .control()
-            .act("shop", "web", promote_step(1))
-            .await
-            .unwrap_err();
+        let error = refusal(&server, promote_step(1)).await;
         assert_eq!(
             error,
             ControlError::Conflict(format!(
@@ -392,11 +397,7 @@ pub(crate) mod tests {
             full: false,
             from_step: None,
         };
-        let error = server
-            .control()
-            .act("shop", "web", plain)
-            .await
-            .unwrap_err();
+        let error = refusal(&server, plain).await;
         assert_eq!(
             error,
             ControlError::Conflict("fromStep 1 is not the current step 3".into())
@@ -411,11 +412,7 @@ pub(crate) mod tests {
             r["spec"]["decision"] = json!({"revision": "b", "attempt": 0, "promotedStep": 1});
         });
         let server = FakeApiServer::new(&paused, 1, won);
-        let error = server
-            .control()
-            .act("shop", "web", promote_step(1))
-            .await
-            .unwrap_err();
+        let error = refusal(&server, promote_step(1)).await;
         assert_eq!(
             error,
             ControlError::Conflict("step 1 is already promoted".into())
