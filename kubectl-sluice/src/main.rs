@@ -326,34 +326,45 @@ impl Cluster {
         Ok(at)
     }
 
+    /// Replaces one container's image, guarded by the resourceVersion it read: containers are a
+    /// list, which a merge patch replaces whole, so a concurrent change to another container
+    /// must not be overwritten. A write refused because the rollout moved on (most often the
+    /// controller's status) is made again on what is there now.
     async fn set_image(&self, name: &str, container: &str, image: &str) -> anyhow::Result<()> {
-        let mut rollout = self.rollouts.get(name).await?;
-        let resource_version = rollout.resource_version();
-        let spec = rollout
-            .spec
-            .template
-            .spec
-            .as_mut()
-            .context("the rollout has no pod spec")?;
-        let target = spec
-            .containers
-            .iter_mut()
-            .find(|c| c.name == container)
-            .with_context(|| format!("no container {container:?} in rollout {name}"))?;
-        target.image = Some(image.to_owned());
-        // Containers are a list: a merge patch replaces it whole, so send all of them.
-        let patch = json!({
-            "metadata": {"resourceVersion": resource_version},
-            "spec": {"template": {"spec": {"containers": spec.containers}}},
-        });
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        self.rollouts
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await?;
-        Ok(())
+        for _ in 0..ACT_TRIES {
+            let mut rollout = self.rollouts.get(name).await?;
+            let resource_version = rollout.resource_version();
+            let spec = rollout
+                .spec
+                .template
+                .spec
+                .as_mut()
+                .context("the rollout has no pod spec")?;
+            let target = spec
+                .containers
+                .iter_mut()
+                .find(|c| c.name == container)
+                .with_context(|| format!("no container {container:?} in rollout {name}"))?;
+            target.image = Some(image.to_owned());
+            let patch = json!({
+                "metadata": {"resourceVersion": resource_version},
+                "spec": {"template": {"spec": {"containers": spec.containers}}},
+            });
+            match self
+                .rollouts
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!("rollout {name} changed {ACT_TRIES} times while its image was set; try again")
     }
 }
 
