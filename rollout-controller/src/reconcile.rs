@@ -30,6 +30,7 @@ use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
 use crate::plan::analysis::{NewAnalysisRun, ObservedRun, TemplateKey, referenced_templates};
 use crate::plan::refused::{self, Refusal};
 use crate::plan::restart::{self, ObservedPod, PodRestart};
+use crate::plan::writes::Write;
 use crate::plan::{
     EventType, InvalidSpec, Observed, ObservedReplicaSet, Plan, PodMetadataChange,
     ReplicaSetTarget, TrafficPlan, plan,
@@ -333,72 +334,91 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     })))
 }
 
-/// Carries out `plan`: grow, move traffic, shrink, then status and Events.
+/// Carries out `plan`, one write at a time in the order [`Plan::writes`] decides.
 async fn act(
     rollout: &Rollout,
     namespace: &str,
     plan: &Plan,
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
     let mut created = Vec::new();
-    for target in &plan.scale_up {
-        let role = plan.pod_metadata.iter().find(|c| c.hash == target.hash);
-        if write_replica_set(rollout, &replica_sets, target, role).await? {
-            created.push(target.hash.as_str());
-        }
-        wrote(ctx, "ReplicaSet");
+    for write in plan.writes() {
+        execute(rollout, namespace, write, &mut created, ctx).await?;
     }
-    for change in &plan.pod_metadata {
-        // A ReplicaSet created just now was born with its role.
-        if !created.contains(&change.hash.as_str()) {
-            move_role_metadata(rollout, namespace, change, ctx).await?;
-        }
-    }
-    let router = ServiceSelectorRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER);
-    for change in &plan.selectors {
-        router
-            .select(&change.service, POD_TEMPLATE_HASH_LABEL, &change.hash)
-            .await?;
-        wrote(ctx, "Service");
-        info!(service = %change.service, hash = %change.hash, "Service selector moved");
-    }
-    if let Some(traffic) = &plan.traffic {
-        set_traffic(rollout, namespace, traffic, ctx).await?;
-    }
-    for target in &plan.scale_down {
-        write_replica_set(rollout, &replica_sets, target, None).await?;
-        wrote(ctx, "ReplicaSet");
-    }
-    for name in &plan.delete {
-        match replica_sets.delete(name, &Default::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => return Err(kube_err(format!("deleting old ReplicaSet {name}"))(source)),
-        }
-        wrote(ctx, "ReplicaSet");
-        info!(replica_set = %name, "old ReplicaSet beyond revisionHistoryLimit deleted");
-    }
-    if let Some(failed_at) = plan.abort_latency_since {
-        // Traffic is on stable once the writes above are done.
-        let latency = Timestamp::now().duration_since(failed_at).as_secs_f64();
-        ctx.metrics.abort_latency.observe(latency.max(0.0));
-        info!(
-            seconds = latency,
-            "aborted on a failed analysis: traffic on stable"
-        );
-    }
-    if let Some(restart) = &plan.restart {
-        delete_pod(namespace, restart, ctx).await?;
-    }
-    write_analysis_runs(rollout, namespace, plan, ctx).await?;
+    Ok(())
+}
 
-    if rollout.status.as_ref() != Some(&plan.status) {
-        write_status(rollout, namespace, &plan.status, ctx).await?;
+/// Makes one write. `created`: the pod-template hashes of the ReplicaSets this reconcile
+/// created so far, which were born with their role metadata.
+async fn execute<'a>(
+    rollout: &Rollout,
+    namespace: &str,
+    write: Write<'a>,
+    created: &mut Vec<&'a str>,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    match write {
+        Write::ScaleUp { target, role } => {
+            if write_replica_set(rollout, namespace, target, role, ctx).await? {
+                created.push(target.hash.as_str());
+            }
+            wrote(ctx, "ReplicaSet");
+        }
+        Write::PodMetadata(change) => {
+            // A ReplicaSet created just now was born with its role.
+            if !created.contains(&change.hash.as_str()) {
+                move_role_metadata(rollout, namespace, change, ctx).await?;
+            }
+        }
+        Write::Selector(change) => {
+            ServiceSelectorRouter::new(ctx.client.clone(), namespace, FIELD_MANAGER)
+                .select(&change.service, POD_TEMPLATE_HASH_LABEL, &change.hash)
+                .await?;
+            wrote(ctx, "Service");
+            info!(service = %change.service, hash = %change.hash, "Service selector moved");
+        }
+        Write::Traffic(traffic) => set_traffic(rollout, namespace, traffic, ctx).await?,
+        Write::ScaleDown(target) => {
+            write_replica_set(rollout, namespace, target, None, ctx).await?;
+            wrote(ctx, "ReplicaSet");
+        }
+        Write::DeleteReplicaSet(name) => delete_replica_set(namespace, name, ctx).await?,
+        Write::TrafficOnStable { failed_at } => {
+            let latency = Timestamp::now().duration_since(failed_at).as_secs_f64();
+            ctx.metrics.abort_latency.observe(latency.max(0.0));
+            info!(
+                seconds = latency,
+                "aborted on a failed analysis: traffic on stable"
+            );
+        }
+        Write::RestartPod(restart) => delete_pod(namespace, restart, ctx).await?,
+        Write::CreateRun(new) => create_run(rollout, namespace, new, ctx).await?,
+        Write::TerminateRun(name) => terminate_run(namespace, name, ctx).await?,
+        Write::DeleteRun(name) => delete_run(namespace, name, ctx).await?,
+        Write::Status(status) => {
+            if rollout.status.as_ref() != Some(status) {
+                write_status(rollout, namespace, status, ctx).await?;
+            }
+        }
+        Write::Event(event) => publish(rollout, event, ctx).await,
     }
-    for event in &plan.events {
-        publish(rollout, event, ctx).await;
+    Ok(())
+}
+
+/// Deletes an old ReplicaSet beyond revisionHistoryLimit; gone already is fine.
+async fn delete_replica_set(
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
+    match replica_sets.delete(name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(source) => return Err(kube_err(format!("deleting old ReplicaSet {name}"))(source)),
     }
+    wrote(ctx, "ReplicaSet");
+    info!(replica_set = %name, "old ReplicaSet beyond revisionHistoryLimit deleted");
     Ok(())
 }
 
@@ -698,48 +718,53 @@ async fn set_traffic(
     Ok(())
 }
 
-/// Creates the runs the plan starts, stops the ones that gate nothing any more, and deletes
-/// finished ones beyond the history.
-async fn write_analysis_runs(
+/// Creates an AnalysisRun the plan starts, with server-side apply.
+async fn create_run(
     rollout: &Rollout,
     namespace: &str,
-    plan: &Plan,
+    new: &NewAnalysisRun,
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
     let runs: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), namespace);
-    for new in &plan.create_runs {
-        let run = new_analysis_run(rollout, new)?;
-        runs.patch(
-            &new.name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&run),
-        )
-        .await
-        .map_err(kube_err(format!("creating AnalysisRun {}", new.name)))?;
-        wrote(ctx, "AnalysisRun");
-        info!(analysis_run = %new.name, kind = %new.kind, "AnalysisRun created");
-    }
+    let run = new_analysis_run(rollout, new)?;
+    runs.patch(
+        &new.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&run),
+    )
+    .await
+    .map_err(kube_err(format!("creating AnalysisRun {}", new.name)))?;
+    wrote(ctx, "AnalysisRun");
+    info!(analysis_run = %new.name, kind = %new.kind, "AnalysisRun created");
+    Ok(())
+}
+
+/// Stops a run that gates nothing any more; gone already is fine.
+async fn terminate_run(namespace: &str, name: &str, ctx: &Context) -> Result<(), ReconcileError> {
+    let runs: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), namespace);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    for name in &plan.terminate_runs {
-        let patch = json!({"spec": {"terminate": true}});
-        match runs.patch(name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => wrote(ctx, "AnalysisRun"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => {
-                return Err(kube_err(format!("terminating AnalysisRun {name}"))(source));
-            }
+    let patch = json!({"spec": {"terminate": true}});
+    match runs.patch(name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => wrote(ctx, "AnalysisRun"),
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(source) => {
+            return Err(kube_err(format!("terminating AnalysisRun {name}"))(source));
         }
-        info!(analysis_run = %name, "AnalysisRun terminated: it gates nothing any more");
     }
-    for name in &plan.delete_runs {
-        match runs.delete(name, &Default::default()).await {
-            Ok(_) => wrote(ctx, "AnalysisRun"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => return Err(kube_err(format!("deleting AnalysisRun {name}"))(source)),
-        }
+    info!(analysis_run = %name, "AnalysisRun terminated: it gates nothing any more");
+    Ok(())
+}
+
+/// Deletes a finished run beyond the history; gone already is fine.
+async fn delete_run(namespace: &str, name: &str, ctx: &Context) -> Result<(), ReconcileError> {
+    let runs: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), namespace);
+    match runs.delete(name, &Default::default()).await {
+        Ok(_) => wrote(ctx, "AnalysisRun"),
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(source) => return Err(kube_err(format!("deleting AnalysisRun {name}"))(source)),
     }
     Ok(())
 }
@@ -827,10 +852,12 @@ async fn move_role_metadata(
 /// one with a merge patch that touches nothing else. True when it created one.
 async fn write_replica_set(
     rollout: &Rollout,
-    api: &Api<ReplicaSet>,
+    namespace: &str,
     target: &ReplicaSetTarget,
     role: Option<&PodMetadataChange>,
+    ctx: &Context,
 ) -> Result<bool, ReconcileError> {
+    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), namespace);
     let name = format!("{}-{}", rollout.name_any(), target.hash);
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),

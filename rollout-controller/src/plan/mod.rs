@@ -20,6 +20,7 @@ mod selector;
 mod services;
 pub mod undecodable;
 pub(crate) mod validate;
+pub(crate) mod writes;
 
 pub use reason::EventReason;
 pub(crate) use validate::validate;
@@ -129,7 +130,7 @@ pub struct PlannedEvent {
     pub message: String,
 }
 
-/// What to do, in order: grow ReplicaSets, move selectors, shrink ReplicaSets, write status.
+/// What to do; [`Plan::writes`] gives the order the writes are made in.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     pub scale_up: Vec<ReplicaSetTarget>,
