@@ -16,6 +16,7 @@ pub mod refused;
 pub mod replicas;
 pub mod restart;
 mod rolling;
+pub(crate) mod router;
 mod selector;
 mod services;
 pub mod undecodable;

@@ -239,7 +239,7 @@ async fn delete_pod(
 }
 
 /// The router `routing` names, for this rollout's objects.
-pub(super) fn traffic_router(
+fn traffic_router(
     rollout: &Rollout,
     namespace: &str,
     routing: &traffic::TrafficRouting,

@@ -25,9 +25,9 @@ use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
 use crate::plan::refused::{self, Refusal};
 use crate::plan::{plan, restart};
 
+pub(crate) use crate::plan::router::{RouterObject, router_field, router_problem};
 pub use objects::{new_analysis_run, new_replica_set};
 pub use observe::referenced_services;
-pub(crate) use observe::{RouterObject, router_field, router_problem};
 
 /// The one field manager every write of the controller goes through.
 pub const FIELD_MANAGER: &str = "sluice";
@@ -165,7 +165,10 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let mut observed = observe::from_stores(&rollout, &namespace, &ctx);
-    observed.router_problem = observe::check_router(&rollout, &namespace, &ctx).await?;
+    let router = observe::read_router(&rollout, &namespace, &ctx).await?;
+    observed.router_problem = router
+        .as_ref()
+        .and_then(|router| crate::plan::router::problem(&name, &rollout.spec, router));
     // Whole seconds, as metav1.Time stores them: a status planned at sub-second precision would
     // never equal the status read back, and be written again on every reconcile.
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);

@@ -4,18 +4,20 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::api::DynamicObject;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
-use traffic::TrafficRouter;
+use traffic::TrafficError;
 
-use super::act::traffic_router;
 use super::{Context, ReconcileError, kube_err};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, PodMetadata, REVISION_ANNOTATION, Rollout};
 use crate::plan::analysis::{ObservedRun, TemplateKey, referenced_templates};
 use crate::plan::restart::ObservedPod;
-use crate::plan::{InvalidSpec, Observed, ObservedReplicaSet};
+use crate::plan::router::{ObservedRouter, RouterObject};
+use crate::plan::{Observed, ObservedReplicaSet};
 
 /// What the stores say about `rollout`: its ReplicaSets (by controller owner reference) and the
 /// Services its spec names.
@@ -184,88 +186,55 @@ pub(super) async fn stable_pods(
         .collect())
 }
 
-/// Reads the router's objects and says what is wrong with them for the planner, which then
-/// marks the rollout InvalidSpec and changes nothing. Only a failing API is an error here.
-pub(super) async fn check_router(
+/// Reads the router's object the rollout names (Ingresses and HTTPRoutes are read on demand,
+/// not watched: the HTTPRoute CRD may not be installed at all). `None`: it names none. Only a
+/// failing API is an error here; what the object means is the planner's to judge.
+pub(super) async fn read_router(
     rollout: &Rollout,
     namespace: &str,
     ctx: &Context,
-) -> Result<Option<InvalidSpec>, ReconcileError> {
+) -> Result<Option<ObservedRouter>, ReconcileError> {
     let Some(routed) = rollout.spec.strategy.routed() else {
         return Ok(None);
     };
-    let (Some(field), Some(router)) = (
-        router_field(&routed),
-        traffic_router(rollout, namespace, routed.routing, ctx),
-    ) else {
-        return Ok(None);
+    let failed = |kind: &'static str, name: &str| {
+        let name = name.to_owned();
+        move |source| {
+            ReconcileError::Traffic(TrafficError::Api {
+                kind,
+                namespace: namespace.to_owned(),
+                name,
+                source: Box::new(source),
+            })
+        }
     };
-    let checked = router.check(&routed_backends(rollout, &routed)).await;
-    Ok(invalid_spec(field, checked)?)
-}
-
-fn routed_backends(rollout: &Rollout, routed: &crate::crd::Routed<'_>) -> traffic::Backends {
-    traffic::Backends {
-        rollout: rollout.name_any(),
-        stable_service: routed.stable_service.to_owned(),
-        canary_service: routed.canary_service.to_owned(),
-    }
-}
-
-/// The user's object a rollout's router starts from, as read.
-#[derive(Debug, Clone)]
-pub(crate) enum RouterObject {
-    /// The stable Ingress (`trafficRouting.nginx.stableIngress`).
-    Ingress(Box<k8s_openapi::api::networking::v1::Ingress>),
-    /// The HTTPRoute (`trafficRouting.gatewayAPI.httpRoute`), as JSON.
-    HttpRoute(serde_json::Value),
-}
-
-/// The spec field that names the router's object, which an [`InvalidSpec`] about it points at.
-pub(crate) fn router_field(routed: &crate::crd::Routed<'_>) -> Option<String> {
-    if routed.routing.nginx.is_some() {
-        Some(format!("{}.nginx.stableIngress", routed.field))
-    } else if routed.routing.gateway_api.is_some() {
-        Some(format!("{}.gatewayAPI.httpRoute", routed.field))
+    let found = if let Some(nginx) = &routed.routing.nginx {
+        let name = &nginx.stable_ingress;
+        let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
+        ingresses
+            .get_opt(name)
+            .await
+            .map_err(failed("Ingress", name))?
+            .map(|stable| RouterObject::Ingress(Box::new(stable)))
+    } else if let Some(gateway) = &routed.routing.gateway_api {
+        let name = &gateway.http_route;
+        let routes: Api<DynamicObject> = Api::namespaced_with(
+            ctx.client.clone(),
+            namespace,
+            &traffic::gateway::http_route_resource(),
+        );
+        routes
+            .get_opt(name)
+            .await
+            .map_err(failed("HTTPRoute", name))?
+            .map(|route| RouterObject::HttpRoute(serde_json::to_value(&route).unwrap_or_default()))
     } else {
-        None
-    }
-}
-
-/// What is wrong with the router's object for the planner, from the result of reading it:
-/// pure, so that the offline linter (`crate::lint`) concludes what a reconcile concludes (both
-/// end in the router's own pure check). An error that is not about the user's objects (a
-/// failing API) stays an error.
-pub(crate) fn router_problem(
-    rollout: &Rollout,
-    found: Result<RouterObject, traffic::TrafficError>,
-) -> Result<Option<InvalidSpec>, traffic::TrafficError> {
-    let Some(routed) = rollout.spec.strategy.routed() else {
         return Ok(None);
     };
-    let Some(field) = router_field(&routed) else {
-        return Ok(None);
-    };
-    let backends = routed_backends(rollout, &routed);
-    let checked = found.and_then(|object| match object {
-        RouterObject::Ingress(stable) => traffic::nginx::check_stable_ingress(&stable, &backends),
-        RouterObject::HttpRoute(route) => traffic::gateway::check_route(&route, &backends),
-    });
-    invalid_spec(field, checked)
-}
-
-/// A router's check as the planner takes it: a problem with the user's objects becomes an
-/// [`InvalidSpec`] at `field`; any other error stays one.
-fn invalid_spec(
-    field: String,
-    checked: Result<(), traffic::TrafficError>,
-) -> Result<Option<InvalidSpec>, traffic::TrafficError> {
-    match checked {
-        Ok(()) => Ok(None),
-        Err(e) if e.is_invalid_spec() => Ok(Some(InvalidSpec {
-            field,
-            message: e.to_string(),
-        })),
-        Err(e) => Err(e),
-    }
+    Ok(Some(found.map_or_else(
+        || ObservedRouter::Missing {
+            namespace: namespace.to_owned(),
+        },
+        ObservedRouter::Found,
+    )))
 }
