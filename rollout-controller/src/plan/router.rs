@@ -18,14 +18,15 @@ pub(crate) enum RouterObject {
     HttpRoute(serde_json::Value),
 }
 
-/// What was read of the router's object a rollout names.
+/// The router's object a rollout names, as read for it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum ObservedRouter {
-    Found(RouterObject),
-    /// Not there in `namespace`, where it was looked for.
-    Missing {
-        namespace: String,
-    },
+pub(crate) struct ObservedRouter {
+    /// The Rollout it was read for: the router names what it makes after it.
+    pub(crate) rollout: String,
+    /// Where it was looked for.
+    pub(crate) namespace: String,
+    /// `None`: not there.
+    pub(crate) object: Option<RouterObject>,
 }
 
 /// The spec field that names the router's object, which an [`InvalidSpec`] about it points at.
@@ -52,21 +53,17 @@ fn named<'a>(routed: &Routed<'a>) -> Option<(String, &'static str, &'a str)> {
     }
 }
 
-/// What is wrong with the router's object for the rollout `name` with `spec`, as `observed`:
-/// the rollout is then InvalidSpec at the field that names the object, and nothing changes.
-pub(crate) fn problem(
-    name: &str,
-    spec: &RolloutSpec,
-    observed: &ObservedRouter,
-) -> Option<InvalidSpec> {
+/// What is wrong with the router's object for a rollout with `spec`, as `observed`: the
+/// rollout is then InvalidSpec at the field that names the object, and nothing changes.
+pub(crate) fn problem(spec: &RolloutSpec, observed: &ObservedRouter) -> Option<InvalidSpec> {
     let routed = spec.strategy.routed()?;
-    let (field, kind, object_name) = named(&routed)?;
-    let checked = match observed {
-        ObservedRouter::Found(object) => check(name, &routed, object),
-        ObservedRouter::Missing { namespace } => Err(traffic::TrafficError::NotFound {
+    let (field, kind, name) = named(&routed)?;
+    let checked = match &observed.object {
+        Some(object) => check(&observed.rollout, &routed, object),
+        None => Err(traffic::TrafficError::NotFound {
             kind,
-            namespace: namespace.clone(),
-            name: object_name.to_owned(),
+            namespace: observed.namespace.clone(),
+            name: name.to_owned(),
         }),
     };
     // The router's pure checks only describe the user's objects; an error of any other kind
@@ -96,7 +93,7 @@ fn check(
 }
 
 /// As [`problem`], from the result of looking for the object: the linter's entry, kept until
-/// it puts the object into [`super::Observed::router`] for `validate` to judge. An error that
+/// it puts the object into `Observed::router` for `validate` to judge. An error that
 /// is not about the user's objects stays an error.
 pub(crate) fn router_problem(
     rollout: &crate::crd::Rollout,
@@ -113,9 +110,12 @@ pub(crate) fn router_problem(
     };
     match found {
         Ok(object) => Ok(problem(
-            &rollout.name_any(),
             &rollout.spec,
-            &ObservedRouter::Found(object),
+            &ObservedRouter {
+                rollout: rollout.name_any(),
+                namespace: rollout.namespace().unwrap_or_default(),
+                object: Some(object),
+            },
         )),
         Err(e) if e.is_invalid_spec() => Ok(Some(InvalidSpec {
             field,
@@ -165,19 +165,27 @@ mod tests {
         ))
     }
 
+    fn found(object: RouterObject) -> ObservedRouter {
+        ObservedRouter {
+            rollout: "web".into(),
+            namespace: "shop".into(),
+            object: Some(object),
+        }
+    }
+
     #[test]
     fn an_ingress_that_sends_traffic_to_the_stable_service_is_no_problem() {
         let rollout = rollout(json!({"nginx": {"stableIngress": "web"}}));
-        let observed = ObservedRouter::Found(ingress("web-stable"));
-        assert_eq!(problem("web", &rollout.spec, &observed), None);
+        let observed = found(ingress("web-stable"));
+        assert_eq!(problem(&rollout.spec, &observed), None);
     }
 
     #[test]
     fn an_ingress_that_does_not_reach_the_stable_service_is_invalid_at_the_field_naming_it() {
         let rollout = rollout(json!({"nginx": {"stableIngress": "web"}}));
-        let observed = ObservedRouter::Found(ingress("other"));
+        let observed = found(ingress("other"));
         assert_eq!(
-            problem("web", &rollout.spec, &observed),
+            problem(&rollout.spec, &observed),
             Some(InvalidSpec {
                 field: "spec.strategy.canary.trafficRouting.nginx.stableIngress".into(),
                 message: "Ingress web does not send traffic to Service web-stable".into(),
@@ -188,11 +196,12 @@ mod tests {
     #[test]
     fn a_missing_http_route_is_invalid_with_where_it_was_looked_for() {
         let rollout = rollout(json!({"gatewayAPI": {"httpRoute": "web-route"}}));
-        let observed = ObservedRouter::Missing {
-            namespace: "shop".into(),
+        let observed = ObservedRouter {
+            object: None,
+            ..found(ingress("web-stable"))
         };
         assert_eq!(
-            problem("web", &rollout.spec, &observed),
+            problem(&rollout.spec, &observed),
             Some(InvalidSpec {
                 field: "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute".into(),
                 message: "HTTPRoute shop/web-route not found".into(),

@@ -208,7 +208,7 @@ pub(super) async fn read_router(
             })
         }
     };
-    let found = if let Some(nginx) = &routed.routing.nginx {
+    let object = if let Some(nginx) = &routed.routing.nginx {
         let name = &nginx.stable_ingress;
         let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), namespace);
         ingresses
@@ -231,10 +231,9 @@ pub(super) async fn read_router(
     } else {
         return Ok(None);
     };
-    Ok(Some(found.map_or_else(
-        || ObservedRouter::Missing {
-            namespace: namespace.to_owned(),
-        },
-        ObservedRouter::Found,
-    )))
+    Ok(Some(ObservedRouter {
+        rollout: rollout.name_any(),
+        namespace: namespace.to_owned(),
+        object,
+    }))
 }
