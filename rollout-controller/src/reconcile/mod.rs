@@ -165,10 +165,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let mut observed = observe::from_stores(&rollout, &namespace, &ctx);
-    let router = observe::read_router(&rollout, &namespace, &ctx).await?;
-    observed.router_problem = router
-        .as_ref()
-        .and_then(|router| crate::plan::router::problem(&rollout.spec, router));
+    observed.router = observe::read_router(&rollout, &namespace, &ctx).await?;
     // Whole seconds, as metav1.Time stores them: a status planned at sub-second precision would
     // never equal the status read back, and be written again on every reconcile.
     let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);

@@ -113,6 +113,7 @@ pub(super) fn from_stores(rollout: &Rollout, namespace: &str, ctx: &Context) -> 
         services,
         analysis_runs,
         templates,
+        router: None,
         router_problem: None,
         undecodable: crate::undecodable::observe(rollout, namespace, &ctx.undecodable),
         pods: None,

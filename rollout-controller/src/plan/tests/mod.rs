@@ -173,6 +173,7 @@ impl Sim {
             services: self.services.clone(),
             analysis_runs: self.runs.clone(),
             templates: self.templates.clone(),
+            router: None,
             router_problem: None,
             undecodable: Vec::new(),
             pods: None,
