@@ -14,6 +14,7 @@ use traffic::TrafficError;
 
 use super::{Context, ReconcileError, kube_err};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, PodMetadata, REVISION_ANNOTATION, Rollout};
+use crate::owner::owned_by;
 use crate::plan::analysis::{ObservedRun, TemplateKey, referenced_templates};
 use crate::plan::restart::ObservedPod;
 use crate::plan::router::{ObservedRouter, RouterObject};
@@ -22,17 +23,12 @@ use crate::plan::{Observed, ObservedReplicaSet};
 /// What the stores say about `rollout`: its ReplicaSets (by controller owner reference) and the
 /// Services its spec names.
 pub(super) fn from_stores(rollout: &Rollout, namespace: &str, ctx: &Context) -> Observed {
-    let uid = rollout.uid();
     let replica_sets = ctx
         .replica_sets
         .state()
         .iter()
         .filter(|rs| rs.namespace().as_deref() == Some(namespace))
-        .filter(|rs| {
-            rs.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
-        })
+        .filter(|rs| owned_by(rollout, &rs.metadata))
         .filter_map(|rs| {
             let hash = rs.labels().get(POD_TEMPLATE_HASH_LABEL)?.clone();
             let status = rs.status.as_ref();
@@ -74,11 +70,7 @@ pub(super) fn from_stores(rollout: &Rollout, namespace: &str, ctx: &Context) -> 
         .state()
         .iter()
         .filter(|run| run.namespace().as_deref() == Some(namespace))
-        .filter(|run| {
-            run.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
-        })
+        .filter(|run| owned_by(rollout, &run.metadata))
         .map(|run| {
             let status = run.status.clone().unwrap_or_default();
             let observed = ObservedRun {
