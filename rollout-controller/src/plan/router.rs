@@ -133,25 +133,14 @@ mod tests {
     use crate::crd::Rollout;
 
     fn rollout(routing: serde_json::Value) -> Rollout {
-        serde_json::from_value(json!({
-            "apiVersion": "sluice.dev/v1alpha1",
-            "kind": "Rollout",
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": {"containers": [{"name": "web", "image": "web:1"}]},
-                },
-                "strategy": {"canary": {
-                    "stableService": "web-stable", "canaryService": "web-canary",
-                    "trafficRouting": routing,
-                    "steps": [{"setWeight": 20}],
-                }},
-            },
-        }))
-        .unwrap()
+        crate::plan::tests::rollout(
+            json!({"canary": {
+                "stableService": "web-stable", "canaryService": "web-canary",
+                "trafficRouting": routing,
+                "steps": [{"setWeight": 20}],
+            }}),
+            2,
+        )
     }
 
     fn ingress(service: &str) -> RouterObject {
