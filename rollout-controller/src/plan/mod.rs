@@ -16,10 +16,12 @@ pub mod refused;
 pub mod replicas;
 pub mod restart;
 mod rolling;
+pub(crate) mod router;
 mod selector;
 mod services;
 pub mod undecodable;
 pub(crate) mod validate;
+pub(crate) mod writes;
 
 pub use reason::EventReason;
 pub(crate) use validate::validate;
@@ -58,8 +60,12 @@ pub struct Observed {
     pub analysis_runs: BTreeMap<String, ObservedRun>,
     /// The templates the spec refers to that exist.
     pub templates: BTreeMap<TemplateKey, AnalysisTemplateSpec>,
-    /// What is wrong with the traffic router's objects (a missing Ingress or HTTPRoute, one that
-    /// does not send traffic to the stable Service), as the reconcile found before planning.
+    /// The traffic router's object the spec names (the stable Ingress, the HTTPRoute), or its
+    /// absence, as read; `validate` judges it (`router::problem`). `None`: not read (no router,
+    /// or the linter has not got it).
+    pub(crate) router: Option<router::ObservedRouter>,
+    /// A problem with the router's objects found outside `Observed::router`: lint's way in until
+    /// it fills `router` instead (`router::router_problem`). The controller leaves it `None`.
     pub router_problem: Option<InvalidSpec>,
     /// Objects the rollout names or owns that the controller cannot decode: nothing is planned
     /// around them (`undecodable::invalid_spec`).
@@ -129,7 +135,7 @@ pub struct PlannedEvent {
     pub message: String,
 }
 
-/// What to do, in order: grow ReplicaSets, move selectors, shrink ReplicaSets, write status.
+/// What to do; [`Plan::writes`] gives the order the writes are made in.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     pub scale_up: Vec<ReplicaSetTarget>,

@@ -3,7 +3,7 @@
 
 use super::ab_test::ab_routes;
 use super::replicas::read_bounds;
-use super::{InvalidSpec, Observed, analysis, selector, undecodable};
+use super::{InvalidSpec, Observed, analysis, router, selector, undecodable};
 use crate::crd::RolloutSpec;
 
 /// The first of [`findings`]: what the planner reports, as InvalidSpec, before it plans nothing.
@@ -80,6 +80,12 @@ pub(crate) fn findings(spec: &RolloutSpec, observed: &Observed) -> Vec<InvalidSp
         ));
     }
     found.extend(analysis::validate_analyses(spec, &observed.templates));
+    found.extend(
+        observed
+            .router
+            .as_ref()
+            .and_then(|router| router::problem(spec, router)),
+    );
     found.extend(observed.router_problem.clone());
     if let Some(c) = &spec.strategy.canary
         && let Some(routing) = &c.traffic_routing

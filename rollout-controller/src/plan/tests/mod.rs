@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::replicas::{Bounds, bounds, replicas_for_weight};
+use super::writes::Write;
 use super::*;
 use crate::crd::{Decision, POD_TEMPLATE_HASH_LABEL, PodMetadata};
 use ::analysis::lifecycle::Phase as RunPhase;
@@ -106,6 +107,8 @@ struct Sim {
     violation: Option<String>,
     runs: BTreeMap<String, ObservedRun>,
     templates: BTreeMap<TemplateKey, AnalysisTemplateSpec>,
+    /// The router's state as last written; `None`: everything on stable.
+    router: Option<traffic::TrafficState>,
 }
 
 impl Sim {
@@ -124,6 +127,7 @@ impl Sim {
             now: Timestamp::from_second(1_800_000_000).unwrap(),
             writes: 0,
             peak_pods: 0,
+            router: None,
             violation: None,
             runs: BTreeMap::new(),
             templates: BTreeMap::from([(
@@ -173,6 +177,7 @@ impl Sim {
             services: self.services.clone(),
             analysis_runs: self.runs.clone(),
             templates: self.templates.clone(),
+            router: None,
             router_problem: None,
             undecodable: Vec::new(),
             pods: None,
@@ -295,14 +300,85 @@ impl Sim {
         }
     }
 
-    /// One reconcile: plan, then each write in the plan's order, checking after each.
+    /// One reconcile: plan, then each write in the order `Plan::writes` gives, the one the
+    /// controller makes them in, checking after each.
     fn reconcile(&mut self) -> Plan {
         let plan = plan(&self.rollout, &self.observed(), self.now);
-        // A router's weight only ever points at a canary with the pods for its share.
-        if let (Some(state), Some(updated)) = (
-            plan.traffic.as_ref().and_then(|t| t.state.as_ref()),
-            plan.status.updated_revision.as_ref(),
-        ) {
+        let aborting = plan.status.abort;
+        for write in plan.writes() {
+            match write {
+                Write::ScaleUp { target, .. } | Write::ScaleDown(target) => {
+                    self.write_replicas(target, aborting);
+                }
+                Write::PodMetadata(change) => self.write_pod_metadata(change),
+                Write::Selector(change) => self.write_selector(change),
+                Write::Traffic(traffic) => {
+                    self.write_traffic(traffic, plan.status.updated_revision.as_deref());
+                }
+                Write::DeleteReplicaSet(name) => {
+                    self.writes += 1;
+                    self.replica_sets
+                        .retain(|rs| format!("web-{}", rs.hash) != name);
+                }
+                Write::CreateRun(new) => {
+                    assert!(
+                        !self.runs.contains_key(&new.name),
+                        "{} created twice",
+                        new.name
+                    );
+                    self.runs.insert(
+                        new.name.clone(),
+                        ObservedRun {
+                            phase: RunPhase::Pending,
+                            message: String::new(),
+                            terminating: false,
+                            created_at: Some(self.now),
+                            completed_at: None,
+                        },
+                    );
+                }
+                Write::TerminateRun(name) => {
+                    if let Some(run) = self.runs.get_mut(name) {
+                        run.terminating = true;
+                        run.phase = RunPhase::Successful;
+                    }
+                }
+                Write::DeleteRun(name) => {
+                    self.runs.remove(name);
+                }
+                Write::Status(status) => {
+                    self.writes += 1;
+                    self.check_status(status);
+                    self.rollout.status = Some(status.clone());
+                }
+                // Not simulated: the abort latency metric, restarts (pods are counts here) and
+                // Events.
+                Write::TrafficOnStable { .. } | Write::RestartPod(_) | Write::Event(_) => {}
+            }
+        }
+        plan
+    }
+
+    fn write_pod_metadata(&mut self, change: &PodMetadataChange) {
+        self.writes += 1;
+        if let Some(rs) = self
+            .replica_sets
+            .iter_mut()
+            .find(|rs| rs.hash == change.hash)
+        {
+            for (key, value) in &change.labels {
+                match value {
+                    Some(v) => rs.pod_metadata.labels.insert(key.clone(), v.clone()),
+                    None => rs.pod_metadata.labels.remove(key),
+                };
+            }
+        }
+    }
+
+    /// A router's weight only ever points at a canary with the pods for its share, when it is
+    /// written. The router writes only what differs.
+    fn write_traffic(&mut self, traffic: &TrafficPlan, updated: Option<&str>) {
+        if let (Some(state), Some(updated)) = (traffic.state.as_ref(), updated) {
             let need = replicas_for_weight(state.canary_weight, self.rollout.spec.replicas);
             if self.ready_of(updated) < need {
                 self.violate(format!(
@@ -312,66 +388,10 @@ impl Sim {
                 ));
             }
         }
-        let aborting = plan.status.abort;
-        for target in &plan.scale_up {
-            self.write_replicas(target, aborting);
-        }
-        for change in &plan.pod_metadata {
+        if self.router != traffic.state {
             self.writes += 1;
-            if let Some(rs) = self
-                .replica_sets
-                .iter_mut()
-                .find(|rs| rs.hash == change.hash)
-            {
-                for (key, value) in &change.labels {
-                    match value {
-                        Some(v) => rs.pod_metadata.labels.insert(key.clone(), v.clone()),
-                        None => rs.pod_metadata.labels.remove(key),
-                    };
-                }
-            }
+            self.router = traffic.state.clone();
         }
-        for change in &plan.selectors {
-            self.write_selector(change);
-        }
-        for target in &plan.scale_down {
-            self.write_replicas(target, aborting);
-        }
-        for name in &plan.delete {
-            self.writes += 1;
-            self.replica_sets
-                .retain(|rs| &format!("web-{}", rs.hash) != name);
-        }
-        for new in &plan.create_runs {
-            assert!(
-                !self.runs.contains_key(&new.name),
-                "{} created twice",
-                new.name
-            );
-            self.runs.insert(
-                new.name.clone(),
-                ObservedRun {
-                    phase: RunPhase::Pending,
-                    message: String::new(),
-                    terminating: false,
-                    created_at: Some(self.now),
-                    completed_at: None,
-                },
-            );
-        }
-        for name in &plan.terminate_runs {
-            if let Some(run) = self.runs.get_mut(name) {
-                run.terminating = true;
-                run.phase = RunPhase::Successful;
-            }
-        }
-        for name in &plan.delete_runs {
-            self.runs.remove(name);
-        }
-        self.writes += 1;
-        self.check_status(&plan.status);
-        self.rollout.status = Some(plan.status.clone());
-        plan
     }
 
     /// A weight may only grow onto ready pods (pods going unready later is the world's doing).
