@@ -286,7 +286,7 @@ mod tests {
             observed_generation: 3,
             strategy: "canary".into(),
             phase: "Paused".into(),
-            message: "step 2/4: paused until promoted".into(),
+            message: "step 2/4: pause (until promoted)".into(),
             current_step: Some(1),
             steps: ["setWeight 25", "pause (until promoted)", "setWeight 50"]
                 .iter()

@@ -7,44 +7,9 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::ResourceExt;
 
 use crate::crd::analysis::{AnalysisRun, MetricResult};
-use crate::crd::{CanaryStep, POD_TEMPLATE_HASH_LABEL, Rollout};
+use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use crate::decision::revision_number;
-
-/// What a canary step does, in a few words.
-fn describe_step(step: &CanaryStep) -> String {
-    if let Some(weight) = step.set_weight {
-        return format!("setWeight {weight}");
-    }
-    if let Some(pause) = &step.pause {
-        return match pause.shown() {
-            Some(d) => format!("pause {d}"),
-            None => "pause (until promoted)".into(),
-        };
-    }
-    if let Some(scale) = &step.set_canary_scale {
-        return match (scale.replicas, scale.weight, scale.match_traffic_weight) {
-            (Some(r), _, _) => format!("setCanaryScale {r} replicas"),
-            (_, Some(w), _) => format!("setCanaryScale {w}%"),
-            _ => "setCanaryScale matchTrafficWeight".into(),
-        };
-    }
-    if let Some(analysis) = &step.analysis {
-        let names: Vec<&str> = analysis
-            .templates
-            .iter()
-            .map(|t| t.template_name.as_str())
-            .collect();
-        return format!("analysis {}", names.join(", "));
-    }
-    if let Some(route) = &step.set_header_route {
-        return if route.matches.is_empty() {
-            "setHeaderRoute (remove)".into()
-        } else {
-            format!("setHeaderRoute ({} matches)", route.matches.len())
-        };
-    }
-    "(empty step)".into()
-}
+use crate::plan::canary::describe_step;
 
 fn router_name(routing: &traffic::TrafficRouting) -> &'static str {
     if routing.nginx.is_some() {

@@ -221,7 +221,7 @@ impl Planner<'_> {
                     "step {}/{}: {}",
                     index + 1,
                     steps.len(),
-                    describe_step(steps.get(index), paused)
+                    step_message(steps.get(index), paused)
                 ),
             };
             let inconclusive = self
@@ -461,26 +461,46 @@ pub(crate) fn canary_split(weight: i32, scale_override: Option<i32>, replicas: i
     (canary, replicas - by_weight)
 }
 
-/// What a canary does at `step`, as its status message says it (`None`: past the last step).
-pub(crate) fn describe_step(step: Option<&CanaryStep>, paused: bool) -> String {
-    let what = match step {
-        Some(CanaryStep {
-            set_weight: Some(w),
-            ..
-        }) => format!("setWeight {w}"),
-        Some(CanaryStep { pause: Some(p), .. }) => match p.shown() {
+/// What a canary step does, in a few words: the REST view's step list and the status message
+/// say it the same way.
+pub(crate) fn describe_step(step: &CanaryStep) -> String {
+    if let Some(weight) = step.set_weight {
+        return format!("setWeight {weight}");
+    }
+    if let Some(pause) = &step.pause {
+        return match pause.shown() {
             Some(d) => format!("pause {d}"),
-            None => "paused until promoted".into(),
-        },
-        Some(CanaryStep {
-            set_canary_scale: Some(_),
-            ..
-        }) => "setCanaryScale".into(),
-        Some(CanaryStep {
-            analysis: Some(_), ..
-        }) => "analysis".into(),
-        _ => "promoting".into(),
-    };
+            None => "pause (until promoted)".into(),
+        };
+    }
+    if let Some(scale) = &step.set_canary_scale {
+        return match (scale.replicas, scale.weight, scale.match_traffic_weight) {
+            (Some(r), _, _) => format!("setCanaryScale {r} replicas"),
+            (_, Some(w), _) => format!("setCanaryScale {w}%"),
+            _ => "setCanaryScale matchTrafficWeight".into(),
+        };
+    }
+    if let Some(analysis) = &step.analysis {
+        let names: Vec<&str> = analysis
+            .templates
+            .iter()
+            .map(|t| t.template_name.as_str())
+            .collect();
+        return format!("analysis {}", names.join(", "));
+    }
+    if let Some(route) = &step.set_header_route {
+        return if route.matches.is_empty() {
+            "setHeaderRoute (remove)".into()
+        } else {
+            format!("setHeaderRoute ({} matches)", route.matches.len())
+        };
+    }
+    "(empty step)".into()
+}
+
+/// The status message's part for `step` (`None`: past the last step).
+fn step_message(step: Option<&CanaryStep>, paused: bool) -> String {
+    let what = step.map_or_else(|| "promoting".into(), describe_step);
     if paused {
         format!("{what} (rollout paused)")
     } else {

@@ -2,6 +2,7 @@
 //! steps and background analysis, aborts and full promotion.
 
 use super::*;
+use crate::plan::canary::describe_step;
 
 /// A 5-replica canary (setWeight 20, pause 5s, setWeight 60, pause {}) Healthy on v1 and just
 /// given v2: the simulation, the stable hash and the canary hash.
@@ -451,4 +452,18 @@ fn a_header_route_nginx_cannot_express_is_an_invalid_spec() {
         "{}",
         plan.status.message
     );
+}
+
+#[test]
+fn the_status_message_describes_the_step_as_the_rest_view_does() {
+    let mut sim = deployed(canary_rollout(
+        4,
+        json!([{"setWeight": 25}, {"pause": {}}, {"setCanaryScale": {"replicas": 2}}]),
+    ));
+    set_image(&mut sim.rollout, "web:2");
+    sim.settle();
+    assert_eq!(sim.status().message, "step 2/3: pause (until promoted)");
+    let steps = &sim.rollout.spec.strategy.canary.as_ref().unwrap().steps;
+    assert_eq!(describe_step(&steps[1]), "pause (until promoted)");
+    assert_eq!(describe_step(&steps[2]), "setCanaryScale 2 replicas");
 }
