@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
-use rollout_controller::act::{ACT_TRIES, ActError, OwnedReplicaSets, decide_and_write};
+use rollout_controller::action::{ACT_TRIES, ActError, OwnedReplicaSets, decide_and_write};
 use rollout_controller::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use rollout_controller::owner::owned_by;

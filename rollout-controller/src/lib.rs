@@ -1,7 +1,7 @@
 //! Sluice's rollout controller: the `Rollout` CRD, the pure planning of each strategy, and the
 //! reconciler that carries plans out against the cluster.
 
-pub mod act;
+pub mod action;
 pub mod controller;
 pub mod crd;
 pub(crate) mod decision;

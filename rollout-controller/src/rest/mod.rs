@@ -1,6 +1,6 @@
 //! The REST API's kube side: rollouts read from the reflector store, actions written as
 //! `spec.paused` / `spec.decision` with a merge patch guarded by the resourceVersion they were
-//! decided on ([`crate::act`]), and callers checked with TokenReview and SubjectAccessReview
+//! decided on ([`crate::action`]), and callers checked with TokenReview and SubjectAccessReview
 //! ([`auth`]).
 
 mod auth;
@@ -15,7 +15,7 @@ use kube::{Client, Resource, ResourceExt};
 
 pub(crate) use auth::KubeAuthorizer;
 
-use crate::act::{ACT_TRIES, ActError, OwnedReplicaSets, decide_and_write};
+use crate::action::{ACT_TRIES, ActError, OwnedReplicaSets, decide_and_write};
 use crate::crd::Rollout;
 use crate::crd::analysis::AnalysisRun;
 use crate::owner::owned_by;
