@@ -25,8 +25,9 @@ use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplat
 use crate::decode::{Registry, Tolerant, Undecodable as Object};
 use crate::owner::owned_by;
 use crate::plan::analysis::referenced_templates;
+use crate::plan::services::referenced_services;
 use crate::plan::undecodable::Undecodable;
-use crate::reconcile::{Context, FIELD_MANAGER, referenced_services, wrote};
+use crate::reconcile::{Context, FIELD_MANAGER, wrote};
 
 /// Event reason on an object the controller cannot decode.
 pub const REASON: &str = "Undecodable";

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::Ingress;
+use kube::ResourceExt;
 use serde_json::Value as Json;
 
 use super::Finding;
@@ -12,8 +13,9 @@ use super::documents::Document;
 use crate::crd::Rollout;
 use crate::crd::analysis::AnalysisTemplateSpec;
 use crate::plan::analysis::{TemplateKey, analyses, referenced_templates};
+use crate::plan::router::{ObservedRouter, RouterObject, router_field};
+use crate::plan::services::referenced_services;
 use crate::plan::{self, InvalidSpec, Observed};
-use crate::reconcile::{RouterObject, referenced_services, router_field, router_problem};
 
 /// An object of the file that a rollout may refer to by name.
 pub(super) struct Found<T> {
@@ -192,8 +194,9 @@ fn observe_templates(
     unchecked
 }
 
-/// Judges the router's object in the file (the stable Ingress, the HTTPRoute) as a reconcile
-/// does, into `observed`; a warning when the file does not hold it, valid.
+/// Puts the router's object in the file (the stable Ingress, the HTTPRoute) into `observed`, as
+/// a reconcile reads it from the cluster, for `plan::validate` to judge; a warning when the file
+/// does not hold it, valid, and then it is not judged.
 fn observe_router(
     rollout: &Rollout,
     file: &FileObjects,
@@ -224,13 +227,13 @@ fn observe_router(
         ("", &String::new(), None)
     };
     match object {
-        Some(Ok(object)) => match router_problem(rollout, Ok(object)) {
-            Ok(problem) => observed.router_problem = problem,
-            Err(e) => findings.push(Finding::invalid_spec(
-                field,
-                format!("internal lint error: checking {kind} {name}: {e}"),
-            )),
-        },
+        Some(Ok(object)) => {
+            observed.router = Some(ObservedRouter {
+                rollout: rollout.name_any(),
+                namespace: rollout.namespace().unwrap_or_default(),
+                object: Some(object),
+            });
+        }
         Some(Err(index)) => findings.push(Finding::warning(
             field,
             format!("not checked: {kind} {name} is invalid in this file (document {index})"),

@@ -35,9 +35,10 @@
 //!    ClusterAnalysisTemplates, the stable Ingress and the HTTPRoute are taken from the file, and
 //!    one that is not in it is a warning ("not checked"), not an error. An analysis block that
 //!    names such a template is not checked at all: its arguments and metrics depend on the
-//!    template. The router's objects get the checks a reconcile makes
-//!    (`reconcile::router_problem`). Every problem is reported, in the order the controller
-//!    meets them; the controller's condition names the first.
+//!    template. The router's object from the file goes into `Observed::router`, as a reconcile
+//!    reads it, and gets the same checks ([`plan::router::problem`](crate::plan::router::problem)).
+//!    Every problem is reported, in the order the controller meets them; the controller's
+//!    condition names the first.
 //!
 //! Steps 2 and 3 are skipped for an object the apiserver would reject: the controller never
 //! sees it.

@@ -18,7 +18,7 @@ pub mod restart;
 mod rolling;
 pub(crate) mod router;
 mod selector;
-mod services;
+pub(crate) mod services;
 pub mod undecodable;
 pub(crate) mod validate;
 pub(crate) mod writes;
@@ -64,9 +64,6 @@ pub struct Observed {
     /// absence, as read; `validate` judges it (`router::problem`). `None`: not read (no router,
     /// or the linter has not got it).
     pub(crate) router: Option<router::ObservedRouter>,
-    /// A problem with the router's objects found outside `Observed::router`: lint's way in until
-    /// it fills `router` instead (`router::router_problem`). The controller leaves it `None`.
-    pub router_problem: Option<InvalidSpec>,
     /// Objects the rollout names or owns that the controller cannot decode: nothing is planned
     /// around them (`undecodable::invalid_spec`).
     pub undecodable: Vec<undecodable::Undecodable>,

@@ -4,7 +4,6 @@
 //! check).
 
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::ResourceExt;
 
 use super::InvalidSpec;
 use crate::crd::{RolloutSpec, Routed};
@@ -89,39 +88,6 @@ fn check(
     match object {
         RouterObject::Ingress(stable) => traffic::nginx::check_stable_ingress(stable, &backends),
         RouterObject::HttpRoute(route) => traffic::gateway::check_route(route, &backends),
-    }
-}
-
-/// As [`problem`], from the result of looking for the object: the linter's entry, kept until
-/// it puts the object into `Observed::router` for `validate` to judge. An error that
-/// is not about the user's objects stays an error.
-pub(crate) fn router_problem(
-    rollout: &crate::crd::Rollout,
-    found: Result<RouterObject, traffic::TrafficError>,
-) -> Result<Option<InvalidSpec>, traffic::TrafficError> {
-    let Some(field) = rollout
-        .spec
-        .strategy
-        .routed()
-        .as_ref()
-        .and_then(router_field)
-    else {
-        return Ok(None);
-    };
-    match found {
-        Ok(object) => Ok(problem(
-            &rollout.spec,
-            &ObservedRouter {
-                rollout: rollout.name_any(),
-                namespace: rollout.namespace().unwrap_or_default(),
-                object: Some(object),
-            },
-        )),
-        Err(e) if e.is_invalid_spec() => Ok(Some(InvalidSpec {
-            field,
-            message: e.to_string(),
-        })),
-        Err(e) => Err(e),
     }
 }
 

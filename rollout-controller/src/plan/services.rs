@@ -2,6 +2,26 @@
 //! only a version with pods ready to take its traffic.
 
 use super::{Planner, SelectorChange};
+use crate::crd::Rollout;
+
+/// The Services a rollout's spec names.
+pub(crate) fn referenced_services(rollout: &Rollout) -> Vec<String> {
+    let strategy = &rollout.spec.strategy;
+    let mut names = Vec::new();
+    if let Some(bg) = &strategy.blue_green {
+        names.push(bg.active_service.clone());
+        names.extend(bg.preview_service.clone());
+    }
+    if let Some(c) = &strategy.canary {
+        names.extend(c.stable_service.clone());
+        names.extend(c.canary_service.clone());
+    }
+    if let Some(ab) = &strategy.ab_test {
+        names.push(ab.stable_service.clone());
+        names.push(ab.canary_service.clone());
+    }
+    names
+}
 
 impl Planner<'_> {
     /// Pins the stable/active Service to `stable` (to `new` once a blue-green has switched) and

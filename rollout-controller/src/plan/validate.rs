@@ -86,7 +86,6 @@ pub(crate) fn findings(spec: &RolloutSpec, observed: &Observed) -> Vec<InvalidSp
             .as_ref()
             .and_then(|router| router::problem(spec, router)),
     );
-    found.extend(observed.router_problem.clone());
     if let Some(c) = &spec.strategy.canary
         && let Some(routing) = &c.traffic_routing
     {

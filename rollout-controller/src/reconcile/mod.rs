@@ -25,9 +25,7 @@ use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
 use crate::plan::refused::{self, Refusal};
 use crate::plan::{plan, restart};
 
-pub(crate) use crate::plan::router::{RouterObject, router_field, router_problem};
 pub use objects::{new_analysis_run, new_replica_set};
-pub use observe::referenced_services;
 
 /// The one field manager every write of the controller goes through.
 pub const FIELD_MANAGER: &str = "sluice";

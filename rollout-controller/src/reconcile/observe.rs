@@ -13,11 +13,13 @@ use kube::runtime::reflector::ObjectRef;
 use traffic::TrafficError;
 
 use super::{Context, ReconcileError, kube_err};
-use crate::crd::{POD_TEMPLATE_HASH_LABEL, PodMetadata, REVISION_ANNOTATION, Rollout};
+use crate::crd::{POD_TEMPLATE_HASH_LABEL, PodMetadata, Rollout};
+use crate::decision::revision_number;
 use crate::owner::owned_by;
 use crate::plan::analysis::{ObservedRun, TemplateKey, referenced_templates};
 use crate::plan::restart::ObservedPod;
 use crate::plan::router::{ObservedRouter, RouterObject};
+use crate::plan::services::referenced_services;
 use crate::plan::{Observed, ObservedReplicaSet};
 
 /// What the stores say about `rollout`: its ReplicaSets (by controller owner reference) and the
@@ -35,10 +37,8 @@ pub(super) fn from_stores(rollout: &Rollout, namespace: &str, ctx: &Context) -> 
             Some(ObservedReplicaSet {
                 name: rs.name_any(),
                 hash,
-                revision: rs
-                    .annotations()
-                    .get(REVISION_ANNOTATION)
-                    .and_then(|r| r.parse().ok())
+                revision: revision_number(rs)
+                    .and_then(|n| u64::try_from(n).ok())
                     .unwrap_or(0),
                 replicas: rs.spec.replicas.unwrap_or(1),
                 ready: status.and_then(|s| s.ready_replicas).unwrap_or(0),
@@ -106,29 +106,9 @@ pub(super) fn from_stores(rollout: &Rollout, namespace: &str, ctx: &Context) -> 
         analysis_runs,
         templates,
         router: None,
-        router_problem: None,
         undecodable: crate::undecodable::observe(rollout, namespace, &ctx.undecodable),
         pods: None,
     }
-}
-
-/// The Services a rollout's spec names.
-pub fn referenced_services(rollout: &Rollout) -> Vec<String> {
-    let strategy = &rollout.spec.strategy;
-    let mut names = Vec::new();
-    if let Some(bg) = &strategy.blue_green {
-        names.push(bg.active_service.clone());
-        names.extend(bg.preview_service.clone());
-    }
-    if let Some(c) = &strategy.canary {
-        names.extend(c.stable_service.clone());
-        names.extend(c.canary_service.clone());
-    }
-    if let Some(ab) = &strategy.ab_test {
-        names.push(ab.stable_service.clone());
-        names.push(ab.canary_service.clone());
-    }
-    names
 }
 
 /// The stable ReplicaSet's pods, for a restart: listed by its pod-template hash, each owned by

@@ -178,7 +178,6 @@ impl Sim {
             analysis_runs: self.runs.clone(),
             templates: self.templates.clone(),
             router: None,
-            router_problem: None,
             undecodable: Vec::new(),
             pods: None,
         }
