@@ -36,7 +36,7 @@ use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use crate::decode::{Registry, Tolerant, decoded, tolerant_watcher};
 use crate::leader::{Elector, LeaderElection, LeaderError, Leadership, leader_only_client};
 use crate::metrics::Metrics;
-use crate::plan::analysis::{TemplateKey, referenced_templates};
+use crate::plan::runs::{TemplateKey, referenced_templates};
 use crate::plan::services::referenced_services;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::rest::{KubeAuthorizer, KubeControl};

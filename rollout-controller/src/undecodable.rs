@@ -24,7 +24,7 @@ use crate::crd::Rollout;
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::decode::{Registry, Tolerant, Undecodable as Object};
 use crate::owner::owned_by;
-use crate::plan::analysis::referenced_templates;
+use crate::plan::runs::referenced_templates;
 use crate::plan::services::referenced_services;
 use crate::plan::undecodable::Undecodable;
 use crate::reconcile::{Context, FIELD_MANAGER, wrote};

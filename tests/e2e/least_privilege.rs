@@ -18,7 +18,7 @@ use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use libtest_mimic::Trial;
 use rollout_controller::crd::Phase;
 use rollout_controller::crd::analysis::{AnalysisRun, AnalysisTemplate, ROLLOUT_LABEL};
-use rollout_controller::plan::analysis::ANALYSIS_RUN_HISTORY;
+use rollout_controller::plan::runs::ANALYSIS_RUN_HISTORY;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_tests::tokens::service_account_token;

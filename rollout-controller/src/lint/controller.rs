@@ -12,8 +12,8 @@ use super::Finding;
 use super::documents::Document;
 use crate::crd::Rollout;
 use crate::crd::analysis::AnalysisTemplateSpec;
-use crate::plan::analysis::{TemplateKey, analyses, referenced_templates};
 use crate::plan::router::{ObservedRouter, RouterObject, router_field};
+use crate::plan::runs::{TemplateKey, analyses, referenced_templates};
 use crate::plan::services::referenced_services;
 use crate::plan::{self, InvalidSpec, Observed};
 

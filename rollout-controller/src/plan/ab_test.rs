@@ -5,8 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
 use super::EventReason;
-use super::analysis::{RunKind, Verdict};
 use super::pause::PauseReason;
+use super::runs::{RunKind, Verdict};
 use super::{DEFAULT_SCALE_DOWN_DELAY_SECONDS, EventType, InvalidSpec, Planner};
 use crate::crd::{AbTest, Phase, PromoteMode};
 

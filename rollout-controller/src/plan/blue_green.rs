@@ -4,8 +4,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
-use super::analysis::{RunKind, Verdict};
 use super::pause::PauseReason;
+use super::runs::{RunKind, Verdict};
 use super::{DEFAULT_SCALE_DOWN_DELAY_SECONDS, Planner};
 use crate::crd::{BlueGreenStatus, Phase};
 

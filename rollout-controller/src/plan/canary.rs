@@ -8,9 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
 use super::EventReason;
-use super::analysis::{RunKind, Verdict};
 use super::pause::PauseReason;
 use super::replicas::replicas_for_weight;
+use super::runs::{RunKind, Verdict};
 use super::{
     DEFAULT_SCALE_DOWN_DELAY_SECONDS, EventType, ObservedReplicaSet, Planner, PodMetadataChange,
     ReplicaSetTarget,

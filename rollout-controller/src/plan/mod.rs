@@ -3,7 +3,6 @@
 
 mod ab_test;
 mod abort;
-pub mod analysis;
 mod attempt;
 mod blue_green;
 pub(crate) mod canary;
@@ -17,6 +16,7 @@ pub mod replicas;
 pub mod restart;
 mod rolling;
 pub(crate) mod router;
+pub mod runs;
 mod selector;
 pub(crate) mod services;
 pub mod undecodable;
@@ -34,7 +34,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::crd::analysis::AnalysisTemplateSpec;
 use crate::crd::{Decision, Phase, PodMetadata, Rollout, RolloutSpec, RolloutStatus};
 use crate::hash::pod_template_hash;
-use analysis::{NewAnalysisRun, ObservedRun, TemplateKey};
+use runs::{NewAnalysisRun, ObservedRun, TemplateKey};
 
 /// A ReplicaSet of the Rollout, as the reflector store sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

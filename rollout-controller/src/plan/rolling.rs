@@ -2,7 +2,7 @@
 //! maxUnavailable, optionally under background analysis.
 
 use super::Planner;
-use super::analysis::{RunKind, Verdict};
+use super::runs::{RunKind, Verdict};
 use crate::crd::Phase;
 
 impl Planner<'_> {

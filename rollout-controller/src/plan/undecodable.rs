@@ -4,7 +4,7 @@
 //! is InvalidSpec, naming the object and the decode error, until the object is fixed.
 
 use super::InvalidSpec;
-use super::analysis::{TemplateKey, analyses};
+use super::runs::{TemplateKey, analyses};
 use crate::crd::RolloutSpec;
 
 /// One object of the rollout's that does not decode, and why.

@@ -3,7 +3,7 @@
 
 use super::ab_test::ab_routes;
 use super::replicas::read_bounds;
-use super::{InvalidSpec, Observed, analysis, router, selector, undecodable};
+use super::{InvalidSpec, Observed, router, runs, selector, undecodable};
 use crate::crd::RolloutSpec;
 
 /// The first of [`findings`]: what the planner reports, as InvalidSpec, before it plans nothing.
@@ -79,7 +79,7 @@ pub(crate) fn findings(spec: &RolloutSpec, observed: &Observed) -> Vec<InvalidSp
             bg.preview_service.as_deref(),
         ));
     }
-    found.extend(analysis::validate_analyses(spec, &observed.templates));
+    found.extend(runs::validate_analyses(spec, &observed.templates));
     found.extend(
         observed
             .router

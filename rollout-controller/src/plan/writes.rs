@@ -4,8 +4,8 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::analysis::NewAnalysisRun;
 use super::restart::PodRestart;
+use super::runs::NewAnalysisRun;
 use super::{Plan, PlannedEvent, PodMetadataChange, ReplicaSetTarget, SelectorChange, TrafficPlan};
 use crate::crd::RolloutStatus;
 

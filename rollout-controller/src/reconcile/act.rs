@@ -18,9 +18,9 @@ use super::{Context, FIELD_MANAGER, ReconcileError, kube_err, replica_set_err, w
 use crate::crd::analysis::AnalysisRun;
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout};
 use crate::metrics::reason;
-use crate::plan::analysis::NewAnalysisRun;
 use crate::plan::refused;
 use crate::plan::restart::PodRestart;
+use crate::plan::runs::NewAnalysisRun;
 use crate::plan::writes::Write;
 use crate::plan::{EventType, Plan, PodMetadataChange, ReplicaSetTarget, TrafficPlan};
 

@@ -13,7 +13,7 @@ use crate::crd::{
     POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout, TEMPLATE_ANNOTATION,
     TEMPLATE_ANNOTATION_LIMIT,
 };
-use crate::plan::analysis::NewAnalysisRun;
+use crate::plan::runs::NewAnalysisRun;
 use crate::plan::{PodMetadataChange, ReplicaSetTarget};
 
 /// An AnalysisRun owned by the Rollout, labelled with the rollout, revision and what it gates.

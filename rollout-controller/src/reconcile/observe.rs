@@ -16,9 +16,9 @@ use super::{Context, ReconcileError, kube_err};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, PodMetadata, Rollout};
 use crate::decision::revision_number;
 use crate::owner::owned_by;
-use crate::plan::analysis::{ObservedRun, TemplateKey, referenced_templates};
 use crate::plan::restart::ObservedPod;
 use crate::plan::router::{ObservedRouter, RouterObject};
+use crate::plan::runs::{ObservedRun, TemplateKey, referenced_templates};
 use crate::plan::services::referenced_services;
 use crate::plan::{Observed, ObservedReplicaSet};
 
