@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 /// A watched object: decoded as `K`, or not, with why.
 #[derive(Debug, Clone)]
-pub enum Tolerant<K> {
+pub(crate) enum Tolerant<K> {
     Decoded(K),
     /// Boxed: rare, and larger than most objects' handles.
     Undecodable(Box<Undecodable>),
@@ -33,7 +33,7 @@ pub enum Tolerant<K> {
 
 /// An object that does not decode as its kind: what identifies it, and why.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Undecodable {
+pub(crate) struct Undecodable {
     pub metadata: ObjectMeta,
     /// The field and the reason: `spec.metrics[0].count: invalid value: integer ...`.
     pub error: String,
@@ -43,7 +43,7 @@ pub struct Undecodable {
 }
 
 impl<K> Tolerant<K> {
-    pub fn decoded(self) -> Option<K> {
+    pub(crate) fn decoded(self) -> Option<K> {
         match self {
             Tolerant::Decoded(object) => Some(object),
             Tolerant::Undecodable(_) => None,
@@ -128,7 +128,7 @@ where
 }
 
 /// The key a store uses for an object of kind `K`, from its metadata alone.
-pub fn object_ref<K: Resource<DynamicType = ()>>(metadata: &ObjectMeta) -> ObjectRef<K> {
+pub(crate) fn object_ref<K: Resource<DynamicType = ()>>(metadata: &ObjectMeta) -> ObjectRef<K> {
     let key = ObjectRef::new(metadata.name.as_deref().unwrap_or_default());
     match &metadata.namespace {
         Some(namespace) => key.within(namespace),
@@ -138,7 +138,7 @@ pub fn object_ref<K: Resource<DynamicType = ()>>(metadata: &ObjectMeta) -> Objec
 
 /// The objects of kind `K` that do not decode, by the key the store would hold them under.
 /// Readers clone it; one [`TolerantWriter`] writes it.
-pub struct Registry<K: Resource<DynamicType = ()>> {
+pub(crate) struct Registry<K: Resource<DynamicType = ()>> {
     objects: Arc<RwLock<HashMap<ObjectRef<K>, Arc<Undecodable>>>>,
     changed: Arc<Notify>,
 }
@@ -154,18 +154,18 @@ impl<K: Resource<DynamicType = ()>> Clone for Registry<K> {
 
 impl<K: Resource<DynamicType = ()>> Registry<K> {
     /// An empty registry that wakes `changed` whenever it changes.
-    pub fn new(changed: Arc<Notify>) -> Self {
+    pub(crate) fn new(changed: Arc<Notify>) -> Self {
         Self {
             objects: Default::default(),
             changed,
         }
     }
 
-    pub fn get(&self, key: &ObjectRef<K>) -> Option<Arc<Undecodable>> {
+    pub(crate) fn get(&self, key: &ObjectRef<K>) -> Option<Arc<Undecodable>> {
         self.read().get(key).cloned()
     }
 
-    pub fn state(&self) -> Vec<Arc<Undecodable>> {
+    pub(crate) fn state(&self) -> Vec<Arc<Undecodable>> {
         self.read().values().cloned().collect()
     }
 
@@ -183,7 +183,7 @@ impl<K: Resource<DynamicType = ()>> Registry<K> {
 /// to a [`Registry`]. An object lives in exactly one of the two: when one stops decoding it
 /// leaves the store (a reconcile must not act on its last good version), and when it decodes
 /// again it leaves the registry.
-pub struct TolerantWriter<K>
+pub(crate) struct TolerantWriter<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -200,7 +200,7 @@ impl<K> TolerantWriter<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    pub fn new(registry: Registry<K>, gauge: Option<Gauge>) -> Self {
+    pub(crate) fn new(registry: Registry<K>, gauge: Option<Gauge>) -> Self {
         let store = reflector::store::Writer::default();
         let reader = store.as_reader();
         Self {
@@ -212,11 +212,11 @@ where
         }
     }
 
-    pub fn as_reader(&self) -> Store<K> {
+    pub(crate) fn as_reader(&self) -> Store<K> {
         self.reader.clone()
     }
 
-    pub fn apply(&mut self, event: &watcher::Event<Tolerant<K>>) {
+    pub(crate) fn apply(&mut self, event: &watcher::Event<Tolerant<K>>) {
         use watcher::Event;
         match event {
             Event::Init => {
@@ -291,7 +291,7 @@ where
 /// Watches `api` one object at a time: the store of the objects that decode, and the stream
 /// of every object touched (decoded or not, so that what maps an object to the rollouts it
 /// concerns sees undecodable ones too). The stream must be polled for the store to fill.
-pub fn tolerant_watcher<K>(
+pub(crate) fn tolerant_watcher<K>(
     api: Api<Tolerant<K>>,
     config: watcher::Config,
     registry: Registry<K>,
@@ -317,7 +317,7 @@ where
 
 /// The objects of a touched stream that decode, for what only takes `K` (a Controller's main
 /// stream).
-pub fn decoded<K>(
+pub(crate) fn decoded<K>(
     stream: impl Stream<Item = Result<Tolerant<K>, watcher::Error>> + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where

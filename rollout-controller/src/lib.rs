@@ -5,17 +5,17 @@ pub mod action;
 pub mod controller;
 pub mod crd;
 pub(crate) mod decision;
-pub mod decode;
+pub(crate) mod decode;
 pub mod hash;
 pub mod leader;
 pub mod lint;
 pub mod metrics;
 pub mod owner;
 pub mod plan;
-pub mod reconcile;
+pub(crate) mod reconcile;
 pub(crate) mod rest;
 pub(crate) mod runner;
-pub mod undecodable;
+pub(crate) mod undecodable;
 pub mod view;
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::plan::undecodable::Undecodable;
 use crate::reconcile::{Context, FIELD_MANAGER, wrote};
 
 /// Event reason on an object the controller cannot decode.
-pub const REASON: &str = "Undecodable";
+pub(crate) const REASON: &str = "Undecodable";
 /// Condition reason on a Rollout the controller cannot decode (its condition is `InvalidSpec`,
 /// which the planner clears once the rollout decodes again).
 const CONDITION_REASON: &str = "Undecodable";
@@ -39,7 +39,7 @@ const RETRY: Duration = Duration::from_secs(30);
 
 /// The undecodable objects of every kind the controller watches.
 #[derive(Clone)]
-pub struct Undecodables {
+pub(crate) struct Undecodables {
     pub rollouts: Registry<Rollout>,
     pub replica_sets: Registry<ReplicaSet>,
     pub services: Registry<Service>,
@@ -66,7 +66,7 @@ impl Default for Undecodables {
 
 /// The objects `rollout` names (templates, Services) or owns (ReplicaSets, AnalysisRuns) that
 /// do not decode.
-pub fn observe(rollout: &Rollout, namespace: &str, all: &Undecodables) -> Vec<Undecodable> {
+pub(crate) fn observe(rollout: &Rollout, namespace: &str, all: &Undecodables) -> Vec<Undecodable> {
     let mut found = Vec::new();
     for key in referenced_templates(&rollout.spec) {
         let bad = if key.cluster_scope {
@@ -111,7 +111,7 @@ pub fn observe(rollout: &Rollout, namespace: &str, all: &Undecodables) -> Vec<Un
 
 /// Reports every undecodable object once per distinct error, while this replica acts (`may_act`):
 /// an Event on it, and for a Rollout its Degraded status. Runs until `may_act` closes.
-pub async fn report(ctx: Arc<Context>, mut may_act: watch::Receiver<bool>) {
+pub(crate) async fn report(ctx: Arc<Context>, mut may_act: watch::Receiver<bool>) {
     let all = ctx.undecodable.clone();
     // (kind, uid, error) reported by this process; what is no longer undecodable is dropped.
     let mut reported: HashSet<(String, String, String)> = HashSet::new();

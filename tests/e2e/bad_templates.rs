@@ -13,7 +13,7 @@ use crate::cli::{code, sluice};
 use crate::rollouts::{create_rollout, rollout_manifest, status_until};
 use crate::support::{Env, RunningController, TestNamespace, events_with_reason, eventually};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(bad_templates::templates_the_schema_can_judge_are_refused_naming_the_field),
         trial!(

@@ -19,7 +19,7 @@ use crate::rollouts::{create_rollout, create_service, rollout_manifest, status_u
 use crate::support::{Env, RunningController, TestNamespace};
 use sluice_tests::tokens::service_account_token;
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(cli::a_canary_driven_to_completion_from_the_cli),
         trial!(cli::a_pipeline_drives_a_canary_with_curl_and_gates_on_kubectl_sluice_status),

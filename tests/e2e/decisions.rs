@@ -23,7 +23,7 @@ use crate::rest_api::Caller;
 use crate::rollouts::{create_rollout, create_service, rollout_manifest, set_image, status_until};
 use crate::support::{Env, RunningController, TestNamespace};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(decisions::no_decision_leaks_into_the_next_revision_through_kubectl_sluice),
         trial!(decisions::no_decision_leaks_into_the_next_revision_through_the_rest_api),

@@ -22,7 +22,7 @@ use tokio::process::Command;
 
 use crate::support::Env;
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(deploy::the_chart_ships_the_crds_of_deploy_crds),
         trial!(deploy::the_chart_renders_objects_the_apiserver_accepts),

@@ -10,7 +10,7 @@ use libtest_mimic::Trial;
 use crate::cli::built_binary;
 use crate::support::{Env, TestNamespace};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(examples::every_example_is_accepted_by_the_apiserver_and_lints_clean),
         trial!(examples::argo_rollouts_getting_started_canary_is_accepted_and_runs),

@@ -31,7 +31,7 @@ use crate::examples::{STRATEGIES, example};
 use crate::restart::ControllerProcess;
 use crate::support::{Env, TestNamespace, free_port, kubectl_reached_the_apiserver};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![trial!(fuzz::mutated_examples_are_rejected_degraded_or_run)]
 }
 

@@ -24,7 +24,7 @@ use crate::cli::built_binary;
 use crate::rollouts::{create_rollout, create_service, rollout_manifest, set_image, status_until};
 use crate::support::{Env, TestNamespace, events_with_reason, eventually, watch_step_history};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(leader::the_standby_takes_over_from_a_killed_leader_mid_canary),
         trial!(leader::a_frozen_leader_is_replaced_and_writes_nothing_when_it_wakes),

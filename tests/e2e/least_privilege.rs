@@ -31,7 +31,7 @@ use crate::rollout_analysis::error_rate_template;
 use crate::rollouts::{create_rollout, create_service, rollout_manifest, set_image, status_until};
 use crate::support::{Env, TestNamespace, eventually, free_port};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![trial!(
         least_privilege::the_controller_uses_exactly_the_rights_deploy_grants
     )]

@@ -26,7 +26,7 @@ use crate::support::{
     Env, RunningController, TestNamespace, eventually, kubectl_reached_the_apiserver,
 };
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![trial!(
         lint_agreement::lint_and_the_apiserver_agree_on_mutated_examples
     )]

@@ -16,7 +16,7 @@ use sluice_tests::BackfilledPrometheus;
 
 use crate::support::Env;
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![trial!(
         prometheus_analysis::threshold_analysis_over_real_prometheus
     )]

@@ -11,7 +11,7 @@ use sluice_tests::tokens::service_account_token;
 use crate::rollouts::{create_rollout, create_service, rollout_manifest, set_image, status_until};
 use crate::support::{Env, RunningController, TestNamespace};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![trial!(
         rest_api::pipelines_promote_wait_and_abort_with_service_account_tokens
     )]

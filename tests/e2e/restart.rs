@@ -18,7 +18,7 @@ use crate::rollouts::{
 };
 use crate::support::{Env, TestNamespace, events_with_reason, watch_step_history};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![trial!(
         restart::killed_after_every_write_of_a_transition_it_carries_on
     )]

@@ -20,7 +20,7 @@ use crate::rollouts::{
 };
 use crate::support::{Env, RunningController, TestNamespace, events_with_reason, eventually};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![trial!(
         rollout_analysis::canary_analysis_passes_then_a_failing_canary_aborts_by_itself
     )]

@@ -19,7 +19,7 @@ use crate::support::{
     Env, RunningController, TestNamespace, events_with_reason, eventually, ready_endpoints,
 };
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(rollouts::blue_green_previews_then_switches_on_promotion),
         trial!(rollouts::canary_without_router_moves_by_replica_counts),

@@ -23,7 +23,7 @@ use crate::rollouts::{
 };
 use crate::support::{Env, RunningController, TestNamespace, eventually};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(routers::nginx_canary_ingress_follows_the_steps_and_goes_at_the_end),
         trial!(routers::gateway_api_weights_and_header_rule_and_an_abort_restores_the_route),

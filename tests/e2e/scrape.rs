@@ -11,7 +11,7 @@ use libtest_mimic::Trial;
 
 use crate::support::Env;
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![trial!(scrape::the_scrape_provider_reads_live_demo_apps)]
 }
 

@@ -21,7 +21,7 @@ use sluice_tests::BackfilledPrometheus;
 
 use crate::support::{Env, TestNamespace, eventually, ready_endpoints};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(smoke::replica_set_pods_become_ready_endpoints),
         trial!(smoke::crd_cel_rule_is_enforced),

@@ -19,13 +19,13 @@ use sluice_tests::{ClusterOptions, ControlPlane, wait};
 use tokio::runtime::Runtime;
 use tokio::sync::OnceCell;
 
-pub static ENV: LazyLock<Env> = LazyLock::new(Env::new);
+pub(crate) static ENV: LazyLock<Env> = LazyLock::new(Env::new);
 
 /// A generous bound for the cluster to reach a state; tests pass in a few seconds.
-pub const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Polls `check` until it yields a value, for up to [`DEADLINE`]; the error names `what`.
-pub async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
+pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
@@ -33,7 +33,7 @@ where
     wait::until::<T, anyhow::Error, F, Fut>(what, DEADLINE, check).await
 }
 
-pub struct Env {
+pub(crate) struct Env {
     runtime: Runtime,
     cluster: OnceCell<Result<ControlPlane, String>>,
     crds: OnceCell<Result<(), String>>,
@@ -42,7 +42,7 @@ pub struct Env {
 
 /// A namespace made for one test, deleted when the test ends.
 #[derive(Clone)]
-pub struct TestNamespace {
+pub(crate) struct TestNamespace {
     pub name: String,
     pub client: Client,
 }
@@ -70,7 +70,7 @@ impl Env {
 
     /// The control plane, started by the first test that asks for it. A failed start fails
     /// every test that needs it, with the same message, and is not retried.
-    pub async fn cluster(&self) -> anyhow::Result<&ControlPlane> {
+    pub(crate) async fn cluster(&self) -> anyhow::Result<&ControlPlane> {
         let started = self
             .cluster
             .get_or_init(|| async {
@@ -93,7 +93,7 @@ impl Env {
     }
 
     /// Sluice's CRDs, installed once per run with server-side apply, as users install them.
-    pub async fn install_crds(&self) -> anyhow::Result<()> {
+    pub(crate) async fn install_crds(&self) -> anyhow::Result<()> {
         let installed = self
             .crds
             .get_or_init(|| async {
@@ -113,7 +113,7 @@ impl Env {
 
     /// Runs `test` in a fresh namespace named after `prefix`, then deletes the namespace,
     /// whatever the outcome.
-    pub async fn in_namespace<F, Fut>(&self, prefix: &str, test: F) -> anyhow::Result<()>
+    pub(crate) async fn in_namespace<F, Fut>(&self, prefix: &str, test: F) -> anyhow::Result<()>
     where
         F: FnOnce(TestNamespace) -> Fut,
         Fut: Future<Output = anyhow::Result<()>>,
@@ -143,7 +143,7 @@ impl Env {
 
     /// Stops the control plane on Ctrl-C or SIGTERM, so that an interrupted run leaves nothing
     /// behind (its processes do not share our terminal's process group).
-    pub fn stop_on_signal(&'static self) {
+    pub(crate) fn stop_on_signal(&'static self) {
         self.runtime.spawn(async move {
             let mut terminate =
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -166,7 +166,7 @@ impl Env {
     }
 
     /// Stops the control plane; after a failure its logs are kept, and their place printed.
-    pub fn teardown(&self, failed: bool) {
+    pub(crate) fn teardown(&self, failed: bool) {
         if let Some(Ok(cluster)) = self.cluster.get()
             && let Some(kept) = self.runtime.block_on(cluster.stop(failed))
         {
@@ -176,7 +176,7 @@ impl Env {
 }
 
 /// The ready endpoints in the EndpointSlices of `service`.
-pub async fn ready_endpoints(
+pub(crate) async fn ready_endpoints(
     client: &Client,
     ns: &str,
     service: &str,
@@ -195,7 +195,7 @@ pub async fn ready_endpoints(
 
 /// A refusal must come from the apiserver's (or kubectl's) judgement of an object, never from a
 /// control plane that did not answer: `said` is kubectl's stderr.
-pub fn kubectl_reached_the_apiserver(said: &str) -> anyhow::Result<()> {
+pub(crate) fn kubectl_reached_the_apiserver(said: &str) -> anyhow::Result<()> {
     for broken in [
         "Unable to connect",
         "connection refused",
@@ -211,7 +211,7 @@ pub fn kubectl_reached_the_apiserver(said: &str) -> anyhow::Result<()> {
 }
 
 /// The Events in `ns` with `reason`.
-pub async fn events_with_reason(
+pub(crate) async fn events_with_reason(
     client: &Client,
     ns: &str,
     reason: &str,
@@ -227,7 +227,7 @@ pub async fn events_with_reason(
 }
 
 /// The controller, running in this process and watching one namespace, until dropped.
-pub struct RunningController {
+pub(crate) struct RunningController {
     task: tokio::task::JoinHandle<()>,
     health_addr: SocketAddr,
     api_addr: Option<SocketAddr>,
@@ -241,13 +241,13 @@ pub(crate) fn free_port() -> SocketAddr {
 }
 
 impl RunningController {
-    pub fn start(client: Client, namespace: &str) -> Self {
+    pub(crate) fn start(client: Client, namespace: &str) -> Self {
         Self::spawn(client, namespace, None)
     }
 
     /// With the REST API served on loopback, callers checked with TokenReview and
     /// SubjectAccessReview.
-    pub fn with_api(client: Client, namespace: &str) -> Self {
+    pub(crate) fn with_api(client: Client, namespace: &str) -> Self {
         Self::spawn(client, namespace, Some(free_port()))
     }
 
@@ -275,13 +275,13 @@ impl RunningController {
     }
 
     /// `http://127.0.0.1:<port>` of the REST API.
-    pub fn api_url(&self) -> anyhow::Result<String> {
+    pub(crate) fn api_url(&self) -> anyhow::Result<String> {
         let addr = self.api_addr.context("started without the REST API")?;
         Ok(format!("http://{addr}"))
     }
 
     /// The controller's `/metrics` text.
-    pub async fn metrics(&self) -> anyhow::Result<String> {
+    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
         let url = format!("http://{}/metrics", self.health_addr);
         Ok(reqwest::get(&url).await?.error_for_status()?.text().await?)
     }
@@ -294,7 +294,7 @@ impl Drop for RunningController {
 }
 
 /// A libtest-mimic trial that runs an async test on the shared runtime.
-pub fn trial<Fut>(name: &'static str, test: fn(&'static Env) -> Fut) -> Trial
+pub(crate) fn trial<Fut>(name: &'static str, test: fn(&'static Env) -> Fut) -> Trial
 where
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
@@ -306,12 +306,12 @@ where
 }
 
 /// (currentStepIndex, canary weight) pairs, in the order they were seen.
-pub type StepHistory = std::sync::Arc<std::sync::Mutex<Vec<(i32, i32)>>>;
+pub(crate) type StepHistory = std::sync::Arc<std::sync::Mutex<Vec<(i32, i32)>>>;
 
 /// (currentStepIndex, canary weight) of rollout `name`, in the order a watch sees them while an
 /// update is in progress (updated revision not yet stable), each change once; until the task is
 /// aborted.
-pub fn watch_step_history(
+pub(crate) fn watch_step_history(
     client: &Client,
     ns: &str,
     name: &str,

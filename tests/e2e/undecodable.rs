@@ -20,7 +20,7 @@ use crate::restart::ControllerProcess;
 use crate::rollouts::{create_rollout, rollout_manifest, set_image, status_until};
 use crate::support::{Env, TestNamespace, events_with_reason, eventually};
 
-pub fn trials() -> Vec<Trial> {
+pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(undecodable::the_apiserver_refuses_an_integer_beyond_its_type),
         trial!(undecodable::an_undecodable_template_degrades_only_the_rollouts_that_use_it),

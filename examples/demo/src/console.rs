@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Clone)]
-pub struct Console(Arc<Inner>);
+pub(crate) struct Console(Arc<Inner>);
 
 struct Inner {
     started: Instant,
@@ -18,13 +18,13 @@ struct Inner {
 }
 
 #[derive(Clone, Debug)]
-pub struct Line {
+pub(crate) struct Line {
     pub at: SystemTime,
     pub text: String,
 }
 
 impl Console {
-    pub fn new(terminal: bool) -> Self {
+    pub(crate) fn new(terminal: bool) -> Self {
         Self(Arc::new(Inner {
             started: Instant::now(),
             started_at: SystemTime::now(),
@@ -35,12 +35,12 @@ impl Console {
     }
 
     /// Whether stdout is a terminal (the live view then redraws in place).
-    pub fn terminal(&self) -> bool {
+    pub(crate) fn terminal(&self) -> bool {
         self.0.terminal
     }
 
     /// Prints `[+12.3s] text` (or hands it to the live view's footer) and keeps it.
-    pub fn say(&self, text: impl Into<String>) {
+    pub(crate) fn say(&self, text: impl Into<String>) {
         let line = Line {
             at: SystemTime::now(),
             text: text.into(),
@@ -52,12 +52,12 @@ impl Console {
     }
 
     /// While set, a terminal belongs to the live view.
-    pub fn set_live(&self, live: bool) {
+    pub(crate) fn set_live(&self, live: bool) {
         self.0.live.store(live, Ordering::Relaxed);
     }
 
     /// The newest `n` lines, formatted.
-    pub fn recent(&self, n: usize) -> Vec<String> {
+    pub(crate) fn recent(&self, n: usize) -> Vec<String> {
         let lines = self.lines();
         lines[lines.len().saturating_sub(n)..]
             .iter()
@@ -65,12 +65,12 @@ impl Console {
             .collect()
     }
 
-    pub fn format(&self, line: &Line) -> String {
+    pub(crate) fn format(&self, line: &Line) -> String {
         format!("[{}] {}", self.offset(line.at), line.text)
     }
 
     /// `+12.3s` since the demo started.
-    pub fn offset(&self, at: SystemTime) -> String {
+    pub(crate) fn offset(&self, at: SystemTime) -> String {
         let seconds = at
             .duration_since(self.0.started_at)
             .unwrap_or(Duration::ZERO)
@@ -78,7 +78,7 @@ impl Console {
         format!("+{seconds:.1}s")
     }
 
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.0.started.elapsed()
     }
 

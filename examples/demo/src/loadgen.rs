@@ -27,7 +27,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Requests by version, as the clients saw them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VersionCounts {
+pub(crate) struct VersionCounts {
     pub sent: u64,
     /// 5xx answers.
     pub errors: u64,
@@ -37,14 +37,14 @@ pub struct VersionCounts {
 
 /// Where requests go now, as an ingress controller would work it out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routing {
+pub(crate) struct Routing {
     pub stable_service: Option<String>,
     /// The canary Ingress: its name, Service, weight and weight total.
     pub canary: Option<CanaryRoute>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CanaryRoute {
+pub(crate) struct CanaryRoute {
     pub ingress: String,
     pub service: String,
     pub weight: u64,
@@ -63,13 +63,13 @@ impl CanaryRoute {
 
 /// When the routing changed, for the summary's abort latency.
 #[derive(Debug, Clone)]
-pub struct RoutingChange {
+pub(crate) struct RoutingChange {
     pub at: SystemTime,
     pub routing: Routing,
 }
 
 #[derive(Default)]
-pub struct LoadStats {
+pub(crate) struct LoadStats {
     by_version: Mutex<BTreeMap<String, VersionCounts>>,
     /// Requests for a Service without a ready endpoint (NGINX would answer 503).
     pub no_endpoint: AtomicU64,
@@ -79,15 +79,15 @@ pub struct LoadStats {
 }
 
 impl LoadStats {
-    pub fn by_version(&self) -> BTreeMap<String, VersionCounts> {
+    pub(crate) fn by_version(&self) -> BTreeMap<String, VersionCounts> {
         lock(&self.by_version).clone()
     }
 
-    pub fn routing_changes(&self) -> Vec<RoutingChange> {
+    pub(crate) fn routing_changes(&self) -> Vec<RoutingChange> {
         lock(&self.changes).clone()
     }
 
-    pub fn routing(&self) -> Option<Routing> {
+    pub(crate) fn routing(&self) -> Option<Routing> {
         lock(&self.changes).last().map(|c| c.routing.clone())
     }
 
@@ -115,7 +115,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub struct LoadGenerator {
+pub(crate) struct LoadGenerator {
     pub rate: f64,
     pub stable_ingress: String,
     pub stats: Arc<LoadStats>,
@@ -125,7 +125,7 @@ pub struct LoadGenerator {
 impl LoadGenerator {
     /// Sends `rate` requests a second until dropped; returns only if the HTTP client cannot be
     /// built.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         ingresses: &Watched<Ingress>,
         slices: &Watched<EndpointSlice>,
@@ -232,7 +232,7 @@ impl LoadGenerator {
 }
 
 /// The stable Ingress's Service, and the canary Ingress beside it, if any.
-pub fn routing(stable_ingress: &str, ingresses: &[Arc<Ingress>]) -> Routing {
+pub(crate) fn routing(stable_ingress: &str, ingresses: &[Arc<Ingress>]) -> Routing {
     let stable_service = ingresses
         .iter()
         .find(|i| i.name_any() == stable_ingress)
@@ -279,7 +279,7 @@ fn first_service(ingress: &Ingress) -> Option<String> {
 }
 
 /// The demo-app processes behind the ready endpoints of `service`, in a stable order.
-pub fn ready_backends(
+pub(crate) fn ready_backends(
     service: &str,
     slices: &[Arc<EndpointSlice>],
     running: &BTreeMap<String, Backend>,

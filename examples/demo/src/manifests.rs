@@ -9,12 +9,12 @@ use rollout_controller::crd::Rollout;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub const APP_YAML: &str = include_str!("../app.yaml");
-pub const FIELD_MANAGER: &str = "sluice-demo";
+pub(crate) const APP_YAML: &str = include_str!("../app.yaml");
+pub(crate) const FIELD_MANAGER: &str = "sluice-demo";
 
 /// The documents of app.yaml, with the AnalysisTemplate's `prometheus` argument set to the
 /// demo's Prometheus.
-pub fn documents(prometheus_url: &str) -> anyhow::Result<Vec<Value>> {
+pub(crate) fn documents(prometheus_url: &str) -> anyhow::Result<Vec<Value>> {
     let mut documents = Vec::new();
     for document in serde_norway::Deserializer::from_str(APP_YAML) {
         let value = Value::deserialize(document).context("reading app.yaml")?;
@@ -43,7 +43,7 @@ pub fn documents(prometheus_url: &str) -> anyhow::Result<Vec<Value>> {
 }
 
 /// Applies every document into `namespace`; returns `Kind name` of each.
-pub async fn apply(
+pub(crate) async fn apply(
     client: &Client,
     namespace: &str,
     prometheus_url: &str,
@@ -79,13 +79,13 @@ pub async fn apply(
 
 /// A version of the app: its image tag and how demo-app behaves.
 #[derive(Debug, Clone)]
-pub struct Release {
+pub(crate) struct Release {
     pub version: &'static str,
     pub error_rate: &'static str,
 }
 
 impl Release {
-    pub fn image(&self) -> String {
+    pub(crate) fn image(&self) -> String {
         format!(
             "registry.example.com/web:{}",
             self.version.trim_start_matches('v')
@@ -93,7 +93,7 @@ impl Release {
     }
 
     /// How a person would say what changed.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "image {}, env DEMO_VERSION={} DEMO_ERROR_RATE={}",
             self.image(),
@@ -106,7 +106,11 @@ impl Release {
 /// Ships `release`: the first container's image and its DEMO_VERSION / DEMO_ERROR_RATE env in
 /// the Rollout's pod template, the rest of the container as it is. Returns the generation the
 /// change made.
-pub async fn ship(rollouts: &Api<Rollout>, name: &str, release: &Release) -> anyhow::Result<i64> {
+pub(crate) async fn ship(
+    rollouts: &Api<Rollout>,
+    name: &str,
+    release: &Release,
+) -> anyhow::Result<i64> {
     let rollout = rollouts.get(name).await?;
     let mut containers = serde_json::to_value(&rollout.spec.template)?["spec"]["containers"].take();
     let Some(container) = containers.get_mut(0) else {

@@ -11,7 +11,7 @@ use crate::console::Console;
 use crate::observe::Watched;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Transition {
+pub(crate) struct Transition {
     pub at: SystemTime,
     pub phase: String,
     pub step: Option<i32>,
@@ -69,7 +69,7 @@ impl Transition {
 
     /// `Paused, canary weight 20%: step 2/6: pause 10s` (the controller's message names the
     /// step).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut text = self.phase.clone();
         let rolling_out = self.stable != self.updated;
         if let (Some(weight), true) = (self.weight, rolling_out) {
@@ -91,10 +91,10 @@ impl Transition {
 }
 
 #[derive(Clone, Default)]
-pub struct History(Arc<Mutex<Vec<Transition>>>);
+pub(crate) struct History(Arc<Mutex<Vec<Transition>>>);
 
 impl History {
-    pub fn all(&self) -> Vec<Transition> {
+    pub(crate) fn all(&self) -> Vec<Transition> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -115,7 +115,7 @@ impl History {
 }
 
 /// Tells every change of `name` until the watch ends.
-pub async fn narrate(
+pub(crate) async fn narrate(
     rollouts: &Watched<Rollout>,
     name: &str,
     history: &History,

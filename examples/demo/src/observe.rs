@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 /// The objects of one kind, kept current by a watch, and a counter that moves on every change.
-pub struct Watched<K: Resource + 'static>
+pub(crate) struct Watched<K: Resource + 'static>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
@@ -29,7 +29,7 @@ where
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     /// Starts the watch; it runs until the returned task is dropped or aborted.
-    pub fn start(
+    pub(crate) fn start(
         api: Api<K>,
         config: watcher::Config,
     ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
@@ -51,11 +51,11 @@ where
         (Self { store, changes }, drive)
     }
 
-    pub fn state(&self) -> Vec<Arc<K>> {
+    pub(crate) fn state(&self) -> Vec<Arc<K>> {
         self.store.state()
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<K>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<K>> {
         self.store
             .state()
             .into_iter()
@@ -63,14 +63,14 @@ where
     }
 
     /// A receiver that sees every change from now on.
-    pub fn changes(&self) -> watch::Receiver<u64> {
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
         let mut changes = self.changes.clone();
         changes.mark_unchanged();
         changes
     }
 
     /// Waits for the first list to arrive.
-    pub async fn ready(&self) -> anyhow::Result<()> {
+    pub(crate) async fn ready(&self) -> anyhow::Result<()> {
         self.store
             .wait_until_ready()
             .await

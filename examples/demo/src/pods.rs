@@ -23,7 +23,7 @@ use crate::observe::Watched;
 
 /// Where a pod's process listens, and what it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
+pub(crate) struct Backend {
     pub port: u16,
     pub hash: String,
     pub version: String,
@@ -34,7 +34,7 @@ struct PodProcess {
     process: ManagedProcess,
 }
 
-pub struct Pods {
+pub(crate) struct Pods {
     demo_app: PathBuf,
     env: PathBuf,
     log_dir: PathBuf,
@@ -53,7 +53,7 @@ struct Wanted {
 }
 
 impl Pods {
-    pub fn new(
+    pub(crate) fn new(
         demo_app: PathBuf,
         env: PathBuf,
         log_dir: &Path,
@@ -72,7 +72,7 @@ impl Pods {
     }
 
     /// Keeps one process per scheduled, undeleted pod until an error (a process that died).
-    pub async fn supervise(&self, pods: &Watched<Pod>) -> anyhow::Error {
+    pub(crate) async fn supervise(&self, pods: &Watched<Pod>) -> anyhow::Error {
         let mut changes = pods.changes();
         loop {
             if let Err(e) = self.sync(&pods.state()).await {
@@ -186,7 +186,7 @@ impl Pods {
     }
 
     /// The running processes, by pod name.
-    pub fn backends(&self) -> BTreeMap<String, Backend> {
+    pub(crate) fn backends(&self) -> BTreeMap<String, Backend> {
         self.backends
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -194,7 +194,7 @@ impl Pods {
     }
 
     /// Running processes per pod-template hash.
-    pub fn count_by_hash(&self) -> BTreeMap<String, usize> {
+    pub(crate) fn count_by_hash(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
         for backend in self.backends().values() {
             *counts.entry(backend.hash.clone()).or_insert(0) += 1;
@@ -203,7 +203,7 @@ impl Pods {
     }
 
     /// Running processes per version.
-    pub fn count_by_version(&self) -> BTreeMap<String, usize> {
+    pub(crate) fn count_by_version(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
         for backend in self.backends().values() {
             *counts.entry(backend.version.clone()).or_insert(0) += 1;
@@ -212,7 +212,7 @@ impl Pods {
     }
 
     /// Stops every process (SIGTERM, then SIGKILL after a grace period).
-    pub async fn stop_all(&self) {
+    pub(crate) async fn stop_all(&self) {
         let processes = std::mem::take(&mut *self.processes.lock().await);
         let stops = processes.into_values().map(|mut running| async move {
             running.process.stop().await;

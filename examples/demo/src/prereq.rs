@@ -12,7 +12,7 @@ use tokio::process::Command;
 
 use crate::console::Console;
 
-pub struct Tools {
+pub(crate) struct Tools {
     pub demo_app: PathBuf,
     pub controller: PathBuf,
     pub kubectl_sluice: PathBuf,
@@ -23,12 +23,12 @@ pub struct Tools {
 /// The workspace binaries the demo runs, beside its own.
 const WORKSPACE_BINARIES: [&str; 3] = ["demo-app", "rollout-controller", "kubectl-sluice"];
 
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     root.canonicalize().unwrap_or(root)
 }
 
-pub async fn check(console: &Console) -> anyhow::Result<Tools> {
+pub(crate) async fn check(console: &Console) -> anyhow::Result<Tools> {
     on_path("prometheus", "").map_err(|_| {
         anyhow::anyhow!(
             "Prometheus is not on PATH. The demo runs Debian's prometheus package: \

@@ -14,7 +14,7 @@ use crate::loadgen::{RoutingChange, VersionCounts};
 use crate::narrate::Transition;
 
 /// One shipped version and what became of it.
-pub struct Shipped {
+pub(crate) struct Shipped {
     pub version: String,
     pub describe: String,
     pub hash: String,
@@ -23,7 +23,7 @@ pub struct Shipped {
     pub ended_at: SystemTime,
 }
 
-pub struct Report {
+pub(crate) struct Report {
     pub v2: Shipped,
     pub v3: Shipped,
     pub transitions: Vec<Transition>,
@@ -138,7 +138,7 @@ impl Report {
         }
     }
 
-    pub fn render(&self, console: &Console) -> String {
+    pub(crate) fn render(&self, console: &Console) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "\n══ Summary ══");
         let _ = writeln!(

@@ -18,16 +18,16 @@ use tokio::task::JoinHandle;
 use crate::console::Console;
 
 /// Lines under each frame.
-pub type Footer = Arc<dyn Fn() -> String + Send + Sync>;
+pub(crate) type Footer = Arc<dyn Fn() -> String + Send + Sync>;
 
-pub struct LiveView {
+pub(crate) struct LiveView {
     child: Child,
     task: JoinHandle<()>,
     console: Console,
 }
 
 impl LiveView {
-    pub fn start(
+    pub(crate) fn start(
         kubectl_sluice: &Path,
         kubeconfig: &Path,
         namespace: &str,
@@ -67,7 +67,7 @@ impl LiveView {
     }
 
     /// Stops the plugin and gives the terminal back to plain lines.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.task.abort();
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;

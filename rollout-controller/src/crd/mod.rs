@@ -7,6 +7,10 @@
 //! `InvalidSpec` condition; what only a ReplicaSet's validation can say, a
 //! `ReplicaSetCreateError` one.
 
+// The CRD types are public API (kubectl-sluice, the tests and the demo read them), but kube's
+// KubeSchema derive re-emits each struct where rustc sees no public path to it.
+#![allow(unreachable_pub)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;

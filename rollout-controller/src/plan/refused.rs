@@ -11,7 +11,7 @@ use super::{EventType, PlannedEvent, selector_string, strategy_name};
 use crate::crd::{Phase, Rollout, RolloutStatus};
 
 /// The condition (and Event reason) that says a ReplicaSet could not be written.
-pub const CONDITION: &str = "ReplicaSetCreateError";
+pub(crate) const CONDITION: &str = "ReplicaSetCreateError";
 /// Events carry at most 1 KiB of note (events.k8s.io/v1 refuses more).
 const EVENT_NOTE_LIMIT: usize = 1024;
 /// The apiserver's message can quote the value it refused, which may be large: status carries
@@ -21,7 +21,7 @@ const MESSAGE_LIMIT: usize = 4096;
 /// A ReplicaSet write the apiserver refused, with a status code that retrying the same request
 /// cannot change (400, 413, 422).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// What was being written: `creating ReplicaSet web-5d8f7c`.
     pub action: String,
     /// The apiserver's reason (`Invalid`, `RequestEntityTooLarge`).
@@ -33,7 +33,7 @@ pub struct Refusal {
 /// The status to write after `refusal`, and the Event to publish when the refusal is new. The
 /// status is the one the rollout had, Degraded: the plan whose write was refused did not happen,
 /// so none of its progress is recorded.
-pub fn refused(
+pub(crate) fn refused(
     rollout: &Rollout,
     refusal: &Refusal,
     now: Timestamp,

@@ -11,7 +11,7 @@ use crate::crd::RolloutSpec;
 
 /// A maxSurge or maxUnavailable value, read: a number of pods, or a share of the desired count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bound {
+pub(crate) enum Bound {
     Count(i32),
     /// From 0 to 100.
     Percent(i32),
@@ -22,7 +22,7 @@ impl Bound {
     /// from 0 to 100 written without leading zeros. Anything else is an error saying why, never
     /// a number: a string without `%` is not a count (a Deployment refuses `"3"` too), and `-1`
     /// or `"101%"` would let more pods go than exist.
-    pub fn parse(value: &IntOrString) -> Result<Self, String> {
+    pub(crate) fn parse(value: &IntOrString) -> Result<Self, String> {
         match value {
             IntOrString::Int(n) if *n >= 0 => Ok(Bound::Count(*n)),
             IntOrString::Int(n) => Err(format!("{n} is negative")),
@@ -62,7 +62,7 @@ impl Bound {
 
 /// maxSurge and maxUnavailable resolved against the desired replica count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     pub surge: i32,
     pub unavailable: i32,
 }
@@ -70,7 +70,7 @@ pub struct Bounds {
 impl Bounds {
     /// Percentages round up for surge and down for unavailable, as for Deployments; when both
     /// come to 0, one pod may be unavailable so that the rollout can move at all.
-    pub fn resolve(max_surge: Bound, max_unavailable: Bound, replicas: i32) -> Self {
+    pub(crate) fn resolve(max_surge: Bound, max_unavailable: Bound, replicas: i32) -> Self {
         let surge = max_surge.resolve(replicas, true);
         let mut unavailable = max_unavailable.resolve(replicas, false);
         if surge == 0 && unavailable == 0 {
@@ -82,7 +82,7 @@ impl Bounds {
 
 /// Pods for a weight: any weight above 0 gets at least one pod; 100 gets them all.
 /// With 5 replicas, 20/40/60/80 give 1/2/3/4.
-pub fn replicas_for_weight(weight: i32, replicas: i32) -> i32 {
+pub(crate) fn replicas_for_weight(weight: i32, replicas: i32) -> i32 {
     if weight <= 0 || replicas <= 0 {
         return 0;
     }
@@ -96,7 +96,7 @@ pub fn replicas_for_weight(weight: i32, replicas: i32) -> i32 {
 /// not available for free (the ReplicaSet controller deletes unready pods first) and available
 /// ones only while `replicas - unavailable` pods stay available. `order` lists the hashes to grow
 /// first and shrink last.
-pub fn step_towards(
+pub(crate) fn step_towards(
     observed: &[ObservedReplicaSet],
     targets: &BTreeMap<String, i32>,
     order: &[&str],

@@ -48,7 +48,7 @@ pub struct PodRestart {
 }
 
 /// The restart `spec.restartAt` asks for, unless `status.restartedAt` says it is done.
-pub fn requested(spec: &RolloutSpec, status: Option<&RolloutStatus>) -> Option<Timestamp> {
+pub(crate) fn requested(spec: &RolloutSpec, status: Option<&RolloutStatus>) -> Option<Timestamp> {
     let at = spec.restart_at.as_ref()?.0;
     let done = status
         .and_then(|s| s.restarted_at.as_ref())
@@ -57,7 +57,7 @@ pub fn requested(spec: &RolloutSpec, status: Option<&RolloutStatus>) -> Option<T
 }
 
 /// A restart is asked for and its time has come: the reconcile lists the stable pods.
-pub fn due(rollout: &Rollout, now: Timestamp) -> bool {
+pub(crate) fn due(rollout: &Rollout, now: Timestamp) -> bool {
     requested(&rollout.spec, rollout.status.as_ref()).is_some_and(|at| at <= now)
 }
 

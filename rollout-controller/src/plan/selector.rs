@@ -10,7 +10,7 @@ use super::InvalidSpec;
 
 const FIELD: &str = "spec.selector";
 
-pub fn check(
+pub(super) fn check(
     selector: &LabelSelector,
     labels: &BTreeMap<String, String>,
 ) -> Result<(), InvalidSpec> {

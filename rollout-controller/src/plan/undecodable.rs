@@ -21,7 +21,7 @@ pub enum Undecodable {
 }
 
 /// The InvalidSpec of the first undecodable object, at the field that refers to it.
-pub fn invalid_spec(spec: &RolloutSpec, undecodable: &[Undecodable]) -> Option<InvalidSpec> {
+pub(crate) fn invalid_spec(spec: &RolloutSpec, undecodable: &[Undecodable]) -> Option<InvalidSpec> {
     let first = undecodable.first()?;
     let cannot = |what: String, error: &str| format!("{what} cannot be decoded: {error}");
     Some(match first {

@@ -7,7 +7,7 @@ use super::{InvalidSpec, Observed, router, runs, selector, undecodable};
 use crate::crd::RolloutSpec;
 
 /// The first of [`findings`]: what the planner reports, as InvalidSpec, before it plans nothing.
-pub fn validate(spec: &RolloutSpec, observed: &Observed) -> Result<(), InvalidSpec> {
+pub(crate) fn validate(spec: &RolloutSpec, observed: &Observed) -> Result<(), InvalidSpec> {
     match findings(spec, observed).into_iter().next() {
         Some(invalid) => Err(invalid),
         None => Ok(()),

@@ -25,10 +25,11 @@ use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
 use crate::plan::refused::{self, Refusal};
 use crate::plan::{plan, restart};
 
-pub use objects::{new_analysis_run, new_replica_set};
+#[cfg(test)]
+pub(crate) use objects::new_replica_set;
 
 /// The one field manager every write of the controller goes through.
-pub const FIELD_MANAGER: &str = "sluice";
+pub(crate) const FIELD_MANAGER: &str = "sluice";
 /// How long a store may lag behind our own status write before we plan from it anyway.
 const STORE_LAG_LIMIT: Duration = Duration::from_secs(5);
 /// How often a quiet rollout is looked at again, in case a watch event was missed.
@@ -37,7 +38,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 const ROUTER_RESYNC: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub(crate) enum ReconcileError {
     #[error("rollout has no namespace")]
     NoNamespace,
     #[error("{action}: {source}")]
@@ -57,7 +58,7 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             ReconcileError::NoNamespace => "NoNamespace",
             ReconcileError::Kube { .. } => "KubeApi",
@@ -110,7 +111,7 @@ fn replica_set_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Rec
     }
 }
 
-pub struct Context {
+pub(crate) struct Context {
     pub client: Client,
     /// API writes made by this process, for the writes metric and fault injection.
     pub writes: AtomicU64,
@@ -135,7 +136,10 @@ pub struct Context {
     pub recorder: Recorder,
 }
 
-pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub(crate) async fn reconcile(
+    rollout: Arc<Rollout>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     if !ctx.synced.load(Ordering::SeqCst) {
         return Ok(Action::requeue(Duration::from_millis(100)));
@@ -218,7 +222,11 @@ pub(crate) fn log_reconcile_failure(rollout: &Rollout, error: &ReconcileError) {
 }
 
 /// Retries a failed reconcile after 0.5 s, doubling with each failure in a row up to a minute.
-pub fn error_policy(rollout: Arc<Rollout>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(
+    rollout: Arc<Rollout>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
     log_reconcile_failure(&rollout, error);
     ctx.metrics
         .reconcile_errors

@@ -17,7 +17,7 @@ use crate::plan::runs::NewAnalysisRun;
 use crate::plan::{PodMetadataChange, ReplicaSetTarget};
 
 /// An AnalysisRun owned by the Rollout, labelled with the rollout, revision and what it gates.
-pub fn new_analysis_run(
+pub(crate) fn new_analysis_run(
     rollout: &Rollout,
     new: &NewAnalysisRun,
 ) -> Result<AnalysisRun, ReconcileError> {
@@ -49,7 +49,7 @@ pub fn new_analysis_run(
 
 /// The ReplicaSet of the Rollout's current template: its labels plus the pod-template hash on
 /// the ReplicaSet, its selector and its pods; owned by the Rollout.
-pub fn new_replica_set(
+pub(crate) fn new_replica_set(
     rollout: &Rollout,
     target: &ReplicaSetTarget,
     name: &str,
