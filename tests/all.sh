@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sluice's test command: formatting, lints, unit tests, and the end-to-end tests against a real
-# control plane and a real Prometheus. It builds nothing outside Cargo: the control plane comes
-# from tests/cluster/build.sh and Prometheus from Debian's package (.ci/run installs both), and a
-# missing one fails the run with a message saying how to get it.
+# control plane and a real Prometheus. The control plane, helm and Prometheus come from
+# tests/cluster/build.sh, which the first phase runs (it builds them from the Go module proxy
+# once per machine, a no-op when they are cached); curl, the one other tool, must be on PATH.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,6 +16,7 @@ phase() {
   timings+=("$(printf '%-12s %5ss' "$name" "$((SECONDS - started))")")
 }
 
+phase cluster bash tests/cluster/build.sh
 phase fmt cargo fmt --all -- --check
 phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 phase build cargo test --workspace --all-targets --locked --no-run

@@ -5,6 +5,7 @@
 #   etcd                                                               (go.etcd.io/etcd/server/v3)
 #   kwok                                                               (sigs.k8s.io/kwok)
 #   helm, to render the chart in deploy/helm                           (helm.sh/helm/v3)
+#   prometheus, promtool                              (github.com/prometheus/prometheus)
 #
 # Each component is built from a small wrapper module under tests/cluster/go/<component>, whose
 # go.mod/go.sum are committed. k8s.io/kubernetes cannot be `go install`ed directly: its go.mod
@@ -85,7 +86,7 @@ done
 
 total_started=$SECONDS
 say "downloading modules"
-for m in kubernetes etcd kwok; do (cd "$here/go/$m" && go mod download); done
+for m in kubernetes etcd kwok prometheus; do (cd "$here/go/$m" && go mod download); done
 i=0
 components=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 for c in "${components[@]}"; do
@@ -114,6 +115,41 @@ for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
   helm_ldflags+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$helm_k8s_minor"
 done
 build helm "../helm-$HELM_VERSION/helm" helm.sh/helm/v3/cmd/helm "$helm_ldflags"
+# Prometheus and promtool live beside bin/ too, in a directory named after their version.
+# Prometheus' release v3.X.Y is its Go module's v0.3XX.Y; the wrapper's go.mod must require the
+# one PROMETHEUS_VERSION names (update it with `go get github.com/prometheus/prometheus@v0.3XX.Y
+# && go mod tidy` in tests/cluster/go/prometheus).
+say "(prometheus)"
+prom_release=${PROMETHEUS_VERSION#v}
+IFS=. read -r prom_major prom_minor prom_patch <<<"$prom_release"
+prom_module=$(printf 'v0.%d%02d.%d' "$prom_major" "$prom_minor" "$prom_patch")
+prom_required=$(cd "$here/go/prometheus" && go list -m -f '{{.Version}}' github.com/prometheus/prometheus)
+if [[ $prom_required != "$prom_module" ]]; then
+  echo "tests/cluster/go/prometheus/go.mod requires github.com/prometheus/prometheus $prom_required," \
+    "but PROMETHEUS_VERSION=$PROMETHEUS_VERSION is module version $prom_module" >&2
+  exit 1
+fi
+prom_dir="$bin/../prometheus-$PROMETHEUS_VERSION"
+mkdir -p "$prom_dir"
+# What `prometheus --version` and `promtool --version` print (promu sets the same from git; a
+# module has no git, so the revision names the module version).
+prom_ldflags=""
+for kv in "Version=$prom_release" "Revision=$prom_module" "Branch=HEAD" \
+  "BuildUser=sluice-build.sh" "BuildDate=19700101-00:00:00"; do
+  prom_ldflags+=" -X github.com/prometheus/common/version.$kv"
+done
+# Without the `builtinassets` tag the web UI is not compiled in: Prometheus would serve it from
+# ./web/ui under its working directory, which does not exist, so the UI pages are 404s. That is
+# all: Prometheus starts, and the HTTP API (/api/v1/*, /-/ready) that the tests use works. It
+# also spares building the UI with npm. remove_all_sd + enable_kubernetes_sd compile in only the
+# file, http and kubernetes service discoveries (not the clouds' SDKs): static, file_sd and
+# kubernetes_sd_configs are what the harness uses.
+prom_tags=remove_all_sd,enable_kubernetes_sd
+for c in prometheus promtool; do
+  GOFLAGS="$GOFLAGS -tags=$prom_tags" \
+    build prometheus "../prometheus-$PROMETHEUS_VERSION/$c" \
+    "github.com/prometheus/prometheus/cmd/$c" "$prom_ldflags"
+done
 # kwok's own default lifecycle stages, read from the module cache (not committed); the harness
 # adds a readiness delay to pod-ready when it starts kwok.
 stages="$bin/../kwok-stages"

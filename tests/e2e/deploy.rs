@@ -16,7 +16,7 @@ use rollout_controller::metrics::{InfoLabels, MeasurementLabels, Metrics, kind, 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_tests::ControlPlane;
-use sluice_tests::binaries::{Binaries, on_path};
+use sluice_tests::binaries::{Binaries, prometheus_tool};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
@@ -573,7 +573,7 @@ async fn the_kustomization_renders_objects_the_apiserver_accepts(
 }
 
 async fn promtool_checks_and_tests_the_alert_rules(_env: &'static Env) -> anyhow::Result<()> {
-    let promtool = on_path("promtool", "apt-get install prometheus")?;
+    let promtool = prometheus_tool("promtool")?;
     let monitoring = deploy_dir().join("monitoring");
     let rules = monitoring.join("rules.yaml");
     let output = run(
@@ -766,7 +766,7 @@ async fn the_dashboard_and_the_alerts_name_only_exported_metrics(
 
     // The panels' queries are PromQL once Grafana's variables are filled in: promtool parses
     // them as recording rules.
-    let promtool = on_path("promtool", "apt-get install prometheus")?;
+    let promtool = prometheus_tool("promtool")?;
     let records: Vec<Value> = queries
         .iter()
         .enumerate()

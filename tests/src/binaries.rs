@@ -1,5 +1,6 @@
-//! Where the Go-built control plane lives: a cache outside git, filled once per machine by
-//! `tests/cluster/build.sh` at the versions pinned in `tests/cluster/versions.env`.
+//! Where the Go-built control plane, helm, Prometheus and promtool live: a cache outside git,
+//! filled once per machine by `tests/cluster/build.sh` at the versions pinned in
+//! `tests/cluster/versions.env`.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ pub struct Versions {
     pub kwok: String,
     pub gateway_api: String,
     pub helm: String,
+    pub prometheus: String,
 }
 
 impl Versions {
@@ -39,6 +41,7 @@ impl Versions {
             kwok: value("KWOK_VERSION")?,
             gateway_api: value("GATEWAY_API_VERSION")?,
             helm: value("HELM_VERSION")?,
+            prometheus: value("PROMETHEUS_VERSION")?,
         })
     }
 }
@@ -53,8 +56,8 @@ pub const CONTROL_PLANE: [&str; 6] = [
     "kubectl",
 ];
 
-const BUILD_HINT: &str = "build the control plane once with `tests/cluster/build.sh` \
-     (needs Go and the Go module proxy; takes a few minutes)";
+const BUILD_HINT: &str = "build the control plane, helm and Prometheus once with \
+     `tests/cluster/build.sh` (needs Go and the Go module proxy; takes a few minutes)";
 
 /// The directory holding the built control plane: `$SLUICE_K8S_BIN` when set, otherwise
 /// `$SLUICE_CACHE` (default `~/.cache/sluice`) `/k8s-<v>-etcd-<v>-kwok-<v>/bin`, as build.sh writes.
@@ -65,19 +68,7 @@ pub struct Binaries {
 
 impl Binaries {
     pub fn locate() -> Result<Self> {
-        let dir = match std::env::var_os("SLUICE_K8S_BIN") {
-            Some(dir) => PathBuf::from(dir),
-            None => {
-                let v = Versions::pinned()?;
-                cache_root()?
-                    .join(format!(
-                        "k8s-{}-etcd-{}-kwok-{}",
-                        v.kubernetes, v.etcd, v.kwok
-                    ))
-                    .join("bin")
-            }
-        };
-        let binaries = Self { dir };
+        let binaries = Self { dir: bin_dir()? };
         for name in CONTROL_PLANE {
             binaries.require(name)?;
         }
@@ -129,6 +120,16 @@ impl Binaries {
         Ok(path)
     }
 
+    /// Prometheus, built by build.sh beside `bin/` (see [`prometheus_tool`]).
+    pub fn prometheus(&self) -> Result<PathBuf> {
+        prometheus_tool_in(&self.dir, "prometheus")
+    }
+
+    /// promtool, built by build.sh beside `bin/` (see [`prometheus_tool`]).
+    pub fn promtool(&self) -> Result<PathBuf> {
+        prometheus_tool_in(&self.dir, "promtool")
+    }
+
     /// kwok's own default lifecycle stages, copied from its module by build.sh.
     pub fn kwok_stages_dir(&self) -> PathBuf {
         self.dir.join("..").join("kwok-stages")
@@ -139,18 +140,60 @@ impl Binaries {
     }
 
     fn require_file(&self, path: &Path) -> Result<()> {
-        if path.is_file() {
-            return Ok(());
-        }
-        Err(HarnessError::MissingBinary {
-            binary: path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            hint: BUILD_HINT.into(),
-        })
+        require_file(path)
     }
+}
+
+/// `prometheus` or `promtool` as build.sh builds them from the Go module
+/// github.com/prometheus/prometheus: `<bin>/../prometheus-<PROMETHEUS_VERSION>/<name>`, beside
+/// the control plane's `bin/` (the same directory [`Binaries::locate`] uses, without requiring
+/// the control plane: the backfilled-Prometheus and promtool tests need no cluster).
+///
+/// Only the cache, never `PATH`: what is on PATH may be any Prometheus (Debian 12's is 2.42),
+/// whose flags, PromQL range boundaries and promtool output differ, so the tests would pass or
+/// fail by machine. A missing binary fails with the build hint instead.
+pub fn prometheus_tool(name: &str) -> Result<PathBuf> {
+    prometheus_tool_in(&bin_dir()?, name)
+}
+
+fn prometheus_tool_in(bin: &Path, name: &str) -> Result<PathBuf> {
+    let version = Versions::pinned()?.prometheus;
+    let path = bin
+        .join("..")
+        .join(format!("prometheus-{version}"))
+        .join(name);
+    require_file(&path)?;
+    Ok(path)
+}
+
+/// `$SLUICE_K8S_BIN`, or the cache's `k8s-<v>-etcd-<v>-kwok-<v>/bin`.
+fn bin_dir() -> Result<PathBuf> {
+    Ok(match std::env::var_os("SLUICE_K8S_BIN") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let v = Versions::pinned()?;
+            cache_root()?
+                .join(format!(
+                    "k8s-{}-etcd-{}-kwok-{}",
+                    v.kubernetes, v.etcd, v.kwok
+                ))
+                .join("bin")
+        }
+    })
+}
+
+fn require_file(path: &Path) -> Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(HarnessError::MissingBinary {
+        binary: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        hint: BUILD_HINT.into(),
+    })
 }
 
 fn cache_root() -> Result<PathBuf> {
@@ -165,7 +208,7 @@ fn cache_root() -> Result<PathBuf> {
         })
 }
 
-/// Finds a program on PATH (Prometheus and promtool come from Debian's `prometheus` package).
+/// Finds a program on PATH.
 pub fn on_path(program: &str, hint: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -189,6 +232,7 @@ mod tests {
         assert!(v.etcd.starts_with("v3.6."), "{v:?}");
         assert!(v.kwok.starts_with('v'), "{v:?}");
         assert!(v.helm.starts_with("v3."), "{v:?}");
+        assert!(v.prometheus.starts_with("v3."), "{v:?}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Debian's Prometheus over a TSDB backfilled from OpenMetrics text with
+//! Prometheus (built by tests/cluster/build.sh) over a TSDB backfilled from OpenMetrics text with
 //! `promtool tsdb create-blocks-from openmetrics`, listening on a free 127.0.0.1 port.
 
 use std::path::PathBuf;
@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::binaries::on_path;
+use crate::binaries::prometheus_tool;
 use crate::ports::free_ports;
 use crate::process::ManagedProcess;
 use crate::{HarnessError, Result, wait};
 
-const INSTALL_HINT: &str = "install Debian's prometheus package (apt-get install prometheus)";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct BackfilledPrometheus {
@@ -26,8 +25,8 @@ impl BackfilledPrometheus {
     /// and serves exactly the given samples.
     pub async fn start(openmetrics: &str) -> Result<Self> {
         crate::install_crypto_provider();
-        let prometheus = on_path("prometheus", INSTALL_HINT)?;
-        let promtool = on_path("promtool", INSTALL_HINT)?;
+        let prometheus = prometheus_tool("prometheus")?;
+        let promtool = prometheus_tool("promtool")?;
         let dir = tempfile::Builder::new()
             .prefix("sluice-prometheus-")
             .tempdir()

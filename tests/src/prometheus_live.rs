@@ -1,4 +1,4 @@
-//! Debian's Prometheus scraping live processes on 127.0.0.1. The targets are listed in a file_sd
+//! Prometheus (built by tests/cluster/build.sh) scraping live processes on 127.0.0.1. The targets are listed in a file_sd
 //! targets file that Prometheus watches (inotify) and re-reads as it changes, so processes that
 //! come and go — the demo's stand-ins for pods — are scraped within a scrape interval of being
 //! listed, each with the labels the caller gives it (a pod-template hash, a version).
@@ -10,12 +10,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::binaries::on_path;
+use crate::binaries::prometheus_tool;
 use crate::ports::free_ports;
 use crate::process::ManagedProcess;
 use crate::{HarnessError, Result};
 
-const INSTALL_HINT: &str = "install Debian's prometheus package (apt-get install prometheus)";
 const TARGETS_FILE: &str = "targets.json";
 
 /// One process to scrape: `http://127.0.0.1:<port>/metrics`, its series carrying `labels`.
@@ -47,7 +46,7 @@ impl LivePrometheus {
     /// shorter one buys nothing for counters read by queries seconds apart).
     pub async fn start(job: &str, scrape_interval: Duration) -> Result<Self> {
         crate::install_crypto_provider();
-        let prometheus = on_path("prometheus", INSTALL_HINT)?;
+        let prometheus = prometheus_tool("prometheus")?;
         let dir = tempfile::Builder::new()
             .prefix("sluice-prometheus-live-")
             .tempdir()

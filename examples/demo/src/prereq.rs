@@ -1,6 +1,6 @@
-//! What the demo needs before it starts anything: Prometheus on PATH, the control plane built
-//! (tests/cluster/build.sh, once per machine), and the workspace binaries it runs — demo-app,
-//! rollout-controller and kubectl-sluice.
+//! What the demo needs before it starts anything: the control plane and Prometheus built
+//! (tests/cluster/build.sh, once per machine; run here when they are missing), and the workspace
+//! binaries it runs — demo-app, rollout-controller and kubectl-sluice.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -29,12 +29,6 @@ pub(crate) fn workspace_root() -> PathBuf {
 }
 
 pub(crate) async fn check(console: &Console) -> anyhow::Result<Tools> {
-    on_path("prometheus", "").map_err(|_| {
-        anyhow::anyhow!(
-            "Prometheus is not on PATH. The demo runs Debian's prometheus package: \
-             `sudo apt-get install prometheus` (its service need not run; the demo starts its own)"
-        )
-    })?;
     let env =
         on_path("env", "").map_err(|_| anyhow::anyhow!("`env` (coreutils) is not on PATH"))?;
     control_plane(console).await?;
@@ -48,22 +42,27 @@ pub(crate) async fn check(console: &Console) -> anyhow::Result<Tools> {
     })
 }
 
-/// The cached control plane, built first by tests/cluster/build.sh when it is not there (its
-/// progress goes to the terminal: a few minutes, once per machine).
+/// The cached control plane and Prometheus, built first by tests/cluster/build.sh when either
+/// is not there (its progress goes to the terminal: a few minutes, once per machine).
 async fn control_plane(console: &Console) -> anyhow::Result<Binaries> {
-    match Binaries::locate() {
+    let located = Binaries::locate().and_then(|binaries| {
+        binaries.prometheus()?;
+        Ok(binaries)
+    });
+    match located {
         Ok(binaries) => return Ok(binaries),
         Err(HarnessError::MissingBinary { binary, dir, .. }) => console.say(format!(
-            "the local control plane is not built yet ({binary} is not in {}): \
-             building it with tests/cluster/build.sh — a few minutes, once per machine",
+            "the local control plane or Prometheus is not built yet ({binary} is not in {}): \
+             building them with tests/cluster/build.sh — a few minutes, once per machine",
             dir.display()
         )),
-        Err(e) => return Err(e).context("finding the control plane binaries"),
+        Err(e) => return Err(e).context("finding the control plane and Prometheus binaries"),
     }
     if std::env::var_os("SLUICE_K8S_BIN").is_some() {
         // build.sh writes to the cache, not to a directory named by hand.
         bail!(
-            "SLUICE_K8S_BIN names a directory without the control plane; unset it to use the cache"
+            "SLUICE_K8S_BIN names a directory without the control plane or Prometheus beside it; \
+             unset it to use the cache"
         );
     }
     if on_path("go", "").is_err() {
@@ -85,7 +84,11 @@ async fn control_plane(console: &Console) -> anyhow::Result<Binaries> {
             script.display()
         );
     }
-    Binaries::locate().context("the control plane binaries after build.sh")
+    let binaries = Binaries::locate().context("the control plane binaries after build.sh")?;
+    binaries
+        .prometheus()
+        .context("Prometheus after build.sh")?;
+    Ok(binaries)
 }
 
 /// demo-app, rollout-controller and kubectl-sluice from this build's target directory. Under
