@@ -139,9 +139,10 @@ for kv in "Version=$prom_release" "Revision=$prom_module" "Branch=HEAD" \
   prom_ldflags+=" -X github.com/prometheus/common/version.$kv"
 done
 # Without the `builtinassets` tag the web UI is not compiled in: Prometheus would serve it from
-# ./web/ui under its working directory, which does not exist, so the UI pages are 404s. That is
-# all: Prometheus starts, and the HTTP API (/api/v1/*, /-/ready) that the tests use works. It
-# also spares building the UI with npm. remove_all_sd + enable_kubernetes_sd compile in only the
+# ./web/ui under its working directory, which does not exist, so the UI pages answer 500 ("Error
+# opening React index.html"). That is all: Prometheus starts without them, and the HTTP API
+# (/api/v1/*, /-/ready, /metrics) that the tests and the demo use works. It also spares building
+# the UI with npm. remove_all_sd + enable_kubernetes_sd compile in only the
 # file, http and kubernetes service discoveries (not the clouds' SDKs): static, file_sd and
 # kubernetes_sd_configs are what the harness uses.
 prom_tags=remove_all_sd,enable_kubernetes_sd

@@ -85,9 +85,7 @@ async fn control_plane(console: &Console) -> anyhow::Result<Binaries> {
         );
     }
     let binaries = Binaries::locate().context("the control plane binaries after build.sh")?;
-    binaries
-        .prometheus()
-        .context("Prometheus after build.sh")?;
+    binaries.prometheus().context("Prometheus after build.sh")?;
     Ok(binaries)
 }
 
