@@ -67,8 +67,8 @@ async fn control_plane(console: &Console) -> anyhow::Result<Binaries> {
     }
     if on_path("go", "").is_err() {
         bail!(
-            "building the control plane and Prometheus needs Go (https://go.dev/dl/, 1.26.7 or newer) on PATH, \
-             and the Go module proxy"
+            "building the control plane and Prometheus needs Go (https://go.dev/dl/, 1.26.7 or \
+             newer) on PATH, and the Go module proxy"
         );
     }
     let script = workspace_root().join("tests/cluster/build.sh");
