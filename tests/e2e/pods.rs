@@ -14,13 +14,14 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
 use sluice_tests::pods::netns::{self, PodNetwork};
+use tracing::Instrument;
 
 use crate::support::{Env, TestNamespace, eventually};
 
 pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(pods::replica_set_pods_serve_on_their_ips_and_leave_when_unready),
-        trial!(pods::a_crashing_program_is_restarted_and_counted),
+        trial!(pods::crashing_and_unhealthy_programs_are_restarted_and_counted),
         trial!(pods::a_deleted_pod_drains_while_its_endpoint_is_terminating),
     ]
 }
@@ -190,7 +191,12 @@ async fn replica_set_pods_serve_on_their_ips_and_leave_when_unready(
                 .send()
                 .await
                 .with_context(|| format!("GET / on pod IP {}", net.ip))?;
-            ensure!(answer.status() == 200, "{} answered {}", net.ip, answer.status());
+            ensure!(
+                answer.status() == 200,
+                "{} answered {}",
+                net.ip,
+                answer.status()
+            );
             let status = pod
                 .status
                 .as_ref()
@@ -264,10 +270,16 @@ async fn replica_set_pods_serve_on_their_ips_and_leave_when_unready(
         let veths = netns::host_veths().await;
         let routes = netns::host_routes().await;
         for gone in networks.iter().filter(|n| n.namespace != kept.namespace) {
-            ensure!(!veths.contains(&gone.host_veth), "veth {} left", gone.host_veth);
+            ensure!(
+                !veths.contains(&gone.host_veth),
+                "veth {} left",
+                gone.host_veth
+            );
             let ip = gone.ip.to_string();
             ensure!(
-                !routes.iter().any(|r| r.split_whitespace().next() == Some(ip.as_str())),
+                !routes
+                    .iter()
+                    .any(|r| r.split_whitespace().next() == Some(ip.as_str())),
                 "route to {ip} left: {routes:?}"
             );
         }
@@ -276,7 +288,9 @@ async fn replica_set_pods_serve_on_their_ips_and_leave_when_unready(
     .await
 }
 
-async fn a_crashing_program_is_restarted_and_counted(env: &'static Env) -> anyhow::Result<()> {
+async fn crashing_and_unhealthy_programs_are_restarted_and_counted(
+    env: &'static Env,
+) -> anyhow::Result<()> {
     env.in_namespace("pods-crash", |ns: TestNamespace| async move {
         let TestNamespace { name, client } = ns;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
@@ -287,6 +301,16 @@ async fn a_crashing_program_is_restarted_and_counted(env: &'static Env) -> anyho
         );
         pod["metadata"]["name"] = json!("crash");
         pods.create(&PostParams::default(), &object(pod)?).await?;
+        // And one whose liveness probe fails (nothing listens on port 9 in its namespace).
+        let mut unhealthy = template("unhealthy", json!([]), 5);
+        unhealthy["metadata"]["name"] = json!("unhealthy");
+        unhealthy["spec"]["containers"][0]["livenessProbe"] = json!({
+            "tcpSocket": {"port": 9},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        });
+        pods.create(&PostParams::default(), &object(unhealthy)?)
+            .await?;
         let status = eventually("the crashing container to restart twice", || async {
             let pod = pods.get("crash").await?;
             let status = pod
@@ -300,8 +324,30 @@ async fn a_crashing_program_is_restarted_and_counted(env: &'static Env) -> anyho
             .last_state
             .and_then(|s| s.terminated)
             .context("no lastState.terminated")?;
-        ensure!(last.exit_code == 1, "the last run exited {}", last.exit_code);
+        ensure!(
+            last.exit_code == 1,
+            "the last run exited {}",
+            last.exit_code
+        );
         eprintln!("pods: restartCount {} after crashes", status.restart_count);
+        let status = eventually("the unhealthy container to be restarted", || async {
+            let pod = pods.get("unhealthy").await?;
+            let status = pod
+                .status
+                .and_then(|s| s.container_statuses)
+                .and_then(|c| c.into_iter().next());
+            Ok(status.filter(|s| s.restart_count >= 1))
+        })
+        .await?;
+        let reason = status
+            .last_state
+            .and_then(|s| s.terminated)
+            .and_then(|t| t.reason)
+            .unwrap_or_default();
+        ensure!(
+            reason == "LivenessProbeFailed",
+            "lastState reason {reason:?}"
+        );
         Ok(())
     })
     .await
@@ -347,31 +393,48 @@ async fn a_deleted_pod_drains_while_its_endpoint_is_terminating(
         let http = http()?;
         let deleted_at = std::sync::Arc::new(tokio::sync::OnceCell::<Instant>::new());
         let mut streams = tokio::task::JoinSet::new();
-        for _ in 0..4 {
+        for i in 0..4 {
             let (http, url, deleted_at) = (http.clone(), url.clone(), deleted_at.clone());
-            streams.spawn(async move {
-                let mut sent = Vec::new();
-                for _ in 0..40 {
-                    let start = Instant::now();
-                    let result = http.get(&url).send().await;
-                    let at = deleted_at
-                        .get()
-                        .map(|d| start.saturating_duration_since(*d))
-                        .unwrap_or_default();
-                    let after = deleted_at.get().is_some_and(|d| start >= *d);
-                    match result {
-                        Ok(r) => sent.push((after, Sent { at, ok: r.status() == 200, error: None })),
-                        Err(e) => {
-                            let refused = e.is_connect();
-                            sent.push((after, Sent { at, ok: false, error: Some(format!("{e:?}")) }));
-                            if refused {
-                                break;
+            streams.spawn(
+                async move {
+                    let mut sent = Vec::new();
+                    for _ in 0..40 {
+                        let start = Instant::now();
+                        let result = http.get(&url).send().await;
+                        let at = deleted_at
+                            .get()
+                            .map(|d| start.saturating_duration_since(*d))
+                            .unwrap_or_default();
+                        let after = deleted_at.get().is_some_and(|d| start >= *d);
+                        match result {
+                            Ok(r) => sent.push((
+                                after,
+                                Sent {
+                                    at,
+                                    ok: r.status() == 200,
+                                    error: None,
+                                },
+                            )),
+                            Err(e) => {
+                                let refused = e.is_connect();
+                                sent.push((
+                                    after,
+                                    Sent {
+                                        at,
+                                        ok: false,
+                                        error: Some(format!("{e:?}")),
+                                    },
+                                ));
+                                if refused {
+                                    break;
+                                }
                             }
                         }
                     }
+                    sent
                 }
-                sent
-            });
+                .instrument(tracing::info_span!("request stream", stream = i)),
+            );
         }
         tokio::time::sleep(Duration::from_millis(1200)).await;
         pods.delete("drain", &DeleteParams::default()).await?;
@@ -379,20 +442,23 @@ async fn a_deleted_pod_drains_while_its_endpoint_is_terminating(
 
         // The EndpointSlice marks the endpoint terminating while the process still runs.
         let ip = net.ip.to_string();
-        eventually("the endpoint to be terminating while the process runs", || async {
-            let terminating = endpoints(&client, &name, "drain")
-                .await?
-                .into_iter()
-                .any(|(a, _, t)| a == ip && t);
-            if !terminating {
-                return Ok(None);
-            }
-            let pids = netns::pids_in(&net.namespace).await;
-            if pids.is_empty() {
-                bail!("the endpoint became terminating only after the process had exited");
-            }
-            Ok(Some(()))
-        })
+        eventually(
+            "the endpoint to be terminating while the process runs",
+            || async {
+                let terminating = endpoints(&client, &name, "drain")
+                    .await?
+                    .into_iter()
+                    .any(|(a, _, t)| a == ip && t);
+                if !terminating {
+                    return Ok(None);
+                }
+                let pids = netns::pids_in(&net.namespace).await;
+                if pids.is_empty() {
+                    bail!("the endpoint became terminating only after the process had exited");
+                }
+                Ok(Some(()))
+            },
+        )
         .await?;
 
         let mut results = Vec::new();
@@ -418,7 +484,10 @@ async fn a_deleted_pod_drains_while_its_endpoint_is_terminating(
                 in_flight += 1;
             }
         }
-        ensure!(in_flight > 0, "no request was in flight when the drain began");
+        ensure!(
+            in_flight > 0,
+            "no request was in flight when the drain began"
+        );
         eprintln!(
             "pods: {} requests, {in_flight} in flight as the drain began, all answered",
             results.len()

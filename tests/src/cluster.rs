@@ -452,7 +452,9 @@ impl ControlPlane {
                 hint: "build the workspace's binaries first: cargo build --workspace --bins".into(),
             });
         }
-        let cert = self.pki.client_cert("sluice-pod-runner", &["system:masters"])?;
+        let cert = self
+            .pki
+            .client_cert("sluice-pod-runner", &["system:masters"])?;
         let kubeconfig = self.dir.join("pod-runner.kubeconfig");
         self.write_cert_kubeconfig(&kubeconfig, &cert)?;
         self.spawn_program(
@@ -652,7 +654,11 @@ fn kwok_stages(binaries: &Binaries, options: &ClusterOptions) -> Result<String> 
     let delay_ms = options.pod_ready_delay.as_millis();
     let latest_ms = delay_ms + options.pod_ready_jitter.as_millis();
     let pod_ready = with_delay(&read("pod-ready.yaml")?, delay_ms, latest_ms)?;
-    let mut pod_stages = vec![pod_ready, read("pod-complete.yaml")?, read("pod-delete.yaml")?];
+    let mut pod_stages = vec![
+        pod_ready,
+        read("pod-complete.yaml")?,
+        read("pod-delete.yaml")?,
+    ];
     if options.run_pods {
         // Pods the runner owns: kwok gives them an IP and nothing else; the runner reports
         // their readiness and deletes them once their process has exited.

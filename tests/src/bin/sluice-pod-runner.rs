@@ -15,6 +15,7 @@ use sluice_tests::cluster::client_from_kubeconfig;
 use sluice_tests::pods::{self, Shared};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// How often the runner looks whether its parent is still there.
 const PARENT_POLL: Duration = Duration::from_millis(500);
@@ -36,7 +37,11 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_target(false).init();
+    // Plain text: the log is a file, read with less or in CI's artifacts.
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(false)
+        .init();
     sluice_tests::install_crypto_provider();
     let cli = Cli::parse();
     let client = client_from_kubeconfig(&cli.kubeconfig)
@@ -64,11 +69,14 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    let watchdog = tokio::spawn(async move {
-        let why = watchdog.await;
-        tracing::info!("stopping: {why}");
-        let _ = stop_tx.send(true);
-    });
+    let watchdog = tokio::spawn(
+        async move {
+            let why = watchdog.await;
+            tracing::info!("stopping: {why}");
+            let _ = stop_tx.send(true);
+        }
+        .instrument(tracing::info_span!("watchdog")),
+    );
     let shared = Shared {
         client,
         programs_dir: cli.programs,

@@ -86,10 +86,10 @@ impl PodNetwork {
     /// are logged, not returned: a removal must go as far as it can.
     pub async fn remove(&self) {
         remove_namespace(&self.namespace).await;
-        if link_exists(&self.host_veth).await {
-            if let Err(e) = ip_cmd(&["link", "del", &self.host_veth]).await {
-                tracing::warn!(veth = %self.host_veth, "removing: {e}");
-            }
+        if link_exists(&self.host_veth).await
+            && let Err(e) = ip_cmd(&["link", "del", &self.host_veth]).await
+        {
+            tracing::warn!(veth = %self.host_veth, "removing: {e}");
         }
         let _ = std::fs::remove_file(owner_file(&self.namespace));
     }
@@ -155,7 +155,9 @@ pub async fn host_routes() -> Vec<String> {
 /// The pids running in namespace `ns`.
 pub async fn pids_in(ns: &str) -> Vec<u32> {
     let text = ip_output(&["netns", "pids", ns]).await.unwrap_or_default();
-    text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+    text.split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 async fn remove_namespace(ns: &str) {
@@ -165,10 +167,10 @@ async fn remove_namespace(ns: &str) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    if namespaces().await.iter().any(|n| n == ns) {
-        if let Err(e) = ip_cmd(&["netns", "del", ns]).await {
-            tracing::warn!(netns = %ns, "removing: {e}");
-        }
+    if namespaces().await.iter().any(|n| n == ns)
+        && let Err(e) = ip_cmd(&["netns", "del", ns]).await
+    {
+        tracing::warn!(netns = %ns, "removing: {e}");
     }
 }
 
@@ -186,10 +188,7 @@ async fn refuse_host_address(ip: Ipv4Addr) -> Result<()> {
             == Some(ip_text.as_str())
     });
     let is_gateway = routes.lines().any(|line| {
-        line.split_whitespace()
-            .skip_while(|w| *w != "via")
-            .nth(1)
-            == Some(ip_text.as_str())
+        line.split_whitespace().skip_while(|w| *w != "via").nth(1) == Some(ip_text.as_str())
     });
     if is_host_address || is_gateway || ip.is_loopback() || ip.is_unspecified() {
         return Err(HarnessError::Invalid {

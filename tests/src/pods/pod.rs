@@ -30,6 +30,9 @@ const BACKOFF_RESET: Duration = Duration::from_secs(30);
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// When the runner itself stops (the cluster is going away), processes get this long.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// The `lastState.terminated.reason` of a container killed for failing its liveness probe
+/// (kubelet says `Error`, and tells the cause in an Event; the runner writes no Events).
+const LIVENESS_FAILED: &str = "LivenessProbeFailed";
 /// The port a program listens on when its container declares none.
 const DEFAULT_PORT: i32 = 8080;
 
@@ -42,7 +45,10 @@ pub struct Shared {
 
 /// Why a container run ended.
 enum Ended {
-    Exited { code: i32, reason: &'static str },
+    Exited {
+        code: i32,
+        reason: &'static str,
+    },
     Deleting,
     /// The pod object is gone (deleted with grace 0 by someone else), or the runner stops.
     Abandon,
@@ -80,7 +86,12 @@ pub(super) async fn supervise(
         }
     };
     let spec = pod.borrow().clone();
-    let Some(container) = spec.spec.as_ref().and_then(|s| s.containers.first()).cloned() else {
+    let Some(container) = spec
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .cloned()
+    else {
         return;
     };
     let image = container.image.clone().unwrap_or_default();
@@ -172,7 +183,7 @@ pub(super) async fn supervise(
             &mut stop,
         )
         .await;
-        let (code, reason) = match ended {
+        let (mut code, reason) = match ended {
             Ended::Exited { code, reason } => (code, reason),
             Ended::Deleting => {
                 let grace = grace_period(&pod.borrow());
@@ -186,9 +197,10 @@ pub(super) async fn supervise(
                 break Ended::Abandon;
             }
         };
-        if reason == "Unhealthy" {
+        if reason == LIVENESS_FAILED {
             let grace = grace_period(&pod.borrow());
-            process.terminate(grace).await;
+            tracing::info!(pod = %name, "liveness probe failed: restarting");
+            code = process.terminate(grace).await.map(exit_code).unwrap_or(-1);
         }
         tracing::info!(pod = %name, code, reason, "container ended; restarting in {backoff:?}");
         if started.elapsed() >= BACKOFF_RESET {
@@ -250,47 +262,44 @@ async fn run_container(
     let start = Instant::now();
     let mut next_ready = readiness.map(|p| start + p.initial_delay);
     let mut next_live = liveness.map(|p| start + p.initial_delay);
-    let mut ready_state = ProbeState::new();
-    let mut live_state = ProbeState::new();
+    let mut ready_state = ProbeState::default();
+    let mut live_state = ProbeState::default();
     let mut alive = true;
     loop {
         let next = match (next_ready, next_live) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
-            (None, None) => start + Duration::from_secs(3600),
+            // No probes: only the other arms can end the run; this one just loops.
+            (None, None) => Instant::now() + Duration::from_secs(3600),
         };
         tokio::select! {
             status = process.wait() => {
-                let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
+                let code = status.map(exit_code).unwrap_or(-1);
                 return Ended::Exited { code, reason: if code == 0 { "Completed" } else { "Error" } };
             }
             () = tokio::time::sleep_until(next) => {
                 let now = Instant::now();
-                if let (Some(probe), Some(at)) = (readiness, next_ready) {
-                    if at <= now {
-                        let passed = probe.run(ip).await;
-                        if let Some(verdict) = probe.record(&mut ready_state, passed, report.ready) {
-                            report.ready = verdict;
-                            reporter.send(report).await;
-                        }
-                        next_ready = Some(at + probe.period);
+                if let (Some(probe), Some(at)) = (readiness, next_ready)
+                    && at <= now
+                {
+                    let passed = probe.run(ip).await;
+                    if let Some(verdict) = probe.record(&mut ready_state, passed, report.ready) {
+                        report.ready = verdict;
+                        reporter.send(report).await;
                     }
+                    next_ready = Some(at + probe.period);
                 }
-                if let (Some(probe), Some(at)) = (liveness, next_live) {
-                    if at <= now {
-                        let passed = probe.run(ip).await;
-                        if let Some(verdict) = probe.record(&mut live_state, passed, alive) {
-                            alive = verdict;
-                        }
-                        if !alive {
-                            return Ended::Exited { code: 137, reason: "Unhealthy" };
-                        }
-                        next_live = Some(at + probe.period);
+                if let (Some(probe), Some(at)) = (liveness, next_live)
+                    && at <= now
+                {
+                    let passed = probe.run(ip).await;
+                    if let Some(verdict) = probe.record(&mut live_state, passed, alive) {
+                        alive = verdict;
                     }
-                }
-                if next_ready.is_none() && next_live.is_none() && now >= next {
-                    // No probes: nothing to do but wait; the hour-long sleep only loops.
-                    continue;
+                    if !alive {
+                        return Ended::Exited { code: 0, reason: LIVENESS_FAILED };
+                    }
+                    next_live = Some(at + probe.period);
                 }
             }
             changed = pod.changed() => {
@@ -314,7 +323,11 @@ impl Reporter {
         let patch = report.patch();
         if let Err(e) = self
             .api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
             .await
         {
             tracing::warn!(pod = %self.name, "status patch: {e}");
@@ -323,7 +336,10 @@ impl Reporter {
 }
 
 /// Waits until the pod is being deleted, is gone, or the runner stops.
-async fn wait_for_deletion(pod: &mut watch::Receiver<Pod>, stop: &mut watch::Receiver<bool>) -> Ended {
+async fn wait_for_deletion(
+    pod: &mut watch::Receiver<Pod>,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
     // Bounded by the pod's life: each turn is one update.
     loop {
         if deleting(&pod.borrow_and_update()) {
@@ -352,6 +368,15 @@ async fn delete_now(api: &Api<Pod>, name: &str, uid: &str) {
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
         Err(e) => tracing::warn!(pod = %name, "deleting: {e}"),
     }
+}
+
+/// As a container runtime reports it: the exit code, or 128 + the signal that killed it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
 }
 
 fn deleting(pod: &Pod) -> bool {

@@ -14,8 +14,13 @@ const STATUS_LINE_MAX: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
-    Http { port: u16, path: String },
-    Tcp { port: u16 },
+    Http {
+        port: u16,
+        path: String,
+    },
+    Tcp {
+        port: u16,
+    },
     /// exec and grpc probes: not run, they count as passing (see the module's caller).
     Unsupported(&'static str),
 }
@@ -32,7 +37,7 @@ pub struct Probe {
 }
 
 /// Consecutive results, and the verdict they add up to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ProbeState {
     successes: u32,
     failures: u32,
@@ -116,15 +121,6 @@ impl Probe {
     }
 }
 
-impl ProbeState {
-    pub fn new() -> Self {
-        Self {
-            successes: 0,
-            failures: 0,
-        }
-    }
-}
-
 fn resolve_port(port: &IntOrString, container: &Container) -> Option<u16> {
     match port {
         IntOrString::Int(n) => u16::try_from(*n).ok(),
@@ -142,9 +138,8 @@ async fn http_ok(addr: SocketAddr, path: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect(addr).await else {
         return false;
     };
-    let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: sluice-pod-runner\r\n\r\n"
-    );
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: sluice-pod-runner\r\n\r\n");
     if stream.write_all(request.as_bytes()).await.is_err() {
         return false;
     }
@@ -191,7 +186,7 @@ mod tests {
     #[test]
     fn thresholds_count_consecutive_results() {
         let p = probe(2, 3);
-        let mut s = ProbeState::new();
+        let mut s = ProbeState::default();
         assert_eq!(p.record(&mut s, true, false), None);
         assert_eq!(p.record(&mut s, true, false), Some(true));
         assert_eq!(p.record(&mut s, false, true), None);

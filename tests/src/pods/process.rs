@@ -46,7 +46,10 @@ impl ContainerProcess {
             .arg(&launch.executable)
             .args(&launch.args)
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
@@ -74,7 +77,10 @@ impl ContainerProcess {
             return Some(status);
         }
         if let Some(pid) = self.child.id() {
-            let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)), Signal::SIGTERM);
+            let _ = kill(
+                Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+                Signal::SIGTERM,
+            );
         }
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => status.ok(),
