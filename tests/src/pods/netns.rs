@@ -14,6 +14,8 @@ pub const PREFIX: &str = "sluice";
 /// Where each namespace's owner (the runner's pid) is written, so that a sweep by one runner
 /// leaves a live runner's namespaces alone (several clusters may share a machine).
 const OWNERS: &str = "/run/sluice-pods";
+/// The runner's executable name (a rebuilt one shows as `sluice-pod-runner (deleted)`).
+const RUNNER_EXECUTABLE: &str = "sluice-pod-runner";
 /// The interface name limit (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
 
@@ -210,8 +212,9 @@ fn record_owner(ns: &str) -> Result<()> {
         .map_err(HarnessError::io(format!("writing {}", path.display())))
 }
 
-/// Whether the runner that made `ns` still runs (the same pid running the same executable as
-/// us: a pid reused by another program does not count).
+/// Whether the runner that made `ns` still runs: that pid runs a `sluice-pod-runner` (of any
+/// build: clusters of other worktrees may share the machine; a pid reused by another program
+/// does not count).
 fn owner_alive(ns: &str) -> bool {
     let Ok(text) = std::fs::read_to_string(owner_file(ns)) else {
         return false;
@@ -222,11 +225,10 @@ fn owner_alive(ns: &str) -> bool {
     if pid == std::process::id() {
         return true;
     }
-    let exe = |pid: String| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    match (exe(pid.to_string()), exe("self".into())) {
-        (Some(theirs), Some(ours)) => theirs == ours,
-        _ => false,
-    }
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+        exe.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(RUNNER_EXECUTABLE))
+    })
 }
 
 async fn link_exists(name: &str) -> bool {
