@@ -20,6 +20,7 @@ mod fuzz;
 mod leader;
 mod least_privilege;
 mod lint_agreement;
+mod pods;
 mod prometheus_analysis;
 mod rest_api;
 mod restart;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
         deploy::trials(),
         least_privilege::trials(),
         undecodable::trials(),
+        pods::trials(),
     ]
     .into_iter()
     .flatten()

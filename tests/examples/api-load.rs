@@ -73,7 +73,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let controller = controller_binary()?;
     sluice_tests::install_crypto_provider();
-    let cluster = ControlPlane::start(ClusterOptions::default()).await?;
+    let cluster = ControlPlane::start(ClusterOptions {
+        // kwok's simulated pods only: no image here maps to a program, and `cargo run
+        // --example` does not build the runner.
+        run_pods: false,
+        ..ClusterOptions::default()
+    })
+    .await?;
     // Dropping `bench` on Ctrl-C kills the controller; the control plane is stopped below.
     let outcome = tokio::select! {
         outcome = bench(&cluster, &controller, &args) => outcome,

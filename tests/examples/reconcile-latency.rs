@@ -24,7 +24,13 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(200);
-    let cluster = ControlPlane::start(ClusterOptions::default()).await?;
+    let cluster = ControlPlane::start(ClusterOptions {
+        // kwok's simulated pods only: no image here maps to a program, and `cargo run
+        // --example` does not build the runner.
+        run_pods: false,
+        ..ClusterOptions::default()
+    })
+    .await?;
     let outcome = measure(&cluster, changes).await;
     cluster.stop(false).await;
     outcome

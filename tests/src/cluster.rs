@@ -16,13 +16,15 @@ use crate::binaries::Binaries;
 use crate::pki::{CertFiles, Pki};
 use crate::ports::free_ports;
 use crate::process::{ManagedProcess, stop_pid};
-use crate::{HarnessError, NODE_IP, POD_CIDR, Result, SERVICE_CIDR, wait};
+use crate::{HarnessError, NODE_IP, NODE_POD_CIDR, POD_CIDR, Result, SERVICE_CIDR, pods, wait};
 
 /// How long each part may take to come up before start-up gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// The annotation kwok selects the nodes it simulates by.
 const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
 const STATE_FILE: &str = "state.json";
+/// The pod runner's executable, among the workspace's cargo-built binaries.
+const POD_RUNNER: &str = "sluice-pod-runner";
 
 /// ServiceAccounts of this namespace are audited: Sluice's controller runs as one there, as
 /// `deploy/` installs it, when a test proves which rights it uses.
@@ -51,6 +53,10 @@ pub struct ClusterOptions {
     pub pod_ready_delay: Duration,
     /// ... and at most this much longer, drawn at random per pod.
     pub pod_ready_jitter: Duration,
+    /// Start the pod runner ([`crate::pods`]): pods whose image its table maps run as real
+    /// processes on their pod IPs; all others stay kwok's. On by default: with no such pod it
+    /// costs one watch, and it needs root (for network namespaces), as the harness has.
+    pub run_pods: bool,
 }
 
 impl Default for ClusterOptions {
@@ -60,6 +66,7 @@ impl Default for ClusterOptions {
             nodes: 3,
             pod_ready_delay: Duration::from_millis(1000),
             pod_ready_jitter: Duration::from_millis(1000),
+            run_pods: true,
         }
     }
 }
@@ -306,6 +313,9 @@ impl ControlPlane {
                 "--node-lease-duration-seconds=40".into(),
             ],
         )?;
+        if options.run_pods {
+            cluster.spawn_pod_runner()?;
+        }
 
         cluster.create_nodes(&client, options.nodes).await?;
         cluster.wait_nodes_ready(&client, options.nodes).await?;
@@ -387,6 +397,8 @@ impl ControlPlane {
         for (_, mut process) in processes.into_iter().rev() {
             process.stop().await;
         }
+        // The runner removes its networks as it stops; this catches a runner that could not.
+        pods::netns::sweep().await;
         let temp = lock(&self.temp).take()?;
         if keep_files { Some(temp.keep()) } else { None }
     }
@@ -419,10 +431,42 @@ impl ControlPlane {
     }
 
     fn spawn(&self, name: &str, args: Vec<String>) -> Result<()> {
-        let program = self.binaries.path(name);
+        self.spawn_program(name, self.binaries.path(name), args)
+    }
+
+    fn spawn_program(&self, name: &str, program: PathBuf, args: Vec<String>) -> Result<()> {
         let process = ManagedProcess::spawn(name, &program, &args, &self.dir.join("logs"))?;
         lock(&self.processes).push((program, process));
         Ok(())
+    }
+
+    /// The pod runner, as cluster admin (it patches pod status and deletes pods, as kubelet
+    /// does for its node). It finds its programs beside itself, in the target directory.
+    fn spawn_pod_runner(&self) -> Result<()> {
+        let bin_dir = pods::cargo_bin_dir()?;
+        let program = bin_dir.join(POD_RUNNER);
+        if !program.is_file() {
+            return Err(HarnessError::MissingBinary {
+                binary: POD_RUNNER.into(),
+                dir: bin_dir,
+                hint: "build the workspace's binaries first: cargo build --workspace --bins".into(),
+            });
+        }
+        let cert = self
+            .pki
+            .client_cert("sluice-pod-runner", &["system:masters"])?;
+        let kubeconfig = self.dir.join("pod-runner.kubeconfig");
+        self.write_cert_kubeconfig(&kubeconfig, &cert)?;
+        self.spawn_program(
+            "pod-runner",
+            program,
+            vec![
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--logs={}", self.dir.join("logs").display()),
+                format!("--programs={}", bin_dir.display()),
+                format!("--state-file={}", self.dir.join(STATE_FILE).display()),
+            ],
+        )
     }
 
     /// Fails with the log tail of any process that has exited.
@@ -485,6 +529,10 @@ impl ControlPlane {
                         "kubernetes.io/arch": "amd64",
                     },
                 },
+                // kwok hands out pod IPs from here (before its --cidr): the low end of the
+                // documentation range is where these machines keep their own address and
+                // gateway, which a pod IP routed into a namespace would shadow.
+                "spec": {"podCIDR": NODE_POD_CIDR, "podCIDRs": [NODE_POD_CIDR]},
                 "status": {
                     "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
                     "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
@@ -533,7 +581,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Stops a cluster that `sluice-cluster up` left running in `dir`, and removes the directory.
+/// Pod networks no live runner owns are removed first, whatever the state file says: after a
+/// `kill -9` of `up` mid-start there is none, but there may be namespaces.
 pub async fn stop_detached(dir: &Path) -> Result<()> {
+    pods::netns::sweep().await;
     let path = dir.join(STATE_FILE);
     let text = std::fs::read(&path).map_err(HarnessError::io(format!(
         "reading {} (is a cluster running there?)",
@@ -547,6 +598,7 @@ pub async fn stop_detached(dir: &Path) -> Result<()> {
     for process in state.processes.iter().rev() {
         stop_pid(process.pid, &process.program).await;
     }
+    pods::netns::sweep().await;
     std::fs::remove_dir_all(dir).map_err(HarnessError::io(format!("removing {}", dir.display())))
 }
 
@@ -602,13 +654,29 @@ fn kwok_stages(binaries: &Binaries, options: &ClusterOptions) -> Result<String> 
     let delay_ms = options.pod_ready_delay.as_millis();
     let latest_ms = delay_ms + options.pod_ready_jitter.as_millis();
     let pod_ready = with_delay(&read("pod-ready.yaml")?, delay_ms, latest_ms)?;
-    let documents = [
-        read("node-initialize.yaml")?,
-        read("node-heartbeat-with-lease.yaml")?,
+    let mut pod_stages = vec![
         pod_ready,
         read("pod-complete.yaml")?,
         read("pod-delete.yaml")?,
     ];
+    if options.run_pods {
+        // Pods the runner owns: kwok gives them an IP and nothing else; the runner reports
+        // their readiness and deletes them once their process has exited.
+        for stage in &mut pod_stages {
+            *stage = pods::kwok_stages::exclude_runner_pods(stage).ok_or_else(|| {
+                HarnessError::Invalid {
+                    what: "a kwok pod stage".into(),
+                    detail: "has no `selector.matchExpressions`".into(),
+                }
+            })?;
+        }
+        pod_stages.push(pods::kwok_stages::runner_pod_start());
+    }
+    let mut documents = vec![
+        read("node-initialize.yaml")?,
+        read("node-heartbeat-with-lease.yaml")?,
+    ];
+    documents.extend(pod_stages);
     Ok(documents.join("\n---\n"))
 }
 

@@ -4,7 +4,8 @@
 //!
 //! Pod and Service IPs of this cluster come from documentation ranges (192.0.2.0/24 for pods,
 //! 198.51.100.0/24 for Services, 203.0.113.0/24 for nodes). They exist only as data: nothing
-//! here, and nothing a test does, may ever connect to them.
+//! here, and nothing a test does, may connect to them — except the pod IPs of the network
+//! namespaces the pod runner ([`pods`]) made itself.
 
 pub mod binaries;
 pub mod cluster;
@@ -13,6 +14,7 @@ mod error;
 pub mod fuzz;
 pub mod mutate;
 pub mod pki;
+pub mod pods;
 mod ports;
 pub mod process;
 pub mod prometheus;
@@ -28,6 +30,9 @@ pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
 
 /// Pods get addresses from here (kwok's `--cidr`).
 pub const POD_CIDR: &str = "192.0.2.0/24";
+/// The part of [`POD_CIDR`] kwok's nodes hand out (their `spec.podCIDR`): the low half holds
+/// these machines' own address and gateway.
+pub const NODE_POD_CIDR: &str = "192.0.2.128/25";
 /// Services get cluster IPs from here (kube-apiserver's `--service-cluster-ip-range`).
 pub const SERVICE_CIDR: &str = "198.51.100.0/24";
 /// Nodes report this InternalIP (kwok's `--node-ip`).

@@ -1,18 +1,20 @@
 //! demo-app: answers `GET /` after a set latency, failing a set share of requests with 500, and
-//! exposes `/metrics` (requests by status code, a latency histogram) and `/healthz`.
+//! exposes `/metrics` (requests by status code, a latency histogram), `/healthz` and `/ready`.
+//! `POST /fail-readiness` makes `/ready` answer 503 from then on, so a test can tell a running
+//! process to fail its readiness probe.
 //!
 //! Failures are spread evenly and deterministically: with an error rate of 0.25, exactly one
 //! request in four fails, so tests can assert exact counts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -55,6 +57,8 @@ struct VersionLabel {
 struct App {
     behaviour: Behaviour,
     served: AtomicU64,
+    /// Set by `POST /fail-readiness`; `/ready` fails while it is.
+    unready: AtomicBool,
     requests: Family<RequestLabels, Counter>,
     latency: Family<VersionLabel, Histogram>,
     registry: Registry,
@@ -83,6 +87,7 @@ pub fn router(behaviour: Behaviour) -> Result<Router, DemoError> {
     let app = Arc::new(App {
         behaviour,
         served: AtomicU64::new(0),
+        unready: AtomicBool::new(false),
         requests,
         latency,
         registry,
@@ -91,6 +96,8 @@ pub fn router(behaviour: Behaviour) -> Result<Router, DemoError> {
         .route("/", get(answer))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/fail-readiness", post(fail_readiness))
         .with_state(app))
 }
 
@@ -98,6 +105,33 @@ pub fn router(behaviour: Behaviour) -> Result<Router, DemoError> {
 pub async fn serve(listener: TcpListener, behaviour: Behaviour) -> Result<(), DemoError> {
     let app = router(behaviour)?;
     axum::serve(listener, app).await.map_err(DemoError::Serve)
+}
+
+/// Serves on `listener` until `shutdown` completes, then stops accepting connections and
+/// returns once the requests already in flight have been answered (a drain, as on SIGTERM).
+pub async fn serve_until(
+    listener: TcpListener,
+    behaviour: Behaviour,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), DemoError> {
+    let app = router(behaviour)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(DemoError::Serve)
+}
+
+async fn ready(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+    if app.unready.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "told to fail readiness\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
+}
+
+async fn fail_readiness(State(app): State<Arc<App>>) -> &'static str {
+    app.unready.store(true, Ordering::Relaxed);
+    "readiness fails from now on\n"
 }
 
 /// Binds `addr` (port 0 picks a free one) and returns the listener with its address.

@@ -20,8 +20,14 @@ pub(crate) struct Tools {
     pub env: PathBuf,
 }
 
-/// The workspace binaries the demo runs, beside its own.
-const WORKSPACE_BINARIES: [&str; 3] = ["demo-app", "rollout-controller", "kubectl-sluice"];
+/// The workspace binaries the demo runs, beside its own. The harness starts the last, the pod
+/// runner, from the same directory.
+const WORKSPACE_BINARIES: [&str; 4] = [
+    "demo-app",
+    "rollout-controller",
+    "kubectl-sluice",
+    "sluice-pod-runner",
+];
 
 pub(crate) fn workspace_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -33,7 +39,7 @@ pub(crate) async fn check(console: &Console) -> anyhow::Result<Tools> {
         on_path("env", "").map_err(|_| anyhow::anyhow!("`env` (coreutils) is not on PATH"))?;
     control_plane(console).await?;
     let built = workspace_binaries(console).await?;
-    let [demo_app, controller, kubectl_sluice] = built;
+    let [demo_app, controller, kubectl_sluice, _pod_runner] = built;
     Ok(Tools {
         demo_app,
         controller,
@@ -92,7 +98,7 @@ async fn control_plane(console: &Console) -> anyhow::Result<Binaries> {
 /// demo-app, rollout-controller and kubectl-sluice from this build's target directory. Under
 /// `cargo run` they are built first, in the same profile — a no-op when they are fresh, which
 /// they are after `cargo build --workspace --bins`.
-async fn workspace_binaries(console: &Console) -> anyhow::Result<[PathBuf; 3]> {
+async fn workspace_binaries(console: &Console) -> anyhow::Result<[PathBuf; 4]> {
     let exe = std::env::current_exe().context("finding the demo's own binary")?;
     let dir = exe
         .parent()
@@ -167,5 +173,6 @@ async fn workspace_binaries(console: &Console) -> anyhow::Result<[PathBuf; 3]> {
         path(WORKSPACE_BINARIES[0])?,
         path(WORKSPACE_BINARIES[1])?,
         path(WORKSPACE_BINARIES[2])?,
+        path(WORKSPACE_BINARIES[3])?,
     ])
 }

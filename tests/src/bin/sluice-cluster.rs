@@ -34,6 +34,9 @@ enum Command {
         /// ... and at most this much longer, drawn per pod.
         #[arg(long, default_value_t = 1000)]
         pod_ready_jitter_ms: u64,
+        /// Do not start the pod runner (pods whose image maps to a program stay kwok's).
+        #[arg(long)]
+        no_pod_runner: bool,
     },
     /// Stop a control plane started with `up`, and remove its files.
     Down {
@@ -50,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
             nodes,
             pod_ready_delay_ms,
             pod_ready_jitter_ms,
+            no_pod_runner,
         } => {
             eprintln!("starting the control plane in {}", dir.display());
             let cluster = ControlPlane::start(ClusterOptions {
@@ -57,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
                 nodes,
                 pod_ready_delay: Duration::from_millis(pod_ready_delay_ms),
                 pod_ready_jitter: Duration::from_millis(pod_ready_jitter_ms),
+                run_pods: !no_pod_runner,
             })
             .await
             .context("starting the control plane")?;
