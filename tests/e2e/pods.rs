@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Trial;
@@ -16,7 +15,7 @@ use serde_json::{Value, json};
 use sluice_tests::pods::netns::{self, PodNetwork};
 use tracing::Instrument;
 
-use crate::support::{Env, TestNamespace, eventually};
+use crate::support::{self, Env, TestNamespace, eventually};
 
 pub(crate) fn trials() -> Vec<Trial> {
     vec![
@@ -116,14 +115,9 @@ async fn endpoints(
     ns: &str,
     service: &str,
 ) -> anyhow::Result<Vec<(String, bool, bool)>> {
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    let list = slices
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
-        .await?;
-    Ok(list
-        .items
+    Ok(support::endpoints(client, ns, service)
+        .await?
         .into_iter()
-        .flat_map(|s| s.endpoints.into_iter().flatten())
         .flat_map(|e| {
             let ready = e.conditions.as_ref().and_then(|c| c.ready) == Some(true);
             let terminating = e.conditions.as_ref().and_then(|c| c.terminating) == Some(true);

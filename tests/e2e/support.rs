@@ -175,8 +175,8 @@ impl Env {
     }
 }
 
-/// The ready endpoints in the EndpointSlices of `service`.
-pub(crate) async fn ready_endpoints(
+/// Every endpoint in the EndpointSlices of `service`, whatever its conditions.
+pub(crate) async fn endpoints(
     client: &Client,
     ns: &str,
     service: &str,
@@ -189,8 +189,18 @@ pub(crate) async fn ready_endpoints(
         .items
         .into_iter()
         .flat_map(|slice| slice.endpoints.into_iter().flatten())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
         .collect())
+}
+
+/// The ready endpoints in the EndpointSlices of `service`.
+pub(crate) async fn ready_endpoints(
+    client: &Client,
+    ns: &str,
+    service: &str,
+) -> anyhow::Result<Vec<Endpoint>> {
+    let mut all = endpoints(client, ns, service).await?;
+    all.retain(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true));
+    Ok(all)
 }
 
 /// A refusal must come from the apiserver's (or kubectl's) judgement of an object, never from a
