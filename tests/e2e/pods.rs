@@ -13,6 +13,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Trial;
 use serde_json::{Value, json};
 use sluice_tests::pods::netns::{self, PodNetwork};
+use sluice_tests::prometheus_live::{JOB, LivePrometheus, PodScrape};
 use tracing::Instrument;
 
 use crate::support::{self, Env, TestNamespace, eventually};
@@ -22,6 +23,7 @@ pub(crate) fn trials() -> Vec<Trial> {
         trial!(pods::replica_set_pods_serve_on_their_ips_and_leave_when_unready),
         trial!(pods::crashing_and_unhealthy_programs_are_restarted_and_counted),
         trial!(pods::a_deleted_pod_drains_while_its_endpoint_is_terminating),
+        trial!(pods::prometheus_discovers_the_pods_and_counts_what_they_served),
     ]
 }
 
@@ -493,6 +495,133 @@ async fn a_deleted_pod_drains_while_its_endpoint_is_terminating(
         })
         .await?;
         Ok(())
+    })
+    .await
+}
+
+/// Prometheus finds the three pods by Kubernetes service discovery alone (no target is listed
+/// anywhere), scrapes each on its pod IP, and its counters agree with what the test sent to each
+/// pod: exactly, once a scrape has followed the last request, and as a rate over the sending.
+async fn prometheus_discovers_the_pods_and_counts_what_they_served(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    const INTERVAL: Duration = Duration::from_secs(1);
+    /// Requests per pod: a steady `PACE` for `SENDING`.
+    const PACE: Duration = Duration::from_millis(100);
+    const SENDING: Duration = Duration::from_secs(12);
+    let cluster = env.cluster().await?;
+    env.in_namespace("pods-sd", |ns: TestNamespace| async move {
+        let TestNamespace { name, client } = ns;
+        let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &name);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
+        replica_sets
+            .create(
+                &PostParams::default(),
+                &object(json!({
+                    "metadata": {"name": "web"},
+                    "spec": {
+                        "replicas": 3,
+                        "selector": {"matchLabels": {"app": "web"}},
+                        "template": template("web", json!([]), 5),
+                    },
+                }))?,
+            )
+            .await?;
+        let prometheus =
+            LivePrometheus::discovering_pods(cluster, &PodScrape::namespace(&name, INTERVAL))
+                .await?;
+        let outcome = async {
+            let list = eventually("3 ready pods", || async {
+                let list = pods.list(&ListParams::default()).await?.items;
+                Ok((list.len() == 3 && list.iter().all(is_ready)).then_some(list))
+            })
+            .await?;
+            let mut networks = Vec::new();
+            for pod in &list {
+                networks.push((
+                    pod.metadata.name.clone().unwrap_or_default(),
+                    network_of(pod).await?,
+                ));
+            }
+            let up = format!("up{{job=\"{JOB}\",namespace=\"{name}\"}}");
+            let discovered = eventually("up = 1 for each of the 3 pods", || async {
+                prometheus.ensure_running()?;
+                let samples = prometheus.query(&up).await?;
+                Ok(
+                    (samples.len() == 3 && samples.iter().all(|s| s.value == 1.0))
+                        .then_some(samples),
+                )
+            })
+            .await?;
+            for (pod, net) in &networks {
+                let target = discovered
+                    .iter()
+                    .find(|s| s.labels.get("pod") == Some(pod))
+                    .with_context(|| format!("no target for pod {pod}: {discovered:?}"))?;
+                ensure!(
+                    target.labels.get("instance") == Some(&format!("{}:{PORT}", net.ip)),
+                    "pod {pod} is scraped at {:?}, not its IP {}",
+                    target.labels.get("instance"),
+                    net.ip
+                );
+                ensure!(
+                    target.labels.get("app").map(String::as_str) == Some("web"),
+                    "the pod's labels are not on its target: {:?}",
+                    target.labels
+                );
+            }
+
+            // A steady, bounded stream to each pod, straight to its IP.
+            let http = http()?;
+            let mut sent = std::collections::BTreeMap::<String, u64>::new();
+            let mut tick = tokio::time::interval(PACE);
+            let started = Instant::now();
+            while started.elapsed() < SENDING {
+                tick.tick().await;
+                for (pod, net) in &networks {
+                    http.get(format!("http://{}:{PORT}/", net.ip))
+                        .send()
+                        .await?
+                        .error_for_status()?;
+                    *sent.entry(pod.clone()).or_default() += 1;
+                }
+            }
+            let per_pod_rate = 1.0 / PACE.as_secs_f64();
+            // Over the last 10 s of sending; one scrape interval's requests either way.
+            let rate_query =
+                format!("sum by (pod) (rate(http_requests_total{{namespace=\"{name}\"}}[10s]))");
+            let rates = prometheus.query(&rate_query).await?;
+            let tolerance = per_pod_rate * INTERVAL.as_secs_f64() / 10.0 + per_pod_rate * 0.1;
+            ensure!(rates.len() == 3, "rates {rates:?}");
+            for rate in &rates {
+                ensure!(
+                    (rate.value - per_pod_rate).abs() <= tolerance,
+                    "pod {:?}: rate {:.2}/s, sent {per_pod_rate:.2}/s (± {tolerance:.2})",
+                    rate.labels.get("pod"),
+                    rate.value
+                );
+            }
+            let totals = format!("sum by (pod) (http_requests_total{{namespace=\"{name}\"}})");
+            eventually("Prometheus' counters to equal what was sent", || async {
+                let counted: std::collections::BTreeMap<String, u64> = prometheus
+                    .query(&totals)
+                    .await?
+                    .into_iter()
+                    .filter_map(|s| Some((s.labels.get("pod")?.clone(), s.value as u64)))
+                    .collect();
+                Ok((counted == sent).then_some(()))
+            })
+            .await?;
+            eprintln!(
+                "pods: Prometheus discovered 3 pods, counted {:?}; rates {:?}",
+                sent,
+                rates.iter().map(|r| r.value).collect::<Vec<_>>()
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        prometheus.stop().await;
+        outcome
     })
     .await
 }

@@ -371,6 +371,12 @@ impl ControlPlane {
         client_from_kubeconfig(&path).await
     }
 
+    /// A fresh client certificate for `user` in `groups`, for a process that reads the apiserver
+    /// under its own name (Prometheus' service discovery, for one).
+    pub fn user_cert(&self, user: &str, groups: &[&str]) -> Result<CertFiles> {
+        self.pki.client_cert(user, groups)
+    }
+
     /// A client that presents `token` as a Bearer token (for ServiceAccount tokens).
     pub async fn token_client(&self, name: &str, token: &str) -> Result<Client> {
         client_from_kubeconfig(&self.token_kubeconfig(name, token)?).await

@@ -2,14 +2,15 @@
 //! this cluster, so it reads what one would — the stable Ingress, the canary Ingress Sluice
 //! writes (its `canary-weight`), the EndpointSlices of the Services they name — and sends that
 //! share of a steady stream of requests to the canary's pods and the rest to stable's. A pod is
-//! reached at its demo-app process on 127.0.0.1 (the pod IPs in the EndpointSlices are
-//! documentation addresses that nothing routes to, so only the pod names are used).
+//! reached on its own IP, where the pod runner runs its demo-app, and only while the network
+//! namespace the runner made for it exists.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
@@ -18,7 +19,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::console::Console;
 use crate::observe::Watched;
-use crate::pods::{Backend, Pods};
+use crate::pods::{self, Networks, RunningPod};
 
 const ANNOTATION_PREFIX: &str = "nginx.ingress.kubernetes.io";
 /// Requests in flight at once; beyond that a request is dropped (and counted), never queued.
@@ -129,7 +130,8 @@ impl LoadGenerator {
         &self,
         ingresses: &Watched<Ingress>,
         slices: &Watched<EndpointSlice>,
-        pods: &Pods,
+        pods: &Watched<Pod>,
+        networks: &Networks,
     ) -> anyhow::Error {
         let client = match reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -167,7 +169,13 @@ impl LoadGenerator {
             };
             let backends = service
                 .as_deref()
-                .map(|s| ready_backends(s, &slices.state(), &pods.backends()))
+                .map(|s| {
+                    let running = pods::running(&pods.state());
+                    ready_backends(s, &slices.state(), &running)
+                        .into_iter()
+                        .filter(|b| networks.owns(&b.pod))
+                        .collect::<Vec<_>>()
+                })
                 .unwrap_or_default();
             let Some(service) = service.filter(|_| !backends.is_empty()) else {
                 if up {
@@ -187,14 +195,15 @@ impl LoadGenerator {
             let stats = self.stats.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                stats.record(&backend.version, Outcome::Sent);
-                let url = format!("http://127.0.0.1:{}/", backend.port);
+                let version = &backend.pod.version;
+                stats.record(version, Outcome::Sent);
+                let url = format!("http://{}:{}/", backend.pod.ip, backend.port);
                 match client.get(&url).send().await {
                     Ok(response) if response.status().is_server_error() => {
-                        stats.record(&backend.version, Outcome::Error)
+                        stats.record(version, Outcome::Error)
                     }
                     Ok(_) => {}
-                    Err(_) => stats.record(&backend.version, Outcome::Failed),
+                    Err(_) => stats.record(version, Outcome::Failed),
                 }
             });
         }
@@ -278,13 +287,20 @@ fn first_service(ingress: &Ingress) -> Option<String> {
         .find_map(|path| path.backend.service.as_ref().map(|s| s.name.clone()))
 }
 
-/// The demo-app processes behind the ready endpoints of `service`, in a stable order.
+/// A ready endpoint of a Service: the pod behind it and the port its slice names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Backend {
+    pub pod: RunningPod,
+    pub port: u16,
+}
+
+/// The running pods behind the ready endpoints of `service`, in a stable order.
 pub(crate) fn ready_backends(
     service: &str,
     slices: &[Arc<EndpointSlice>],
-    running: &BTreeMap<String, Backend>,
+    running: &[RunningPod],
 ) -> Vec<Backend> {
-    let mut pods: Vec<&str> = slices
+    let mut backends: Vec<Backend> = slices
         .iter()
         .filter(|s| {
             s.labels()
@@ -292,18 +308,31 @@ pub(crate) fn ready_backends(
                 .map(String::as_str)
                 == Some(service)
         })
-        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter_map(|s| {
+            let port = s.ports.as_ref()?.first()?.port?;
+            Some((s, u16::try_from(port).ok()?))
+        })
+        .flat_map(|(s, port)| s.endpoints.iter().flatten().map(move |e| (e, port)))
         // The API says an unknown readiness is to be taken as ready.
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-        .filter_map(|e| e.target_ref.as_ref())
-        .filter(|r| r.kind.as_deref() == Some("Pod"))
-        .filter_map(|r| r.name.as_deref())
+        .filter(|(e, _)| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .filter_map(|(e, port)| {
+            let target = e.target_ref.as_ref()?;
+            if target.kind.as_deref() != Some("Pod") {
+                return None;
+            }
+            let name = target.name.as_deref()?;
+            let pod = running.iter().find(|p| p.name == name)?;
+            // The slice must say the address the pod has: a pod re-created under its old name
+            // has a new IP and namespace.
+            e.addresses.contains(&pod.ip.to_string()).then(|| Backend {
+                pod: pod.clone(),
+                port,
+            })
+        })
         .collect();
-    pods.sort_unstable();
-    pods.dedup();
-    pods.into_iter()
-        .filter_map(|pod| running.get(pod).cloned())
-        .collect()
+    backends.sort_unstable_by(|a, b| a.pod.name.cmp(&b.pod.name));
+    backends.dedup();
+    backends
 }
 
 #[cfg(test)]
@@ -342,28 +371,36 @@ mod tests {
     }
 
     #[test]
-    fn only_ready_endpoints_with_a_process_get_requests() {
+    fn only_ready_endpoints_of_running_pods_at_their_addresses_get_requests() {
         let slice: Arc<EndpointSlice> = Arc::new(
             serde_json::from_value(json!({
                 "metadata": {"name": "web-stable-x", "labels": {"kubernetes.io/service-name": "web-stable"}},
                 "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
                 "endpoints": [
-                    {"addresses": ["192.0.2.1"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": "a"}},
-                    {"addresses": ["192.0.2.2"], "conditions": {"ready": false}, "targetRef": {"kind": "Pod", "name": "b"}},
-                    {"addresses": ["192.0.2.3"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": "c"}},
+                    {"addresses": ["198.18.0.1"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": "a"}},
+                    {"addresses": ["198.18.0.2"], "conditions": {"ready": false}, "targetRef": {"kind": "Pod", "name": "b"}},
+                    {"addresses": ["198.18.0.3"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": "c"}},
+                    {"addresses": ["198.18.0.9"], "conditions": {"ready": true}, "targetRef": {"kind": "Pod", "name": "d"}},
                 ],
             }))
             .unwrap(),
         );
-        let backend = |port| Backend {
-            port,
+        let pod = |name: &str, last: u8| RunningPod {
+            name: name.into(),
+            ip: std::net::Ipv4Addr::new(198, 18, 0, last),
             hash: "h".into(),
             version: "v1".into(),
+            namespace: format!("sluice-{name}"),
         };
-        let running = BTreeMap::from([("a".to_owned(), backend(1)), ("b".to_owned(), backend(2))]);
+        // c has no running pod; d runs at another address than its endpoint says.
+        let running = [pod("a", 1), pod("b", 2), pod("d", 4)];
         assert_eq!(
             ready_backends("web-stable", std::slice::from_ref(&slice), &running),
-            vec![backend(1)]
+            vec![Backend {
+                pod: pod("a", 1),
+                port: 8080
+            }]
         );
         assert!(ready_backends("web-canary", &[slice], &running).is_empty());
     }

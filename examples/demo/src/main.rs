@@ -2,9 +2,9 @@
 //!
 //! Starts the local control plane (etcd, kube-apiserver, kube-controller-manager,
 //! kube-scheduler, kwok), Prometheus and the controller, all on 127.0.0.1; installs the CRDs and
-//! examples/demo/app.yaml (a canary Rollout behind NGINX with a sequential analysis); runs one
-//! demo-app process per pod (kwok's pods run nothing) and a load generator that splits its
-//! requests by the canary Ingress' weight. Then it ships v2, which rolls out step by step, and
+//! examples/demo/app.yaml (a canary Rollout behind NGINX with a sequential analysis), whose pods
+//! the harness's pod runner runs as demo-app processes on their own pod IPs; and a load
+//! generator that splits its requests by the canary Ingress' weight. Then it ships v2, which rolls out step by step, and
 //! v3, whose pod template makes demo-app fail 5% of requests, which Sluice aborts by itself —
 //! shown live with `kubectl-sluice get rollout web -w` — and ends with a summary. Ctrl-C stops
 //! everything it started and removes its files.
@@ -37,7 +37,7 @@ use rollout_controller::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
 use rollout_controller::crd::{Phase, Rollout};
 use serde_json::json;
 use sluice_tests::process::ManagedProcess;
-use sluice_tests::prometheus_live::LivePrometheus;
+use sluice_tests::prometheus_live::{LivePrometheus, PodScrape};
 use sluice_tests::{ClusterOptions, ControlPlane};
 use tokio::task::JoinSet;
 
@@ -46,7 +46,7 @@ use crate::loadgen::{LoadGenerator, LoadStats};
 use crate::manifests::{FIELD_MANAGER, Release};
 use crate::narrate::History;
 use crate::observe::Watched;
-use crate::pods::Pods;
+use crate::pods::Networks;
 use crate::summary::{Report, Shipped};
 use crate::view::{Footer, LiveView};
 
@@ -86,7 +86,6 @@ struct Demo {
     cluster: Option<ControlPlane>,
     prometheus: Option<Arc<LivePrometheus>>,
     controller: Option<ManagedProcess>,
-    pods: Option<Arc<Pods>>,
     view: Option<LiveView>,
     tasks: JoinSet<()>,
 }
@@ -109,7 +108,6 @@ async fn main() -> ExitCode {
         cluster: None,
         prometheus: None,
         controller: None,
-        pods: None,
         view: None,
         tasks: JoinSet::new(),
     };
@@ -185,9 +183,6 @@ impl Demo {
             view.stop().await;
         }
         self.tasks.shutdown().await;
-        if let Some(pods) = self.pods.take() {
-            pods.stop_all().await;
-        }
         if let Some(mut controller) = self.controller.take() {
             controller.stop().await;
         }
@@ -220,7 +215,7 @@ struct Stage<'a> {
     console: &'a Console,
     rollouts: Api<Rollout>,
     rollout_watch: &'a Watched<Rollout>,
-    pods: Arc<Pods>,
+    pods: Arc<Watched<Pod>>,
     stats: Arc<LoadStats>,
     history: &'a History,
     kubectl_sluice: &'a Path,
@@ -262,13 +257,16 @@ async fn run(cli: &Cli, demo: &mut Demo) -> anyhow::Result<String> {
     console.say("installed Sluice's CRDs");
 
     let prometheus = Arc::new(
-        LivePrometheus::start("demo-app", SCRAPE_INTERVAL)
-            .await
-            .context("starting Prometheus")?,
+        LivePrometheus::discovering_pods(
+            cluster,
+            &PodScrape::namespace(NAMESPACE, SCRAPE_INTERVAL),
+        )
+        .await
+        .context("starting Prometheus")?,
     );
     demo.prometheus = Some(prometheus.clone());
     console.say(format!(
-        "Prometheus at {} scrapes each demo-app every {} s (file_sd targets, rewritten as pods come and go)",
+        "Prometheus at {} finds the pods by Kubernetes service discovery and scrapes each every {} s",
         prometheus.url(),
         SCRAPE_INTERVAL.as_secs()
     ));
@@ -327,6 +325,7 @@ async fn run(cli: &Cli, demo: &mut Demo) -> anyhow::Result<String> {
         Api::namespaced(client.clone(), NAMESPACE),
         watcher::Config::default(),
     );
+    let pod_watch = Arc::new(pod_watch);
     demo.tasks.spawn(drive);
     let (ingress_watch, drive) = Watched::<Ingress>::start(
         Api::namespaced(client.clone(), NAMESPACE),
@@ -353,14 +352,7 @@ async fn run(cli: &Cli, demo: &mut Demo) -> anyhow::Result<String> {
         .await
         .context("waiting for the watches' first lists")??;
 
-    let pods = Arc::new(Pods::new(
-        tools.demo_app.clone(),
-        tools.env.clone(),
-        &log_dir,
-        prometheus.clone(),
-        console.clone(),
-    ));
-    demo.pods = Some(pods.clone());
+    let networks = Networks::default();
     let stats = Arc::new(LoadStats::default());
     let load = LoadGenerator {
         rate: cli.rate,
@@ -373,7 +365,7 @@ async fn run(cli: &Cli, demo: &mut Demo) -> anyhow::Result<String> {
         console: &console,
         rollouts: Api::namespaced(client.clone(), NAMESPACE),
         rollout_watch: &rollout_watch,
-        pods: pods.clone(),
+        pods: pod_watch.clone(),
         stats: stats.clone(),
         history: &history,
         kubectl_sluice: &tools.kubectl_sluice,
@@ -383,12 +375,12 @@ async fn run(cli: &Cli, demo: &mut Demo) -> anyhow::Result<String> {
         prometheus_url: prometheus.url().to_owned(),
     };
     let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), NAMESPACE);
-    // The story and the parts that play the cluster's missing pieces run side by side; any of
-    // them failing ends the demo.
+    // The story and the parts that play the cluster's missing ingress controller run side by
+    // side; any of them failing ends the demo.
     let report = tokio::select! {
         report = story(&stage, &mut demo.view, &runs, cli.rate, control_plane_up) => report?,
-        e = pods.supervise(&pod_watch) => return Err(e.context("running the pods' processes")),
-        e = load.run(&ingress_watch, &slice_watch, &pods) => return Err(e),
+        () = networks.refresh() => bail!("the pod network refresher ended"),
+        e = load.run(&ingress_watch, &slice_watch, &pod_watch, &networks) => return Err(e),
         e = narrate::narrate(&rollout_watch, ROLLOUT, &history, &console) => return Err(e),
         e = watchdog(controller, &prometheus) => return Err(e),
     };
@@ -421,7 +413,7 @@ async fn story(
     let first = stage.rollouts.get(ROLLOUT).await?;
     let replicas = usize::try_from(first.spec.replicas).unwrap_or(1);
     console.say(format!(
-        "waiting for v1: {replicas} pods, each played by a demo-app process, behind Service web-stable"
+        "waiting for v1: {replicas} pods, each a demo-app process on its pod IP, behind Service web-stable"
     ));
     let v1 = wait_rollout(stage, "v1 to become Healthy", V1_TIMEOUT, |ro| {
         settled(ro, first.metadata.generation.unwrap_or(1))
@@ -433,16 +425,18 @@ async fn story(
         .and_then(|s| s.stable_revision.clone())
         .context("v1 has no stable revision")?;
     sluice_tests::wait::until::<_, anyhow::Error, _, _>(
-        "a demo-app process for every v1 pod",
+        "every v1 pod Ready",
         V1_TIMEOUT,
         || async {
-            let running = stage.pods.count_by_hash().get(&v1_hash).copied();
+            let running = pods::count_by_hash(&pods::running(&stage.pods.state()))
+                .get(&v1_hash)
+                .copied();
             Ok((running == Some(replicas)).then_some(()))
         },
     )
     .await?;
     console.say(format!(
-        "v1 ({v1_hash}) is stable: {replicas} pods, {replicas} demo-app processes, {rate:.0} req/s through Ingress web"
+        "v1 ({v1_hash}) is stable: {replicas} ready pods, {rate:.0} req/s through Ingress web"
     ));
     // Prometheus sends new targets to its scrapers at most every 5 s; the analysis's first
     // look must find stable's counters already there, or it would count them as new.
@@ -683,14 +677,14 @@ fn footer(stage: &Stage<'_>, rate: f64) -> Footer {
             None => format!("all to {stable}"),
         };
         out.push_str(&format!("Load generator: {rate:.0} req/s, {split}\n"));
-        let processes = pods.count_by_version();
+        let processes = pods::count_by_version(&pods::running(&pods.state()));
         let requests = stats.by_version();
         let versions: std::collections::BTreeSet<&String> =
             processes.keys().chain(requests.keys()).collect();
         for version in versions {
             let counts = requests.get(version).cloned().unwrap_or_default();
             out.push_str(&format!(
-                "  {version:<4} {:>2} demo-app processes (one per pod) {:>7} requests {:>5} answered 5xx\n",
+                "  {version:<4} {:>2} ready pods {:>7} requests {:>5} answered 5xx\n",
                 processes.get(version).copied().unwrap_or(0),
                 counts.sent,
                 counts.errors

@@ -87,7 +87,7 @@ pub(crate) struct Release {
 impl Release {
     pub(crate) fn image(&self) -> String {
         format!(
-            "registry.example.com/web:{}",
+            "registry.example.com/demo-app:{}",
             self.version.trim_start_matches('v')
         )
     }
@@ -203,7 +203,7 @@ mod tests {
             version: "v3",
             error_rate: "0.05",
         };
-        assert_eq!(v3.image(), "registry.example.com/web:3");
+        assert_eq!(v3.image(), "registry.example.com/demo-app:3");
         assert!(v3.describe().contains("DEMO_ERROR_RATE=0.05"));
     }
 }

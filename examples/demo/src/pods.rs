@@ -1,254 +1,115 @@
-//! kwok's pods run no process, so the demo plays the kubelet's part for them: every scheduled
-//! pod of the namespace gets one demo-app process on a free 127.0.0.1 port, started with exactly
-//! the literal `env` of the pod's first container (the pod template's, so a version's behaviour
-//! comes from the Rollout), and stopped when the pod is deleted. Prometheus scrapes each process
-//! with the labels a Kubernetes service discovery would give it: the pod, its pod-template hash
-//! and its version.
+//! The demo's pods are real processes: the harness's pod runner plays every `*/demo-app:*`
+//! container as a demo-app inside a network namespace of its own, on the pod's IP, with the
+//! container's env (so a version's behaviour comes from the Rollout), and reports readiness from
+//! its probe. This module only reads what runs: which pods are ready, what version each is, and
+//! which pod IPs belong to a network namespace the runner made — the only ones the load
+//! generator may send to.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use rollout_controller::crd::POD_TEMPLATE_HASH_LABEL;
-use sluice_tests::process::ManagedProcess;
-use sluice_tests::prometheus_live::{LivePrometheus, ScrapeTarget};
-use tokio::sync::Mutex;
+use sluice_tests::pods::netns::{self, PodNetwork};
 
-use crate::console::Console;
-use crate::observe::Watched;
-
-/// Where a pod's process listens, and what it is.
+/// A ready pod the runner plays, as the load generator and the footer see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Backend {
-    pub port: u16,
+pub(crate) struct RunningPod {
+    pub name: String,
+    pub ip: Ipv4Addr,
     pub hash: String,
     pub version: String,
+    /// The network namespace the runner makes for this pod.
+    pub namespace: String,
 }
 
-struct PodProcess {
-    backend: Backend,
-    process: ManagedProcess,
+/// The ready pods of a Rollout's ReplicaSets (they carry a pod-template hash), with an IP.
+pub(crate) fn running(pods: &[Arc<Pod>]) -> Vec<RunningPod> {
+    pods.iter().filter_map(|pod| running_pod(pod)).collect()
 }
 
-pub(crate) struct Pods {
-    demo_app: PathBuf,
-    env: PathBuf,
-    log_dir: PathBuf,
-    prometheus: Arc<LivePrometheus>,
-    console: Console,
-    processes: Mutex<BTreeMap<String, PodProcess>>,
-    /// By pod name; what the load generator sends requests to.
-    backends: RwLock<BTreeMap<String, Backend>>,
-}
-
-/// What a pod asks to run.
-#[derive(Debug, Clone, PartialEq)]
-struct Wanted {
-    hash: String,
-    env: Vec<(String, String)>,
-}
-
-impl Pods {
-    pub(crate) fn new(
-        demo_app: PathBuf,
-        env: PathBuf,
-        log_dir: &Path,
-        prometheus: Arc<LivePrometheus>,
-        console: Console,
-    ) -> Self {
-        Self {
-            demo_app,
-            env,
-            log_dir: log_dir.to_path_buf(),
-            prometheus,
-            console,
-            processes: Mutex::new(BTreeMap::new()),
-            backends: RwLock::new(BTreeMap::new()),
-        }
-    }
-
-    /// Keeps one process per scheduled, undeleted pod until an error (a process that died).
-    pub(crate) async fn supervise(&self, pods: &Watched<Pod>) -> anyhow::Error {
-        let mut changes = pods.changes();
-        loop {
-            if let Err(e) = self.sync(&pods.state()).await {
-                return e;
-            }
-            // The watch wakes us at once; the tick notices a process that exited on its own.
-            let _ = tokio::time::timeout(Duration::from_millis(500), changes.changed()).await;
-        }
-    }
-
-    async fn sync(&self, pods: &[Arc<Pod>]) -> anyhow::Result<()> {
-        let wanted: BTreeMap<String, Wanted> = pods
-            .iter()
-            .filter_map(|pod| Some((pod.name_any(), wanted(pod)?)))
-            .collect();
-        let mut processes = self.processes.lock().await;
-        let mut changed = false;
-        let gone: Vec<String> = processes
-            .keys()
-            .filter(|name| !wanted.contains_key(*name))
-            .cloned()
-            .collect();
-        for name in gone {
-            if let Some(mut running) = processes.remove(&name) {
-                running.process.stop().await;
-                changed = true;
-            }
-        }
-        for (name, running) in processes.iter() {
-            running
-                .process
-                .ensure_running()
-                .with_context(|| format!("the demo-app process of pod {name}"))?;
-        }
-        for (name, want) in &wanted {
-            if processes.contains_key(name) {
-                continue;
-            }
-            let started = self.start(name, want)?;
-            processes.insert(name.clone(), started);
-            changed = true;
-        }
-        if changed {
-            let targets: Vec<ScrapeTarget> = processes
-                .iter()
-                .map(|(pod, running)| ScrapeTarget {
-                    port: running.backend.port,
-                    labels: BTreeMap::from([
-                        ("pod".to_owned(), pod.clone()),
-                        (
-                            POD_TEMPLATE_HASH_LABEL.replace('-', "_"),
-                            running.backend.hash.clone(),
-                        ),
-                        ("version".to_owned(), running.backend.version.clone()),
-                    ]),
-                })
-                .collect();
-            self.prometheus
-                .set_targets(&targets)
-                .context("updating Prometheus' targets")?;
-            let backends = processes
-                .iter()
-                .map(|(pod, running)| (pod.clone(), running.backend.clone()))
-                .collect();
-            *self
-                .backends
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = backends;
-        }
-        Ok(())
-    }
-
-    fn start(&self, pod: &str, want: &Wanted) -> anyhow::Result<PodProcess> {
-        let port = free_port()?;
-        let version = want
-            .env
-            .iter()
-            .find(|(name, _)| name == "DEMO_VERSION")
-            .map_or_else(|| want.hash.clone(), |(_, value)| value.clone());
-        // `env -i` gives the process the pod's environment and nothing of ours, as a container
-        // would get; DEMO_LISTEN comes last so that it wins. env execs demo-app in place, so the
-        // pid ManagedProcess signals is demo-app's.
-        let mut args = vec!["-i".to_owned()];
-        args.extend(
-            want.env
-                .iter()
-                .map(|(name, value)| format!("{name}={value}")),
-        );
-        args.push(format!("DEMO_LISTEN=127.0.0.1:{port}"));
-        args.push(self.demo_app.display().to_string());
-        let process = ManagedProcess::spawn(pod, &self.env, &args, &self.log_dir)
-            .with_context(|| format!("starting demo-app for pod {pod}"))?;
-        let settings: Vec<String> = want
-            .env
-            .iter()
-            .filter(|(name, _)| name != "DEMO_VERSION")
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect();
-        self.console.say(format!(
-            "pod {pod} ({version}) scheduled: demo-app on 127.0.0.1:{port} {}",
-            settings.join(" ")
-        ));
-        Ok(PodProcess {
-            backend: Backend {
-                port,
-                hash: want.hash.clone(),
-                version,
-            },
-            process,
-        })
-    }
-
-    /// The running processes, by pod name.
-    pub(crate) fn backends(&self) -> BTreeMap<String, Backend> {
-        self.backends
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    /// Running processes per pod-template hash.
-    pub(crate) fn count_by_hash(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for backend in self.backends().values() {
-            *counts.entry(backend.hash.clone()).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    /// Running processes per version.
-    pub(crate) fn count_by_version(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for backend in self.backends().values() {
-            *counts.entry(backend.version.clone()).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    /// Stops every process (SIGTERM, then SIGKILL after a grace period).
-    pub(crate) async fn stop_all(&self) {
-        let processes = std::mem::take(&mut *self.processes.lock().await);
-        let stops = processes.into_values().map(|mut running| async move {
-            running.process.stop().await;
-        });
-        futures::future::join_all(stops).await;
-    }
-}
-
-/// A pod that a kubelet would run: scheduled, not being deleted, not finished, and made by a
-/// Rollout's ReplicaSet (it has a pod-template hash).
-fn wanted(pod: &Pod) -> Option<Wanted> {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return None;
-    }
-    let spec = pod.spec.as_ref()?;
-    spec.node_name.as_ref()?;
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if matches!(phase, Some("Succeeded" | "Failed")) {
+fn running_pod(pod: &Pod) -> Option<RunningPod> {
+    if pod.metadata.deletion_timestamp.is_some() || !is_ready(pod) {
         return None;
     }
     let hash = pod.labels().get(POD_TEMPLATE_HASH_LABEL)?.clone();
-    let container = spec.containers.first()?;
-    // Only literal values: valueFrom (Secrets, fields) needs a kubelet.
-    let env = container
+    let ip: Ipv4Addr = pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+    let uid = pod.metadata.uid.as_deref()?;
+    let version = pod
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
         .env
         .iter()
         .flatten()
-        .filter_map(|var| Some((var.name.clone(), var.value.clone()?)))
-        .collect();
-    Some(Wanted { hash, env })
+        .find(|var| var.name == "DEMO_VERSION")
+        .and_then(|var| var.value.clone())
+        .unwrap_or_else(|| hash.clone());
+    Some(RunningPod {
+        name: pod.name_any(),
+        ip,
+        hash,
+        version,
+        namespace: PodNetwork::for_pod(uid, ip).namespace,
+    })
 }
 
-/// A port the kernel just handed out on loopback and we let go of, for demo-app to bind.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Ready pods per pod-template hash.
+pub(crate) fn count_by_hash(pods: &[RunningPod]) -> BTreeMap<String, usize> {
+    count(pods.iter().map(|p| p.hash.clone()))
+}
+
+/// Ready pods per version.
+pub(crate) fn count_by_version(pods: &[RunningPod]) -> BTreeMap<String, usize> {
+    count(pods.iter().map(|p| p.version.clone()))
+}
+
+fn count(keys: impl Iterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for key in keys {
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The network namespaces that exist now, refreshed in the background: a pod IP is sent to
+/// only while its namespace is among them.
+#[derive(Default)]
+pub(crate) struct Networks {
+    present: RwLock<BTreeSet<String>>,
+}
+
+impl Networks {
+    /// Keeps the set current until dropped.
+    pub(crate) async fn refresh(&self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let present: BTreeSet<String> = netns::namespaces().await.into_iter().collect();
+            *self
+                .present
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = present;
+        }
+    }
+
+    pub(crate) fn owns(&self, pod: &RunningPod) -> bool {
+        self.present
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&pod.namespace)
+    }
 }
 
 #[cfg(test)]
@@ -256,46 +117,64 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(value: serde_json::Value) -> Pod {
-        serde_json::from_value(value).unwrap()
+    fn pod(value: serde_json::Value) -> Arc<Pod> {
+        Arc::new(serde_json::from_value(value).unwrap())
     }
 
-    #[test]
-    fn a_scheduled_pod_runs_its_literal_env() {
-        let scheduled = pod(json!({
-            "metadata": {"name": "web-1", "labels": {"rollouts-pod-template-hash": "abc"}},
+    fn ready_pod() -> serde_json::Value {
+        json!({
+            "metadata": {"name": "web-1", "uid": "0a1b2c3d-0000-4000-8000-000000000001",
+                         "labels": {"rollouts-pod-template-hash": "abc"}},
             "spec": {"nodeName": "kwok-node-0", "containers": [{"name": "web", "env": [
-                {"name": "DEMO_ERROR_RATE", "value": "0.05"},
-                {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                {"name": "DEMO_VERSION", "value": "v2"},
             ]}]},
-        }));
-        assert_eq!(
-            wanted(&scheduled),
-            Some(Wanted {
-                hash: "abc".into(),
-                env: vec![("DEMO_ERROR_RATE".into(), "0.05".into())],
-            })
-        );
+            "status": {"podIP": "198.18.0.7", "conditions": [{"type": "Ready", "status": "True"}]},
+        })
     }
 
     #[test]
-    fn unscheduled_deleted_and_unowned_pods_run_nothing() {
-        let base = json!({
-            "metadata": {"name": "web-1", "labels": {"rollouts-pod-template-hash": "abc"}},
-            "spec": {"nodeName": "kwok-node-0", "containers": [{"name": "web"}]},
-        });
-        let mut unscheduled = base.clone();
-        unscheduled["spec"]
+    fn a_ready_pod_runs_its_version_in_the_runners_namespace() {
+        let running = running(&[pod(ready_pod())]);
+        assert_eq!(running.len(), 1);
+        let web = &running[0];
+        assert_eq!((web.name.as_str(), web.version.as_str()), ("web-1", "v2"));
+        assert_eq!(web.ip, Ipv4Addr::new(198, 18, 0, 7));
+        assert_eq!(
+            web.namespace,
+            PodNetwork::for_pod("0a1b2c3d-0000-4000-8000-000000000001", web.ip).namespace
+        );
+        assert_eq!(count_by_version(&running)["v2"], 1);
+        assert_eq!(count_by_hash(&running)["abc"], 1);
+    }
+
+    #[test]
+    fn unready_deleted_unowned_and_addressless_pods_are_not_running() {
+        let mut unready = ready_pod();
+        unready["status"]["conditions"][0]["status"] = json!("False");
+        let mut deleted = ready_pod();
+        deleted["metadata"]["deletionTimestamp"] = json!("2026-12-01T07:00:00Z");
+        let mut unowned = ready_pod();
+        unowned["metadata"]["labels"] = json!({});
+        let mut addressless = ready_pod();
+        addressless["status"]
             .as_object_mut()
             .unwrap()
-            .remove("nodeName");
-        let mut deleted = base.clone();
-        deleted["metadata"]["deletionTimestamp"] = json!("2026-12-01T07:00:00Z");
-        let mut unowned = base.clone();
-        unowned["metadata"]["labels"] = json!({});
-        for value in [unscheduled, deleted, unowned] {
-            assert_eq!(wanted(&pod(value.clone())), None, "{value}");
+            .remove("podIP");
+        for value in [unready, deleted, unowned, addressless] {
+            assert!(running(&[pod(value.clone())]).is_empty(), "{value}");
         }
-        assert!(wanted(&pod(base)).is_some());
+    }
+
+    #[test]
+    fn a_pod_is_owned_only_while_its_namespace_exists() {
+        let networks = Networks::default();
+        let web = running(&[pod(ready_pod())]).remove(0);
+        assert!(!networks.owns(&web));
+        networks
+            .present
+            .write()
+            .unwrap()
+            .insert(web.namespace.clone());
+        assert!(networks.owns(&web));
     }
 }

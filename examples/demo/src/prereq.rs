@@ -1,6 +1,7 @@
 //! What the demo needs before it starts anything: the control plane and Prometheus built
 //! (tests/cluster/build.sh, once per machine; run here when they are missing), and the workspace
-//! binaries it runs — demo-app, rollout-controller and kubectl-sluice.
+//! binaries it runs — demo-app, rollout-controller and kubectl-sluice — and what the pod runner
+//! needs to give each pod a network namespace: root and `ip` (iproute2).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,11 +14,8 @@ use tokio::process::Command;
 use crate::console::Console;
 
 pub(crate) struct Tools {
-    pub demo_app: PathBuf,
     pub controller: PathBuf,
     pub kubectl_sluice: PathBuf,
-    /// `env`, to start each demo-app with its pod's environment.
-    pub env: PathBuf,
 }
 
 /// The workspace binaries the demo runs, beside its own. The harness starts the last, the pod
@@ -35,17 +33,43 @@ pub(crate) fn workspace_root() -> PathBuf {
 }
 
 pub(crate) async fn check(console: &Console) -> anyhow::Result<Tools> {
-    let env =
-        on_path("env", "").map_err(|_| anyhow::anyhow!("`env` (coreutils) is not on PATH"))?;
+    pod_networks()?;
     control_plane(console).await?;
     let built = workspace_binaries(console).await?;
-    let [demo_app, controller, kubectl_sluice, _pod_runner] = built;
+    let [_demo_app, controller, kubectl_sluice, _pod_runner] = built;
     Ok(Tools {
-        demo_app,
         controller,
         kubectl_sluice,
-        env,
     })
+}
+
+/// The pod runner makes a network namespace, a veth pair and a host route per pod: that takes
+/// root and iproute2's `ip`. Said before anything starts, rather than as a runner that fails.
+fn pod_networks() -> anyhow::Result<()> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    if effective_uid(&status) != Some(0) {
+        bail!(
+            "the demo runs each pod as a process in a network namespace of its own, which needs              root: run it as root (for example `sudo -E cargo run --bin demo`)"
+        );
+    }
+    on_path("ip", "").map_err(|_| {
+        anyhow::anyhow!(
+            "`ip` (iproute2) is not on PATH: install it (Debian: apt-get install iproute2)"
+        )
+    })?;
+    Ok(())
+}
+
+/// The effective uid from /proc/self/status (`Uid:` real, effective, saved, filesystem).
+fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The cached control plane and Prometheus, built first by tests/cluster/build.sh when either
@@ -175,4 +199,19 @@ async fn workspace_binaries(console: &Console) -> anyhow::Result<[PathBuf; 4]> {
         path(WORKSPACE_BINARIES[2])?,
         path(WORKSPACE_BINARIES[3])?,
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_effective_uid_is_the_second_of_four() {
+        assert_eq!(
+            effective_uid("Name:\tdemo\nUid:\t1000\t0\t0\t0\nGid:\t0\n"),
+            Some(0)
+        );
+        assert_eq!(effective_uid("Uid:\t0\t1000\t1000\t1000\n"), Some(1000));
+        assert_eq!(effective_uid("Name:\tdemo\n"), None);
+    }
 }

@@ -238,7 +238,11 @@ impl Report {
             "\nthe local control plane came up in {:.1} s",
             self.control_plane_up.as_secs_f64()
         );
-        let _ = writeln!(out, "load generator ({:.0} req/s to 127.0.0.1):", self.rate);
+        let _ = writeln!(
+            out,
+            "load generator ({:.0} req/s to the pods' IPs):",
+            self.rate
+        );
         for (version, counts) in &self.load {
             let _ = writeln!(
                 out,

@@ -35,11 +35,18 @@ pub fn executable(program: &Program, dir: &Path) -> PathBuf {
 /// A jq expression (kwok's selector language) that is `true` exactly for pods whose first
 /// container's image [`program_for`] maps: kwok's stages select on it.
 pub fn kwok_selector() -> String {
-    let alternatives: Vec<String> = PROGRAMS.iter().map(|p| glob_to_regex(p.image)).collect();
+    // Backslashes doubled: the expression is a jq string literal.
     format!(
         "(.spec.containers[0].image // \"\") | test(\"{}\")",
-        alternatives.join("|")
+        image_regex().replace('\\', "\\\\")
     )
+}
+
+/// An anchored regular expression (RE2 and jq alike) matching exactly the images
+/// [`program_for`] maps: what Prometheus' service discovery keeps.
+pub fn image_regex() -> String {
+    let alternatives: Vec<String> = PROGRAMS.iter().map(|p| glob_to_regex(p.image)).collect();
+    alternatives.join("|")
 }
 
 /// `*` matches any run of characters, everything else itself.
@@ -63,8 +70,7 @@ fn glob_matches(glob: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// The same language as [`glob_matches`], as an anchored regular expression whose backslashes
-/// are doubled for a jq string literal.
+/// The same language as [`glob_matches`], as an anchored regular expression.
 fn glob_to_regex(glob: &str) -> String {
     let mut regex = String::from("^");
     for c in glob.chars() {
@@ -74,7 +80,7 @@ fn glob_to_regex(glob: &str) -> String {
                 regex.push(c)
             }
             c => {
-                regex.push_str("\\\\");
+                regex.push('\\');
                 regex.push(c);
             }
         }
@@ -111,6 +117,7 @@ mod tests {
             kwok_selector(),
             "(.spec.containers[0].image // \"\") | test(\"^.*/demo-app:.*$\")"
         );
-        assert_eq!(glob_to_regex("a.b*"), "^a\\\\.b.*$");
+        assert_eq!(glob_to_regex("a.b*"), "^a\\.b.*$");
+        assert_eq!(image_regex(), "^.*/demo-app:.*$");
     }
 }
