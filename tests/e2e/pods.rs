@@ -3,6 +3,7 @@
 //! the runner made for a pod goes away with it. Traffic goes only to pod IPs whose namespace
 //! the runner made (checked before each test connects).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -55,6 +56,102 @@ fn template(app: &str, env: Value, grace_seconds: u64) -> Value {
                 },
             }],
         },
+    })
+}
+
+/// A demo-app container named `app` of `version` (`v1`, `v2` …): the image tag and
+/// DEMO_VERSION say which, and its `http` port and readiness probe make a pod that runs.
+pub(crate) fn demo_app_container(version: &str) -> Value {
+    json!({
+        "name": "app",
+        "image": format!("registry.example.com/demo-app:{}", version.trim_start_matches('v')),
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "env": [{"name": "DEMO_VERSION", "value": version}],
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": "http"},
+            "periodSeconds": PROBE_PERIOD_S,
+            "failureThreshold": FAILURE_THRESHOLD,
+        },
+    })
+}
+
+/// How many of `service`'s ready endpoints answer as each version: one request to each
+/// endpoint's pod IP (once the runner's namespace for that pod is checked), then the `version`
+/// label demo-app itself puts on its series.
+pub(crate) async fn versions_served(
+    client: &Client,
+    ns: &str,
+    service: &str,
+) -> anyhow::Result<BTreeMap<String, usize>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let by_name: BTreeMap<String, Pod> = pods
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
+        .collect();
+    let http = http()?;
+    let mut served = BTreeMap::new();
+    for endpoint in support::ready_endpoints(client, ns, service).await? {
+        let name = endpoint
+            .target_ref
+            .as_ref()
+            .and_then(|t| t.name.clone())
+            .context("an endpoint without a pod")?;
+        let pod = by_name
+            .get(&name)
+            .with_context(|| format!("endpoint pod {name} is not listed"))?;
+        let net = network_of(pod).await?;
+        ensure!(
+            endpoint.addresses.contains(&net.ip.to_string()),
+            "endpoint {:?} is not pod {name}'s IP {}",
+            endpoint.addresses,
+            net.ip
+        );
+        http.get(format!("http://{}:{PORT}/", net.ip))
+            .send()
+            .await?
+            .error_for_status()?;
+        let metrics = http
+            .get(format!("http://{}:{PORT}/metrics", net.ip))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        let version = metrics
+            .split("version=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .with_context(|| format!("pod {name}'s metrics name no version"))?;
+        *served.entry(version.to_owned()).or_insert(0) += 1;
+    }
+    Ok(served)
+}
+
+/// Waits until `service`'s ready endpoints answer as exactly `want` (version, count).
+pub(crate) async fn served_until(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    want: &[(&str, usize)],
+) -> anyhow::Result<()> {
+    let want: BTreeMap<String, usize> = want.iter().map(|(v, n)| ((*v).to_owned(), *n)).collect();
+    let what = format!("{service}'s ready endpoints to answer as {want:?}");
+    // Endpoints lag pods by a moment while versions change: a pod already gone, or one whose
+    // network is not made yet, is looked at again (and never sent to) rather than failing.
+    let last = std::sync::Mutex::new(String::new());
+    let outcome = eventually(&what, || async {
+        let seen = versions_served(client, ns, service).await;
+        let reached = matches!(&seen, Ok(served) if *served == want);
+        *last.lock().unwrap_or_else(|p| p.into_inner()) = format!("{seen:?}");
+        Ok(reached.then_some(()))
+    })
+    .await;
+    outcome.with_context(|| {
+        let last = last.lock().unwrap_or_else(|p| p.into_inner());
+        format!("last seen: {last}")
     })
 }
 
@@ -573,7 +670,7 @@ async fn prometheus_discovers_the_pods_and_counts_what_they_served(
 
             // A steady, bounded stream to each pod, straight to its IP.
             let http = http()?;
-            let mut sent = std::collections::BTreeMap::<String, u64>::new();
+            let mut sent = BTreeMap::<String, u64>::new();
             let mut tick = tokio::time::interval(PACE);
             let started = Instant::now();
             while started.elapsed() < SENDING {
@@ -603,7 +700,7 @@ async fn prometheus_discovers_the_pods_and_counts_what_they_served(
             }
             let totals = format!("sum by (pod) (http_requests_total{{namespace=\"{name}\"}})");
             eventually("Prometheus' counters to equal what was sent", || async {
-                let counted: std::collections::BTreeMap<String, u64> = prometheus
+                let counted: BTreeMap<String, u64> = prometheus
                     .query(&totals)
                     .await?
                     .into_iter()

@@ -1,5 +1,7 @@
 //! The controller against the real control plane: blue-green, canary without a router,
-//! rolling within its bounds, and bad input.
+//! rolling within its bounds, and bad input. The blue-green and canary tests run on pods that
+//! run (demo-app processes on their pod IPs) and check which version answers behind each
+//! Service.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,7 @@ use libtest_mimic::Trial;
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Phase, Rollout, RolloutStatus};
 use serde_json::{Value, json};
 
+use crate::pods::{demo_app_container, served_until, versions_served};
 use crate::support::{
     Env, RunningController, TestNamespace, events_with_reason, eventually, ready_endpoints,
 };
@@ -46,6 +49,13 @@ pub(crate) fn rollout_manifest(name: &str, replicas: i32, image: &str, strategy:
             "strategy": strategy,
         },
     })
+}
+
+/// [`rollout_manifest`] whose pods run: a demo-app container of `version`.
+fn running_rollout(name: &str, replicas: i32, version: &str, strategy: Value) -> Value {
+    let mut manifest = rollout_manifest(name, replicas, "", strategy);
+    manifest["spec"]["template"]["spec"]["containers"] = json!([demo_app_container(version)]);
+    manifest
 }
 
 pub(crate) async fn create_service(
@@ -80,9 +90,19 @@ pub(crate) async fn set_image(
     name: &str,
     image: &str,
 ) -> anyhow::Result<()> {
+    set_container(client, ns, name, json!({"name": "app", "image": image})).await
+}
+
+/// Replaces the pod template's containers with `container` (a merge patch replaces the list
+/// whole).
+pub(crate) async fn set_container(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    container: Value,
+) -> anyhow::Result<()> {
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
-    let patch =
-        json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+    let patch = json!({"spec": {"template": {"spec": {"containers": [container]}}}});
     rollouts
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
@@ -228,15 +248,16 @@ async fn blue_green_previews_then_switches_on_promotion(env: &'static Env) -> an
             "activeService": "web-active", "previewService": "web-preview",
             "autoPromotionEnabled": false, "scaleDownDelaySeconds": 3,
         }});
-        create_rollout(&client, &ns, rollout_manifest("web", 2, "web:1", strategy)).await?;
+        create_rollout(&client, &ns, running_rollout("web", 2, "v1", strategy)).await?;
         let v1 = status_until(&client, &ns, "web", "v1 Healthy", |s| {
             s.phase == Phase::Healthy
         })
         .await?;
         let blue = v1.stable_revision.context("no stable revision")?;
         endpoints_until(&client, &ns, "web-active", &format!("web-{blue}-"), 2).await?;
+        served_until(&client, &ns, "web-active", &[("v1", 2)]).await?;
 
-        set_image(&client, &ns, "web", "web:2").await?;
+        set_container(&client, &ns, "web", demo_app_container("v2")).await?;
         let previewing = status_until(&client, &ns, "web", "v2 previewed and paused", |s| {
             s.phase == Phase::Paused && s.updated_revision != s.stable_revision
         })
@@ -256,6 +277,13 @@ async fn blue_green_previews_then_switches_on_promotion(env: &'static Env) -> an
         );
         endpoints_until(&client, &ns, "web-active", &format!("web-{blue}-"), 2).await?;
         endpoints_until(&client, &ns, "web-preview", &format!("web-{green}-"), 2).await?;
+        // The preview serves only the new version, and the active Service only the old.
+        served_until(&client, &ns, "web-preview", &[("v2", 2)]).await?;
+        ensure!(
+            versions_served(&client, &ns, "web-active").await?
+                == BTreeMap::from([("v1".to_owned(), 2)]),
+            "the active Service served v2 before promotion"
+        );
 
         decide(
             &client,
@@ -273,6 +301,7 @@ async fn blue_green_previews_then_switches_on_promotion(env: &'static Env) -> an
             "the active Service does not select v2 after promotion"
         );
         endpoints_until(&client, &ns, "web-active", &format!("web-{green}-"), 2).await?;
+        served_until(&client, &ns, "web-active", &[("v2", 2)]).await?;
         // The old version stays for scaleDownDelaySeconds, then goes.
         ensure!(
             replica_counts(&client, &ns).await?.get(&blue) == Some(&2),
@@ -306,12 +335,13 @@ async fn canary_without_router_moves_by_replica_counts(env: &'static Env) -> any
             "stableMetadata": {"labels": {"role": "stable"}},
             "steps": [{"setWeight": 20}, {"pause": {"duration": "5s"}}, {"setWeight": 60}, {"pause": {}}],
         }});
-        create_rollout(&client, &ns, rollout_manifest("web", 5, "web:1", strategy)).await?;
+        create_rollout(&client, &ns, running_rollout("web", 5, "v1", strategy)).await?;
         let v1 = status_until(&client, &ns, "web", "v1 Healthy", |s| s.phase == Phase::Healthy).await?;
         let stable = v1.stable_revision.context("no stable revision")?;
 
         // A canary promoted to the end.
-        set_image(&client, &ns, "web", "web:2").await?;
+        served_until(&client, &ns, "web", &[("v1", 5)]).await?;
+        set_container(&client, &ns, "web", demo_app_container("v2")).await?;
         let paused = status_until(&client, &ns, "web", "step 2 (pause 5s)", |s| {
             s.current_step_index == Some(1) && s.updated_revision != s.stable_revision
         })
@@ -319,12 +349,14 @@ async fn canary_without_router_moves_by_replica_counts(env: &'static Env) -> any
         ensure!(paused.phase == Phase::Paused, "{paused:?}");
         let canary = paused.updated_revision.context("no updated revision")?;
         counts_until(&client, &ns, "1 canary / 4 stable at weight 20", &[(&canary, 1), (&stable, 4)]).await?;
+        served_until(&client, &ns, "web", &[("v1", 4), ("v2", 1)]).await?;
         let at_60 = status_until(&client, &ns, "web", "step 4 (pause until promoted)", |s| {
             s.current_step_index == Some(3)
         })
         .await?;
         ensure!(at_60.canary.map(|c| c.weight) == Some(60), "weight is not 60 at step 4");
         counts_until(&client, &ns, "3 canary / 2 stable at weight 60", &[(&canary, 3), (&stable, 2)]).await?;
+        served_until(&client, &ns, "web", &[("v1", 2), ("v2", 3)]).await?;
         roles_until(&client, &ns, &canary, "canary", 3).await?;
         roles_until(&client, &ns, &stable, "stable", 2).await?;
         decide(&client, &ns, "web", json!({"revision": canary, "promotedStep": 3})).await?;
@@ -333,11 +365,12 @@ async fn canary_without_router_moves_by_replica_counts(env: &'static Env) -> any
         })
         .await?;
         counts_until(&client, &ns, "5 new / 0 old", &[(&canary, 5), (&stable, 0)]).await?;
+        served_until(&client, &ns, "web", &[("v2", 5)]).await?;
         roles_until(&client, &ns, &canary, "stable", 5).await?;
 
         // A canary aborted at its pause.
         let stable = canary;
-        set_image(&client, &ns, "web", "web:3").await?;
+        set_container(&client, &ns, "web", demo_app_container("v3")).await?;
         let at_pause = status_until(&client, &ns, "web", "v3 at step 4", |s| {
             s.current_step_index == Some(3) && s.updated_revision.as_deref() != Some(stable.as_str())
         })
@@ -346,6 +379,7 @@ async fn canary_without_router_moves_by_replica_counts(env: &'static Env) -> any
         decide(&client, &ns, "web", json!({"revision": canary, "abort": true})).await?;
         status_until(&client, &ns, "web", "v3 Aborted", |s| s.phase == Phase::Aborted).await?;
         counts_until(&client, &ns, "all stable, canary at 0", &[(&canary, 0), (&stable, 5)]).await?;
+        served_until(&client, &ns, "web", &[("v2", 5)]).await?;
         let aborted = !events_with_reason(&client, &ns, "AbortedByUser").await?.is_empty();
         ensure!(aborted, "no AbortedByUser Event");
         Ok(())
