@@ -18,6 +18,18 @@ pub enum Verdict {
     Error,
 }
 
+impl Verdict {
+    /// The name it has on the wire (in status and in metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "Pass",
+            Verdict::Fail => "Fail",
+            Verdict::Inconclusive => "Inconclusive",
+            Verdict::Error => "Error",
+        }
+    }
+}
+
 /// Why a verdict was reached. Every field is optional: each judge fills what it has. Numbers are
 /// finite (JSON has no NaN); values that were not are left out and shown in `values`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -139,5 +151,25 @@ impl Measurement {
     /// The measurement's verdict.
     pub fn verdict(&self) -> Verdict {
         self.judgement.verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdicts_name_is_its_wire_name() {
+        for verdict in [
+            Verdict::Pass,
+            Verdict::Fail,
+            Verdict::Inconclusive,
+            Verdict::Error,
+        ] {
+            assert_eq!(
+                serde_json::to_value(verdict).unwrap(),
+                serde_json::Value::String(verdict.as_str().into())
+            );
+        }
     }
 }

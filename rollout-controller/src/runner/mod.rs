@@ -108,7 +108,7 @@ pub(crate) async fn reconcile_run(
             .measurements
             .get_or_create(&MeasurementLabels {
                 metric: metric.clone(),
-                verdict: format!("{:?}", judgement.verdict),
+                verdict: judgement.verdict.as_str().to_owned(),
             })
             .inc();
         info!(
