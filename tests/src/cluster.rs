@@ -16,7 +16,9 @@ use crate::binaries::Binaries;
 use crate::pki::{CertFiles, Pki};
 use crate::ports::free_ports;
 use crate::process::{ManagedProcess, stop_pid};
-use crate::{HarnessError, NODE_IP, NODE_POD_CIDR, POD_CIDR, Result, SERVICE_CIDR, pods, wait};
+use crate::{
+    HarnessError, MAX_NODES, NODE_IP, POD_CIDR, Result, SERVICE_CIDR, node_pod_cidr, pods, wait,
+};
 
 /// How long each part may take to come up before start-up gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -516,6 +518,10 @@ impl ControlPlane {
         let nodes: Api<Node> = Api::all(client.clone());
         for i in 0..count {
             let name = format!("kwok-node-{i}");
+            let pod_cidr = node_pod_cidr(i).ok_or_else(|| HarnessError::Invalid {
+                what: format!("{count} nodes"),
+                detail: format!("the pod range {POD_CIDR} has room for {MAX_NODES}"),
+            })?;
             let node: Node = serde_json::from_value(json!({
                 "apiVersion": "v1",
                 "kind": "Node",
@@ -529,10 +535,8 @@ impl ControlPlane {
                         "kubernetes.io/arch": "amd64",
                     },
                 },
-                // kwok hands out pod IPs from here (before its --cidr): the low end of the
-                // documentation range is where these machines keep their own address and
-                // gateway, which a pod IP routed into a namespace would shadow.
-                "spec": {"podCIDR": NODE_POD_CIDR, "podCIDRs": [NODE_POD_CIDR]},
+                // kwok hands out this node's pod IPs from here (before its --cidr).
+                "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
                 "status": {
                     "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
                     "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
