@@ -17,6 +17,8 @@ pub mod pki;
 pub mod pods;
 mod ports;
 pub mod process;
+pub mod process_record;
+pub mod procfs;
 pub mod prometheus;
 pub mod prometheus_live;
 pub mod tokens;
