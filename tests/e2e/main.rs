@@ -13,6 +13,7 @@ macro_rules! trial {
 
 mod bad_templates;
 mod cli;
+mod cluster_cleanup;
 mod decisions;
 mod deploy;
 mod examples;
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
         least_privilege::trials(),
         undecodable::trials(),
         pods::trials(),
+        cluster_cleanup::trials(),
     ]
     .into_iter()
     .flatten()

@@ -95,8 +95,11 @@ async fn replica_set_pods_become_ready_endpoints(env: &'static Env) -> anyhow::R
         })
         .await?;
         ensure!(
-            addresses.iter().all(|a| a.starts_with("192.0.2.")),
-            "pod addresses {addresses:?} are outside the documentation range 192.0.2.0/24"
+            addresses
+                .iter()
+                .all(|a| a.parse().is_ok_and(sluice_tests::is_pod_ip)),
+            "pod addresses {addresses:?} are outside the pod range {}",
+            sluice_tests::POD_CIDR
         );
         let ready_pods = pods
             .list(&ListParams::default().labels("app=web"))

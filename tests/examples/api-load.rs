@@ -22,6 +22,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use rollout_controller::crd::{Phase, Rollout, RolloutStatus};
 use serde_json::json;
 use sluice_tests::process::ManagedProcess;
+use sluice_tests::procfs::Memory;
 use sluice_tests::{ClusterOptions, ControlPlane, wait};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -197,7 +198,7 @@ async fn measure(
 
     // Whatever the first reconciles and the first call allocated is in place before "idle".
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = memory(pid)?;
+    let idle = Memory::read(pid)?;
     let baseline = get_at_rate(
         &gets,
         &base,
@@ -207,7 +208,7 @@ async fn measure(
     )
     .await;
 
-    let peak = Arc::new(AtomicU64::new(memory(pid)?.rss_kib));
+    let peak = Arc::new(AtomicU64::new(Memory::read(pid)?.rss_kib));
     let wait_timeout = args.wait_timeout();
     let sampler = {
         let peak = peak.clone();
@@ -218,7 +219,7 @@ async fn measure(
             let mut ticker = tokio::time::interval(RSS_SAMPLE);
             for _ in 0..samples {
                 ticker.tick().await;
-                if let Ok(m) = memory(pid) {
+                if let Ok(m) = Memory::read(pid) {
                     peak.fetch_max(m.rss_kib, Ordering::Relaxed);
                 }
             }
@@ -239,7 +240,7 @@ async fn measure(
     sampler.abort();
     controller.ensure_running()?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = memory(pid)?;
+    let after = Memory::read(pid)?;
 
     Ok(Report {
         baseline,
@@ -249,7 +250,7 @@ async fn measure(
         idle_rss_kib: idle.rss_kib,
         peak_rss_kib: peak.load(Ordering::Relaxed).max(after.rss_kib),
         after_rss_kib: after.rss_kib,
-        hwm_kib: after.hwm_kib,
+        hwm_kib: after.peak_rss_kib,
     })
 }
 
@@ -386,30 +387,6 @@ async fn collect_waits(mut waits: JoinSet<Outcome>, timeout: Duration) -> Vec<Ou
     }
     waits.abort_all();
     ended
-}
-
-struct Memory {
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-/// VmRSS and VmHWM of `pid`, from /proc/<pid>/status.
-fn memory(pid: u32) -> anyhow::Result<Memory> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        let line = status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .with_context(|| format!("no {name} in {path}"))?;
-        let kib = line.trim().trim_end_matches("kB").trim();
-        kib.parse()
-            .with_context(|| format!("{name} {kib:?} in {path}"))
-    };
-    Ok(Memory {
-        rss_kib: field("VmRSS:")?,
-        hwm_kib: field("VmHWM:")?,
-    })
 }
 
 struct Report {

@@ -5,24 +5,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::binaries::Binaries;
 use crate::pki::{CertFiles, Pki};
 use crate::ports::free_ports;
-use crate::process::{ManagedProcess, stop_pid};
-use crate::{HarnessError, NODE_IP, NODE_POD_CIDR, POD_CIDR, Result, SERVICE_CIDR, pods, wait};
+use crate::process::{ManagedProcess, WhenWeDie, stop_pid};
+use crate::process_record::{self, RecordedProcess};
+use crate::{
+    HarnessError, MAX_NODES, NODE_IP, POD_CIDR, Result, SERVICE_CIDR, node_pod_cidr, pods, wait,
+};
 
 /// How long each part may take to come up before start-up gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// The annotation kwok selects the nodes it simulates by.
 const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
-const STATE_FILE: &str = "state.json";
+/// The cluster-admin kubeconfig, in the cluster's directory.
+pub const ADMIN_KUBECONFIG: &str = "admin.kubeconfig";
 /// The pod runner's executable, among the workspace's cargo-built binaries.
 const POD_RUNNER: &str = "sluice-pod-runner";
 
@@ -57,6 +62,10 @@ pub struct ClusterOptions {
     /// processes on their pod IPs; all others stay kwok's. On by default: with no such pod it
     /// costs one watch, and it needs root (for network namespaces), as the harness has.
     pub run_pods: bool,
+    /// Start every process so that it outlives us, for [`ControlPlane::detach`]
+    /// (`sluice-cluster up`). Otherwise (the default) the kernel kills them when we die without
+    /// stopping them, even by `kill -9`.
+    pub detachable: bool,
 }
 
 impl Default for ClusterOptions {
@@ -67,6 +76,7 @@ impl Default for ClusterOptions {
             pod_ready_delay: Duration::from_millis(1000),
             pod_ready_jitter: Duration::from_millis(1000),
             run_pods: true,
+            detachable: false,
         }
     }
 }
@@ -88,19 +98,6 @@ impl ClusterOptions {
     }
 }
 
-/// Written to `state.json` by a detached cluster, so that `sluice-cluster down` can stop it.
-#[derive(Debug, Serialize, Deserialize)]
-struct DetachedState {
-    processes: Vec<DetachedProcess>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct DetachedProcess {
-    name: String,
-    pid: u32,
-    program: PathBuf,
-}
-
 /// A running control plane. Stop it with [`ControlPlane::stop`]; dropping it kills the processes
 /// as a last resort.
 pub struct ControlPlane {
@@ -115,6 +112,7 @@ pub struct ControlPlane {
     binaries: Binaries,
     /// In start order; stopped in reverse.
     processes: Mutex<Vec<(PathBuf, ManagedProcess)>>,
+    detachable: bool,
     started_in: Duration,
 }
 
@@ -124,10 +122,15 @@ impl ControlPlane {
         let binaries = Binaries::locate()?;
         let (dir, temp) = match &options.dir {
             Some(dir) => {
-                if dir.join(STATE_FILE).exists() {
+                let running = process_record::recorded_processes(dir)
+                    .map(|recorded| recorded.iter().any(RecordedProcess::is_running))
+                    .unwrap_or(false);
+                if running {
                     return Err(HarnessError::Invalid {
                         what: dir.display().to_string(),
-                        detail: "a cluster is already running there; stop it first".into(),
+                        detail: "a cluster is already running there; stop it first \
+                                 (sluice-cluster down)"
+                            .into(),
                     });
                 }
                 if dir.exists() {
@@ -160,7 +163,7 @@ impl ControlPlane {
         ] = free_ports::<6>()?;
         let api_server_url = format!("https://127.0.0.1:{api_port}");
         let mut cluster = Self {
-            admin_kubeconfig: dir.join("admin.kubeconfig"),
+            admin_kubeconfig: dir.join(ADMIN_KUBECONFIG),
             dir,
             temp: Mutex::new(temp),
             pki,
@@ -168,6 +171,7 @@ impl ControlPlane {
             etcd_url: format!("http://127.0.0.1:{etcd_client}"),
             binaries,
             processes: Mutex::new(Vec::new()),
+            detachable: options.detachable,
             started_in: Duration::ZERO,
         };
 
@@ -409,41 +413,68 @@ impl ControlPlane {
         if keep_files { Some(temp.keep()) } else { None }
     }
 
-    /// Leaves the processes running and records them in `<dir>/state.json` for [`stop_detached`].
+    /// The pid of the process started as `name` (`etcd`, `kube-apiserver`, `kwok`,
+    /// `pod-runner`, ...), while it is ours.
+    pub fn pid_of(&self, name: &str) -> Option<u32> {
+        lock(&self.processes)
+            .iter()
+            .find(|(_, p)| p.name() == name)
+            .map(|(_, p)| p.pid())
+    }
+
+    /// Leaves the processes running, for [`stop_detached`] to stop by the record in the
+    /// cluster's directory. Only for a cluster started [`ClusterOptions::detachable`]: any other
+    /// one's processes die with us.
     pub fn detach(self) -> Result<PathBuf> {
+        if !self.detachable {
+            return Err(HarnessError::Invalid {
+                what: "detaching the cluster".into(),
+                detail: "it was not started detachable: its processes die with us".into(),
+            });
+        }
         if let Some(temp) = lock(&self.temp).take() {
             // A detached cluster must outlive us, so its directory is kept.
             let _ = temp.keep();
         }
-        let processes = std::mem::take(&mut *lock(&self.processes));
-        let state = DetachedState {
-            processes: processes
-                .into_iter()
-                .map(|(program, process)| DetachedProcess {
-                    name: process.name().to_owned(),
-                    program,
-                    pid: process.detach(),
-                })
-                .collect(),
-        };
-        let path = self.dir.join(STATE_FILE);
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| HarnessError::Invalid {
-            what: "cluster state".into(),
-            detail: e.to_string(),
-        })?;
-        std::fs::write(&path, json)
-            .map_err(HarnessError::io(format!("writing {}", path.display())))?;
+        for (_, process) in std::mem::take(&mut *lock(&self.processes)) {
+            process.detach();
+        }
         Ok(self.dir.clone())
     }
 
     fn spawn(&self, name: &str, args: Vec<String>) -> Result<()> {
-        self.spawn_program(name, self.binaries.path(name), args)
+        self.spawn_program(name, self.binaries.path(name), args, Signal::SIGKILL)
     }
 
-    fn spawn_program(&self, name: &str, program: PathBuf, args: Vec<String>) -> Result<()> {
-        let process = ManagedProcess::spawn(name, &program, &args, &self.dir.join("logs"))?;
-        lock(&self.processes).push((program, process));
-        Ok(())
+    /// Starts `program` and records it before anything else can happen (see
+    /// [`process_record`]). `on_our_death` is what it gets when we die without stopping it,
+    /// unless the cluster is detachable.
+    fn spawn_program(
+        &self,
+        name: &str,
+        program: PathBuf,
+        args: Vec<String>,
+        on_our_death: Signal,
+    ) -> Result<()> {
+        let when_we_die = if self.detachable {
+            WhenWeDie::KeepRunning
+        } else {
+            WhenWeDie::Signal(on_our_death)
+        };
+        let process =
+            ManagedProcess::spawn_with(name, &program, &args, &self.dir.join("logs"), when_we_die)?;
+        let mut processes = lock(&self.processes);
+        processes.push((program, process));
+        let record: Vec<RecordedProcess> = processes
+            .iter()
+            .map(|(program, p)| RecordedProcess {
+                name: p.name().to_owned(),
+                pid: p.pid(),
+                start_ticks: p.start_ticks(),
+                program: program.clone(),
+            })
+            .collect();
+        process_record::write(&self.dir, &record)
     }
 
     /// The pod runner, as cluster admin (it patches pod status and deletes pods, as kubelet
@@ -470,8 +501,9 @@ impl ControlPlane {
                 format!("--kubeconfig={}", kubeconfig.display()),
                 format!("--logs={}", self.dir.join("logs").display()),
                 format!("--programs={}", bin_dir.display()),
-                format!("--state-file={}", self.dir.join(STATE_FILE).display()),
             ],
+            // So that it stops its pods' processes and removes their networks.
+            Signal::SIGTERM,
         )
     }
 
@@ -522,6 +554,10 @@ impl ControlPlane {
         let nodes: Api<Node> = Api::all(client.clone());
         for i in 0..count {
             let name = format!("kwok-node-{i}");
+            let pod_cidr = node_pod_cidr(i).ok_or_else(|| HarnessError::Invalid {
+                what: format!("{count} nodes"),
+                detail: format!("the pod range {POD_CIDR} has room for {MAX_NODES}"),
+            })?;
             let node: Node = serde_json::from_value(json!({
                 "apiVersion": "v1",
                 "kind": "Node",
@@ -535,10 +571,8 @@ impl ControlPlane {
                         "kubernetes.io/arch": "amd64",
                     },
                 },
-                // kwok hands out pod IPs from here (before its --cidr): the low end of the
-                // documentation range is where these machines keep their own address and
-                // gateway, which a pod IP routed into a namespace would shadow.
-                "spec": {"podCIDR": NODE_POD_CIDR, "podCIDRs": [NODE_POD_CIDR]},
+                // kwok hands out this node's pod IPs from here (before its --cidr).
+                "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
                 "status": {
                     "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
                     "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
@@ -587,22 +621,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Stops a cluster that `sluice-cluster up` left running in `dir`, and removes the directory.
-/// Pod networks no live runner owns are removed first, whatever the state file says: after a
-/// `kill -9` of `up` mid-start there is none, but there may be namespaces.
+/// Every process it recorded is stopped, newest (the pod runner) first, even when `up` was
+/// killed before it finished starting; then pod networks no live runner owns are removed.
 pub async fn stop_detached(dir: &Path) -> Result<()> {
-    pods::netns::sweep().await;
-    let path = dir.join(STATE_FILE);
-    let text = std::fs::read(&path).map_err(HarnessError::io(format!(
-        "reading {} (is a cluster running there?)",
-        path.display()
-    )))?;
-    let state: DetachedState =
-        serde_json::from_slice(&text).map_err(|e| HarnessError::Invalid {
-            what: path.display().to_string(),
-            detail: e.to_string(),
-        })?;
-    for process in state.processes.iter().rev() {
-        stop_pid(process.pid, &process.program).await;
+    if !dir.is_dir() {
+        return Err(HarnessError::Invalid {
+            what: dir.display().to_string(),
+            detail: "no such directory (is a cluster running there?)".into(),
+        });
+    }
+    // `up` may have been killed before it started anything: then there is nothing to stop.
+    let processes = if process_record::exists(dir) {
+        process_record::recorded_processes(dir)?
+    } else {
+        Vec::new()
+    };
+    for process in processes.iter().rev() {
+        stop_pid(process.pid, process.start_ticks).await;
     }
     pods::netns::sweep().await;
     std::fs::remove_dir_all(dir).map_err(HarnessError::io(format!("removing {}", dir.display())))

@@ -2,10 +2,10 @@
 //! kube-controller-manager, kube-scheduler, and kwok simulating nodes) and Prometheus over a
 //! backfilled TSDB, all started as local processes listening on 127.0.0.1.
 //!
-//! Pod and Service IPs of this cluster come from documentation ranges (192.0.2.0/24 for pods,
-//! 198.51.100.0/24 for Services, 203.0.113.0/24 for nodes). They exist only as data: nothing
-//! here, and nothing a test does, may connect to them — except the pod IPs of the network
-//! namespaces the pod runner ([`pods`]) made itself.
+//! Pod IPs come from the benchmarking range 198.18.0.0/16, Service and node IPs from
+//! documentation ranges (198.51.100.0/24 for Services, 203.0.113.0/24 for nodes). They exist
+//! only as data: nothing here, and nothing a test does, may connect to them — except the pod IPs
+//! of the network namespaces the pod runner ([`pods`]) made itself.
 
 pub mod binaries;
 pub mod cluster;
@@ -17,6 +17,8 @@ pub mod pki;
 pub mod pods;
 mod ports;
 pub mod process;
+pub mod process_record;
+pub mod procfs;
 pub mod prometheus;
 pub mod prometheus_live;
 pub mod tokens;
@@ -28,11 +30,25 @@ pub use prometheus::BackfilledPrometheus;
 
 pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
 
-/// Pods get addresses from here (kwok's `--cidr`).
-pub const POD_CIDR: &str = "192.0.2.0/24";
-/// The part of [`POD_CIDR`] kwok's nodes hand out (their `spec.podCIDR`): the low half holds
-/// these machines' own address and gateway.
-pub const NODE_POD_CIDR: &str = "192.0.2.128/25";
+/// Pods get addresses from here (kwok's `--cidr`): the benchmarking range (RFC 2544), which no
+/// machine we test on has an address or a route in, so that a pod IP routed into a namespace
+/// never shadows one of the host's. The runner still refuses a host address, should one be.
+pub const POD_CIDR: &str = "198.18.0.0/16";
+/// How many nodes [`POD_CIDR`] has room for, at one [`node_pod_cidr`] each.
+pub const MAX_NODES: usize = 256;
+
+/// The part of [`POD_CIDR`] the `index`th kwok node hands out (its `spec.podCIDR`): a /24 of its
+/// own, so that no two nodes give out the same address. `None` beyond [`MAX_NODES`].
+pub fn node_pod_cidr(index: usize) -> Option<String> {
+    u8::try_from(index)
+        .ok()
+        .map(|third| format!("198.18.{third}.0/24"))
+}
+
+/// Whether `ip` lies in [`POD_CIDR`].
+pub fn is_pod_ip(ip: std::net::Ipv4Addr) -> bool {
+    matches!(ip.octets(), [198, 18, _, _])
+}
 /// Services get cluster IPs from here (kube-apiserver's `--service-cluster-ip-range`).
 pub const SERVICE_CIDR: &str = "198.51.100.0/24";
 /// Nodes report this InternalIP (kwok's `--node-ip`).
@@ -43,4 +59,28 @@ pub const NODE_IP: &str = "203.0.113.1";
 /// installed before the first HTTP client is built.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn each_node_has_a_slash_24_of_the_pod_range_until_it_is_full() {
+        assert_eq!(node_pod_cidr(0).as_deref(), Some("198.18.0.0/24"));
+        assert_eq!(
+            node_pod_cidr(MAX_NODES - 1).as_deref(),
+            Some("198.18.255.0/24")
+        );
+        assert_eq!(node_pod_cidr(MAX_NODES), None);
+    }
+
+    #[test]
+    fn pod_ips_are_those_of_the_pod_range() {
+        assert!(is_pod_ip(Ipv4Addr::new(198, 18, 3, 7)));
+        assert!(!is_pod_ip(Ipv4Addr::new(198, 19, 0, 1)));
+        assert!(!is_pod_ip(Ipv4Addr::new(192, 0, 2, 2)));
+    }
 }

@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
                 pod_ready_delay: Duration::from_millis(pod_ready_delay_ms),
                 pod_ready_jitter: Duration::from_millis(pod_ready_jitter_ms),
                 run_pods: !no_pod_runner,
+                detachable: true,
             })
             .await
             .context("starting the control plane")?;

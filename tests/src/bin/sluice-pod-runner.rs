@@ -1,13 +1,13 @@
 //! The pod runner (see `sluice_tests::pods`), started by the harness beside kwok:
 //!
-//!   sluice-pod-runner --kubeconfig K --logs DIR --programs DIR [--state-file F]
+//!   sluice-pod-runner --kubeconfig K --logs DIR --programs DIR
 //!
-//! Stops on SIGTERM or SIGINT. When its parent (the harness) dies, it stops too — unless the
-//! cluster was detached (`--state-file` exists), which a `sluice-cluster up` leaves behind for
-//! `down`. Either way it stops every process and removes every namespace it made.
+//! Stops on SIGTERM or SIGINT, and then stops every process and removes every namespace it
+//! made. The harness stops it so, and the kernel sends it SIGTERM should the harness die first
+//! (a parent-death signal) — unless the cluster is detachable (`sluice-cluster up`), when
+//! `sluice-cluster down` does.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -16,9 +16,6 @@ use sluice_tests::pods::{self, Shared};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::Instrument;
-
-/// How often the runner looks whether its parent is still there.
-const PARENT_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Parser)]
 struct Cli {
@@ -30,9 +27,6 @@ struct Cli {
     /// Where the programs of the table are (the workspace's target directory).
     #[arg(long)]
     programs: PathBuf,
-    /// A detached cluster's state file: while it exists, the runner outlives its parent.
-    #[arg(long)]
-    state_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -50,23 +44,10 @@ async fn main() -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let parent = nix::unistd::getppid();
-    let state_file = cli.state_file.clone();
     let watchdog = async move {
-        let mut tick = tokio::time::interval(PARENT_POLL);
-        // Ends with the runner: on a signal, or when the parent is gone.
-        loop {
-            tokio::select! {
-                _ = term.recv() => return "SIGTERM",
-                _ = int.recv() => return "SIGINT",
-                _ = tick.tick() => {
-                    let orphaned = nix::unistd::getppid() != parent;
-                    let detached = state_file.as_ref().is_some_and(|f| f.exists());
-                    if orphaned && !detached {
-                        return "the harness is gone";
-                    }
-                }
-            }
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
         }
     };
     let watchdog = tokio::spawn(

@@ -263,7 +263,7 @@ mod tests {
     fn names_fit_the_interface_limit_and_carry_the_prefix() {
         let net = PodNetwork::for_pod(
             "0f3e1c2a-9b8d-4e7f-a6b5-c4d3e2f1a0b9",
-            Ipv4Addr::new(192, 0, 2, 130),
+            Ipv4Addr::new(198, 18, 0, 130),
         );
         assert_eq!(net.namespace, "sluice-0f3e1c2a-9b8d-4e7f-a6b5-c4d3e2f1a0b9");
         assert_eq!(net.host_veth, "sluice0f3e1c2a9");

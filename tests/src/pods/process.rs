@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
+use crate::process::{WhenWeDie, command_for, spawn_from_lasting_thread};
 use crate::{HarnessError, Result};
 
 /// How the runner starts one container.
@@ -28,8 +29,8 @@ pub struct ContainerProcess {
 }
 
 impl ContainerProcess {
-    /// `ip netns exec <ns> <program> <args>`: ip execs the program in place, so the child's
-    /// pid is the program's. The environment is the container's alone (plus PATH), as in a
+    /// `setpriv --pdeathsig KILL ip netns exec <ns> <program> <args>`: each execs the next in
+    /// place, so the child's pid is the program's. The environment is the container's alone (plus PATH), as in a
     /// container; its own process group keeps a Ctrl-C at the harness's terminal from
     /// reaching it before the runner's orderly stop.
     pub fn start(launch: &Launch, log: &Path) -> Result<Self> {
@@ -41,7 +42,9 @@ impl ContainerProcess {
         let err = out
             .try_clone()
             .map_err(HarnessError::io(format!("opening {}", log.display())))?;
-        let child = Command::new("ip")
+        // Killed with the runner, should it die without stopping it.
+        let mut command = command_for(Path::new("ip"), WhenWeDie::Signal(Signal::SIGKILL));
+        command
             .args(["netns", "exec", &launch.namespace])
             .arg(&launch.executable)
             .args(&launch.args)
@@ -55,13 +58,12 @@ impl ContainerProcess {
             .stdout(out)
             .stderr(err)
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(HarnessError::io(format!(
-                "starting {} in {}",
-                launch.executable.display(),
-                launch.namespace
-            )))?;
+            .kill_on_drop(true);
+        let child = spawn_from_lasting_thread(command).map_err(HarnessError::io(format!(
+            "starting {} in {}",
+            launch.executable.display(),
+            launch.namespace
+        )))?;
         Ok(Self { child })
     }
 
