@@ -299,6 +299,11 @@ async fn replica_set_pods_serve_on_their_ips_and_leave_when_unready(
             ensure!(status.ready && status.started == Some(true), "{status:?}");
             networks.push(net);
         }
+        // A pod IP without its namespace must never be routed off this machine.
+        ensure!(
+            netns::pod_range_guarded().await,
+            "no unreachable route for the pod range while the runner runs"
+        );
         let owned: Vec<String> = networks.iter().map(|n| n.namespace.clone()).collect();
         let present = netns::namespaces().await;
         ensure!(

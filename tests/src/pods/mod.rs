@@ -47,6 +47,7 @@ pub async fn run(shared: Shared, mut stop: watch::Receiver<bool>) -> Result<()> 
     if !swept.is_empty() {
         tracing::info!(?swept, "removed what an earlier runner left behind");
     }
+    netns::guard_pod_range().await?;
     let shared = Arc::new(shared);
     let api: Api<Pod> = Api::all(shared.client.clone());
     let config = watcher::Config::default().fields("spec.nodeName!=");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
 
-use crate::{HarnessError, Result};
+use crate::{HarnessError, POD_CIDR, Result};
 
 /// Every namespace and host-side veth the runner creates starts with this.
 pub const PREFIX: &str = "sluice";
@@ -97,6 +97,23 @@ impl PodNetwork {
     }
 }
 
+/// An `unreachable` route for the whole pod range: a pod IP whose namespace is not there (yet,
+/// or any more) then fails at once on this machine instead of leaving it by the default route.
+/// Each namespace's /32 route is more specific and wins. Idempotent.
+pub async fn guard_pod_range() -> Result<()> {
+    ip_cmd(&["route", "replace", "unreachable", POD_CIDR]).await
+}
+
+/// Whether the pod range's `unreachable` route is in place.
+pub async fn pod_range_guarded() -> bool {
+    ip_output(&["route", "show", "type", "unreachable"])
+        .await
+        .is_ok_and(|text| {
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(POD_CIDR))
+        })
+}
+
 /// Everything with [`PREFIX`] that no live runner owns: namespaces (and the processes in
 /// them), host veths. Returns what was removed.
 pub async fn sweep() -> Vec<String> {
@@ -121,7 +138,37 @@ pub async fn sweep() -> Vec<String> {
             removed.push(format!("veth {veth}"));
         }
     }
+    // The guard is shared by every runner on the machine: it goes with the last one.
+    if !other_runner_alive()
+        && pod_range_guarded().await
+        && ip_cmd(&["route", "del", "unreachable", POD_CIDR])
+            .await
+            .is_ok()
+    {
+        removed.push(format!("route unreachable {POD_CIDR}"));
+    }
     removed
+}
+
+/// Whether a `sluice-pod-runner` other than this process runs.
+fn other_runner_alive() -> bool {
+    let own = std::process::id().to_string();
+    std::fs::read_dir("/proc").is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.bytes().all(|b| b.is_ascii_digit()) && name != own && is_runner(&entry.path())
+        })
+    })
+}
+
+/// Whether the process at `/proc/<pid>` runs a `sluice-pod-runner` (of any build: clusters of
+/// other worktrees may share the machine).
+fn is_runner(proc_dir: &Path) -> bool {
+    std::fs::read_link(proc_dir.join("exe")).is_ok_and(|exe| {
+        exe.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(RUNNER_EXECUTABLE))
+    })
 }
 
 /// The namespaces with [`PREFIX`] (`ip netns list` prints `name (id: N)` or `name`).
@@ -225,10 +272,7 @@ fn owner_alive(ns: &str) -> bool {
     if pid == std::process::id() {
         return true;
     }
-    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
-        exe.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(RUNNER_EXECUTABLE))
-    })
+    is_runner(Path::new(&format!("/proc/{pid}")))
 }
 
 async fn link_exists(name: &str) -> bool {
