@@ -5,7 +5,7 @@ pub mod action;
 pub mod controller;
 pub mod crd;
 pub(crate) mod decision;
-pub(crate) mod decode;
+pub mod decode;
 pub mod hash;
 pub mod leader;
 pub mod lint;

@@ -85,6 +85,37 @@ fn a_canary_pauses_for_a_time_and_for_a_decision() {
     sim.assert_ok();
 }
 
+/// `kubectl get rollouts` prints `status.updatedWeight`: the step's weight while the canary
+/// rolls out, 100 on the new stable once it is done (though the canary's own weight, which the
+/// router follows, goes back to 0), 0 while aborted; `kubectl sluice list` shows the same.
+#[test]
+fn the_printed_weight_is_100_on_the_new_stable_once_finished() {
+    let (mut sim, _, canary) = four_step_canary_on_v2();
+    sim.settle();
+    assert_eq!(sim.status().updated_weight, Some(20));
+    sim.advance(5);
+    sim.settle();
+    sim.decide(|d| d.promoted_step = Some(3));
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Healthy);
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(canary.as_str())
+    );
+    assert_eq!(sim.status().canary.as_ref().map(|c| c.weight), Some(0));
+    assert_eq!(sim.status().updated_weight, Some(100));
+    let shown = crate::view::view(&sim.rollout, &[], &[]);
+    assert_eq!(shown.weight, sim.status().updated_weight);
+
+    set_image(&mut sim.rollout, "web:3");
+    sim.settle();
+    sim.decide(|d| d.abort = Some(true));
+    sim.settle();
+    assert_eq!(sim.status().phase, Phase::Aborted);
+    assert_eq!(sim.status().updated_weight, Some(0));
+    sim.assert_ok();
+}
+
 #[test]
 fn an_aborted_canary_goes_back_to_stable_and_stays_there() {
     let (mut sim, stable, canary) = four_step_canary_on_v2();
