@@ -9,6 +9,7 @@ pub mod decode;
 pub mod hash;
 pub mod leader;
 pub mod lint;
+pub mod log_colour;
 pub mod metrics;
 pub mod owner;
 pub mod plan;
