@@ -60,6 +60,7 @@ fn a_canary_pauses_for_a_time_and_for_a_decision() {
     assert_eq!(sim.status().current_step_index, Some(1));
     assert_eq!(sim.status().phase, Phase::Paused);
     assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (1, 4));
+    assert_eq!(sim.status().updated_weight, Some(20));
     let plan = sim.reconcile();
     assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(5)));
 
@@ -82,37 +83,11 @@ fn a_canary_pauses_for_a_time_and_for_a_decision() {
         Some(canary.as_str())
     );
     assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (5, 0));
-    sim.assert_ok();
-}
-
-/// `kubectl get rollouts` prints `status.updatedWeight`: the step's weight while the canary
-/// rolls out, 100 on the new stable once it is done (though the canary's own weight, which the
-/// router follows, goes back to 0), 0 while aborted; `kubectl sluice list` shows the same.
-#[test]
-fn the_printed_weight_is_100_on_the_new_stable_once_finished() {
-    let (mut sim, _, canary) = four_step_canary_on_v2();
-    sim.settle();
-    assert_eq!(sim.status().updated_weight, Some(20));
-    sim.advance(5);
-    sim.settle();
-    sim.decide(|d| d.promoted_step = Some(3));
-    sim.settle();
-    assert_eq!(sim.status().phase, Phase::Healthy);
-    assert_eq!(
-        sim.status().stable_revision.as_deref(),
-        Some(canary.as_str())
-    );
+    // `kubectl get rollouts` prints `status.updatedWeight`: 100 on the new stable, though the
+    // canary's own weight, which a router follows, is back at 0; the view shows the same.
     assert_eq!(sim.status().canary.as_ref().map(|c| c.weight), Some(0));
     assert_eq!(sim.status().updated_weight, Some(100));
-    let shown = crate::view::view(&sim.rollout, &[], &[]);
-    assert_eq!(shown.weight, sim.status().updated_weight);
-
-    set_image(&mut sim.rollout, "web:3");
-    sim.settle();
-    sim.decide(|d| d.abort = Some(true));
-    sim.settle();
-    assert_eq!(sim.status().phase, Phase::Aborted);
-    assert_eq!(sim.status().updated_weight, Some(0));
+    assert_eq!(crate::view::view(&sim.rollout, &[], &[]).weight, Some(100));
     sim.assert_ok();
 }
 
@@ -141,6 +116,7 @@ fn an_aborted_canary_goes_back_to_stable_and_stays_there() {
         Some(stable.as_str())
     );
     assert_eq!(sim.status().canary.as_ref().map(|c| c.weight), Some(0));
+    assert_eq!(sim.status().updated_weight, Some(0));
 
     sim.advance(3600);
     sim.settle();
