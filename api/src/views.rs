@@ -46,6 +46,13 @@ pub struct RolloutView {
     pub revisions: Vec<RevisionView>,
     /// Analysis runs of the current revision, with each metric's latest verdict.
     pub analysis_runs: Vec<AnalysisRunView>,
+    /// Set when the controller cannot decode this Rollout (a value its types refuse, stored
+    /// under an older schema or around the apiserver): the field and why, e.g.
+    /// `spec.replicas: invalid value: integer ..., expected i32`. The phase is then `Degraded`,
+    /// nothing is reconciled until the object is fixed, and only the fields readable without
+    /// decoding it are filled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undecodable: Option<String>,
 }
 
 /// One canary step.

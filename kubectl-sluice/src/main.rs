@@ -17,8 +17,9 @@ use kube::{Client, Resource, ResourceExt};
 use rollout_controller::action::{ACT_TRIES, ActError, OwnedReplicaSets, decide_and_write};
 use rollout_controller::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
+use rollout_controller::decode::Tolerant;
 use rollout_controller::owner::owned_by;
-use rollout_controller::view::view;
+use rollout_controller::view::{undecodable_view, view};
 use serde_json::json;
 
 mod args;
@@ -179,7 +180,7 @@ async fn act(namespace: Option<&str>, name: &str, action: Action) -> anyhow::Res
 /// Waits until the rollout's current generation is Healthy, aborted or Degraded.
 async fn status(cluster: &Cluster, name: &str, timeout: Duration) -> anyhow::Result<u8> {
     let deadline = Instant::now() + timeout;
-    let generation = cluster.rollouts.get(name).await?.metadata.generation;
+    let generation = cluster.readable.get(name).await?.meta().generation;
     let generation = generation.unwrap_or(0);
     let mut said = String::new();
     loop {
@@ -234,6 +235,9 @@ fn lint(file: &std::path::Path, output: Output, style: Style) -> anyhow::Result<
 /// The rollouts of one namespace, with what they own.
 struct Cluster {
     rollouts: Api<Rollout>,
+    /// The same rollouts read one by one: one the controller cannot decode is shown with its
+    /// decode error rather than failing `list` or missing from it.
+    readable: Api<Tolerant<Rollout>>,
     replica_sets: Api<ReplicaSet>,
     analysis_runs: Api<AnalysisRun>,
 }
@@ -247,6 +251,7 @@ impl Cluster {
         let namespace = namespace.unwrap_or(client.default_namespace()).to_owned();
         Ok(Self {
             rollouts: Api::namespaced(client.clone(), &namespace),
+            readable: Api::namespaced(client.clone(), &namespace),
             replica_sets: Api::namespaced(client.clone(), &namespace),
             analysis_runs: Api::namespaced(client, &namespace),
         })
@@ -266,16 +271,22 @@ impl Cluster {
         Ok(view(rollout, &replica_sets, &runs))
     }
 
+    async fn shown(&self, rollout: &Tolerant<Rollout>) -> anyhow::Result<RolloutView> {
+        match rollout {
+            Tolerant::Decoded(rollout) => self.view_of(rollout).await,
+            Tolerant::Undecodable(bad) => Ok(undecodable_view(bad)),
+        }
+    }
+
     async fn view(&self, name: &str) -> anyhow::Result<RolloutView> {
-        let rollout = self.rollouts.get(name).await?;
-        self.view_of(&rollout).await
+        self.shown(&self.readable.get(name).await?).await
     }
 
     async fn list(&self) -> anyhow::Result<Vec<RolloutView>> {
-        let rollouts = self.rollouts.list(&ListParams::default()).await?;
+        let rollouts = self.readable.list(&ListParams::default()).await?;
         let mut views = Vec::with_capacity(rollouts.items.len());
         for rollout in &rollouts.items {
-            views.push(self.view_of(rollout).await?);
+            views.push(self.shown(rollout).await?);
         }
         views.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(views)

@@ -197,6 +197,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
             rollout_store.clone(),
             rs_store.clone(),
             run_store.clone(),
+            undecodable.rollouts.clone(),
         ));
         let app = match options.api_auth {
             ApiAuth::Kubernetes => {

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 
 /// A watched object: decoded as `K`, or not, with why.
 #[derive(Debug, Clone)]
-pub(crate) enum Tolerant<K> {
+pub enum Tolerant<K> {
     Decoded(K),
     /// Boxed: rare, and larger than most objects' handles.
     Undecodable(Box<Undecodable>),
@@ -33,7 +33,7 @@ pub(crate) enum Tolerant<K> {
 
 /// An object that does not decode as its kind: what identifies it, and why.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Undecodable {
+pub struct Undecodable {
     pub metadata: ObjectMeta,
     /// The field and the reason: `spec.metrics[0].count: invalid value: integer ...`.
     pub error: String,

@@ -13,6 +13,7 @@ use rollout_controller::leader::{
     self, DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY_PERIOD, LeaderElection,
     Timing,
 };
+use rollout_controller::log_colour::log_colour;
 
 #[derive(Parser)]
 #[command(about = "Sluice: progressive delivery for Kubernetes")]
@@ -105,9 +106,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    // Colour codes only for a person at a terminal: in a file or a log collector they are noise
-    // that breaks grep.
-    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let colour = log_colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour);

@@ -242,7 +242,8 @@ async fn degrade_rollout(ctx: &Context, bad: &Object) -> bool {
     publish::<Rollout>(ctx, bad, rollout_message(&bad.error)).await
 }
 
-fn rollout_message(error: &str) -> String {
+/// What an undecodable Rollout says: its status message, and the API's view of it.
+pub(crate) fn rollout_message(error: &str) -> String {
     format!("the controller cannot decode this Rollout: {error}")
 }
 

@@ -5,11 +5,15 @@
 use api::{AnalysisRunView, MeasurementView, MetricView, RevisionView, RolloutView, StepView};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::ResourceExt;
+use serde_json::Value;
 
 use crate::crd::analysis::{AnalysisRun, MetricResult};
-use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
+use crate::crd::{POD_TEMPLATE_HASH_LABEL, Phase, Rollout};
 use crate::decision::revision_number;
+use crate::decode::Undecodable;
 use crate::plan::canary::describe_step;
+use crate::plan::updated_weight::updated_weight;
+use crate::undecodable::rollout_message;
 
 fn router_name(routing: &traffic::TrafficRouting) -> &'static str {
     if routing.nginx.is_some() {
@@ -114,19 +118,46 @@ pub fn view(rollout: &Rollout, replica_sets: &[ReplicaSet], runs: &[AnalysisRun]
             .collect(),
         paused: rollout.spec.paused == Some(true),
         aborted: status.abort,
-        weight: status.canary.as_ref().map(|c| {
-            // Finished: the new version is stable and has all the traffic, though the canary's
-            // own weight is back at 0 for the next release.
-            let finished = !status.abort
-                && status.stable_revision.is_some()
-                && status.stable_revision == status.updated_revision;
-            if finished { 100 } else { c.weight }
-        }),
+        // From the rest of the status, as the planner writes `status.updatedWeight` for the
+        // printer column, so a status written before that field existed shows the same.
+        weight: updated_weight(&status),
         traffic_router: traffic_router.map(str::to_owned),
         stable_revision: status.stable_revision.clone(),
         updated_revision: status.updated_revision.clone(),
         revisions,
         analysis_runs,
+        undecodable: None,
+    }
+}
+
+/// The API's view of a Rollout the controller cannot decode ([`crate::decode`]): Degraded with
+/// the decode error, and what its metadata and the readable part of its status say. Listed and
+/// found like any other, so that it does not vanish from the API and the CLI while it stops
+/// being reconciled.
+pub fn undecodable_view(bad: &Undecodable) -> RolloutView {
+    let status = bad.raw.get("status");
+    let text = |key: &str| {
+        status
+            .and_then(|s| s.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let generation = bad.metadata.generation.unwrap_or(0);
+    RolloutView {
+        namespace: bad.metadata.namespace.clone().unwrap_or_default(),
+        name: bad.metadata.name.clone().unwrap_or_default(),
+        generation,
+        // The decode error is of the object as it is now, whatever its status last recorded: a
+        // pipeline's gate must see the generation it waits for Degraded, not still in progress.
+        observed_generation: generation,
+        strategy: text("strategy").unwrap_or_default(),
+        phase: Phase::Degraded.as_str().into(),
+        message: rollout_message(&bad.error),
+        paused: bad.raw.pointer("/spec/paused") == Some(&Value::Bool(true)),
+        stable_revision: text("stableRevision"),
+        updated_revision: text("updatedRevision"),
+        undecodable: Some(bad.error.clone()),
+        ..RolloutView::default()
     }
 }
 
@@ -210,6 +241,39 @@ mod tests {
             ("Pass", "0.004 < 0.01")
         );
         assert_eq!(latest.evidence["values"], "[0.004]");
+    }
+
+    #[test]
+    fn an_undecodable_rollout_is_viewed_degraded_with_the_field_that_does_not_decode() {
+        let raw = json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "broken", "namespace": "shop", "generation": 4},
+            "spec": {"replicas": 4_294_967_296_u64},
+            "status": {"phase": "Healthy", "strategy": "canary", "observedGeneration": 3,
+                       "stableRevision": "abc"},
+        });
+        let bad = match serde_json::from_value::<crate::decode::Tolerant<Rollout>>(raw).unwrap() {
+            crate::decode::Tolerant::Undecodable(bad) => bad,
+            crate::decode::Tolerant::Decoded(_) => panic!("a replica count over i32 decoded"),
+        };
+        let shown = undecodable_view(&bad);
+        assert_eq!(
+            (shown.namespace.as_str(), shown.name.as_str()),
+            ("shop", "broken")
+        );
+        assert_eq!(shown.phase, "Degraded");
+        assert_eq!((shown.generation, shown.observed_generation), (4, 4));
+        let error = shown.undecodable.as_deref().unwrap();
+        assert!(error.starts_with("spec.replicas: "), "{error}");
+        assert!(shown.message.contains(error), "{}", shown.message);
+        assert_eq!(shown.strategy, "canary");
+        assert_eq!(shown.stable_revision.as_deref(), Some("abc"));
+        // A decoded rollout's view says nothing of the kind.
+        let healthy = json!({"phase": "Healthy", "stableRevision": "b", "updatedRevision": "b"});
+        assert_eq!(
+            view(&rollout(healthy, json!(null)), &[], &[]).undecodable,
+            None
+        );
     }
 
     #[test]

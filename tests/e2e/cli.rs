@@ -72,6 +72,30 @@ async fn rollout_view(env: &Env, ns: &str) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&get.stdout)?)
 }
 
+/// A column of `kubectl get rollouts` for `name`: the apiserver's Table, which applies the
+/// CRD's additionalPrinterColumns as kubectl asks it to.
+async fn printed_column(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    column: &str,
+) -> anyhow::Result<Value> {
+    let request = http::Request::get(format!(
+        "/apis/sluice.dev/v1alpha1/namespaces/{ns}/rollouts/{name}"
+    ))
+    .header(
+        http::header::ACCEPT,
+        "application/json;as=Table;v=v1;g=meta.k8s.io",
+    )
+    .body(Vec::new())?;
+    let table: Value = serde_json::from_str(&client.request_text(request).await?)?;
+    let index = table["columnDefinitions"]
+        .as_array()
+        .and_then(|c| c.iter().position(|d| d["name"] == column))
+        .with_context(|| format!("no column {column}: {table}"))?;
+    Ok(table["rows"][0]["cells"][index].clone())
+}
+
 pub(crate) const FOUR_STEPS: &str = r#"{"canary": {"steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}}"#;
 
 async fn a_canary_driven_to_completion_from_the_cli(env: &'static Env) -> anyhow::Result<()> {
@@ -161,6 +185,12 @@ async fn a_canary_driven_to_completion_from_the_cli(env: &'static Env) -> anyhow
         ensure!(
             code(&get) == 0 && stdout(&get).lines().any(|l| l.starts_with("web ")),
             "`get rollouts` lists: {get:?}"
+        );
+        // Plain `kubectl get rollouts` prints the CRD's columns: the same 100.
+        let printed = printed_column(&client, &ns, "web", "Weight").await?;
+        ensure!(
+            printed == 100,
+            "`kubectl get rollouts` Weight of a finished rollout: {printed}"
         );
         let revisions = view["revisions"].as_array().context("revisions")?;
         ensure!(

@@ -16,9 +16,14 @@ use rollout_controller::crd::analysis::AnalysisTemplate;
 use rollout_controller::crd::{Phase, Rollout};
 use serde_json::{Value, json};
 
+use reqwest::Method;
+use sluice_tests::tokens::service_account_token;
+
+use crate::cli::{code as code_of, sluice, stdout};
+use crate::rest_api::Caller;
 use crate::restart::ControllerProcess;
 use crate::rollouts::{create_rollout, rollout_manifest, set_image, status_until};
-use crate::support::{Env, TestNamespace, events_with_reason, eventually};
+use crate::support::{Env, RunningController, TestNamespace, events_with_reason, eventually};
 
 pub(crate) fn trials() -> Vec<Trial> {
     vec![
@@ -316,14 +321,13 @@ async fn an_undecodable_rollout_is_degraded_and_the_others_go_on(
     env: &'static Env,
 ) -> anyhow::Result<()> {
     env.install_crds().await?;
-    let kubeconfig = env.cluster().await?.admin_kubeconfig().to_path_buf();
     env.in_namespace("undecodable-ro", |ns: TestNamespace| async move {
         let TestNamespace { name: ns, client } = ns;
         let mut broken = rollout_manifest("broken", 2, "app:1", rolling())["spec"].clone();
         broken["replicas"] = json!(1_u64 << 32);
         store_in_etcd::<Rollout>(env, &ns, "broken", broken).await?;
-        let controller = ControllerProcess::start(&kubeconfig, &ns, &log_path(&ns), None)?;
-        ready(&controller).await?;
+        // In process, for its REST API: the undecodable rollout must show there too.
+        let controller = RunningController::with_api(client.clone(), &ns);
         create_rollout(
             &client,
             &ns,
@@ -358,6 +362,7 @@ async fn an_undecodable_rollout_is_degraded_and_the_others_go_on(
             "{status}"
         );
         undecodable_event(&client, &ns, "broken", "spec.replicas").await?;
+        shown_with_its_decode_error(env, &ns, &client, &controller).await?;
 
         // Fixed, it decodes and rolls out like any other.
         let rollouts: Api<DynamicObject> =
@@ -380,8 +385,84 @@ async fn an_undecodable_rollout_is_degraded_and_the_others_go_on(
                 .any(|c| c.type_ == "InvalidSpec" && c.status == "False"),
             "{healthy:?}"
         );
-        controller.kill().await;
+        drop(controller);
         Ok(())
     })
     .await
+}
+
+/// The REST API and `kubectl sluice` list the undecodable rollout `broken` beside `other`,
+/// Degraded with the field that does not decode, find it rather than answer 404, and the
+/// pipeline gate `status` fails on it.
+async fn shown_with_its_decode_error(
+    env: &Env,
+    ns: &str,
+    client: &Client,
+    controller: &RunningController,
+) -> anyhow::Result<()> {
+    let names_the_field = |view: &Value| {
+        view["phase"] == "Degraded"
+            && view["undecodable"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("spec.replicas: "))
+            && view["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("spec.replicas"))
+    };
+    let viewer = service_account_token(client, ns, "viewer", &["get", "list"]).await?;
+    let api = Caller {
+        http: reqwest::Client::new(),
+        base: controller.api_url()?,
+    };
+    let (code, listed) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/rollouts?namespace={ns}"),
+            Some(&viewer),
+            None,
+        )
+        .await?;
+    let names: Vec<&str> = listed
+        .as_array()
+        .map(|l| l.iter().filter_map(|v| v["name"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        code == 200 && names == ["broken", "other"],
+        "{code} {listed}"
+    );
+    ensure!(names_the_field(&listed[0]), "{}", listed[0]);
+    let (code, got) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/namespaces/{ns}/rollouts/broken"),
+            Some(&viewer),
+            None,
+        )
+        .await?;
+    ensure!(code == 200 && names_the_field(&got), "{code} {got}");
+
+    let list = sluice(env, ns, &["list", "-o", "json"]).await?;
+    ensure!(code_of(&list) == 0, "{list:?}");
+    let listed: Value = serde_json::from_str(&stdout(&list))?;
+    ensure!(
+        listed.as_array().is_some_and(|l| l.len() == 2) && names_the_field(&listed[0]),
+        "{listed}"
+    );
+    let get = sluice(env, ns, &["get", "rollout", "broken", "-o", "json"]).await?;
+    ensure!(code_of(&get) == 0, "{get:?}");
+    let got: Value = serde_json::from_str(&stdout(&get))?;
+    ensure!(names_the_field(&got), "{got}");
+    let text = stdout(&sluice(env, ns, &["list"]).await?);
+    ensure!(
+        text.lines().any(|l| l.starts_with("broken")
+            && l.contains("Degraded")
+            && l.contains("spec.replicas")),
+        "{text}"
+    );
+    let gate = sluice(env, ns, &["status", "broken", "--timeout", "5s"]).await?;
+    ensure!(
+        code_of(&gate) == 6 && stdout(&gate).contains("spec.replicas"),
+        "{gate:?}"
+    );
+    Ok(())
 }

@@ -99,7 +99,7 @@ pub const MAX_ROLLOUT_NAME: usize = 63;
     printcolumn(
         name = "Weight",
         type_ = "integer",
-        json_path = ".status.canary.weight"
+        json_path = ".status.updatedWeight"
     ),
     printcolumn(
         name = "Age",
@@ -604,6 +604,12 @@ pub struct RolloutStatus {
     pub current_step_index: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryStatus>,
+    /// Percentage of traffic on the updated revision (canary), as `kubectl get rollouts` prints
+    /// it: the step's weight while it rolls out, 100 once it is stable, 0 while aborted. Written
+    /// from the rest of the status (`plan::updated_weight`) and never read to decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub updated_weight: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green: Option<BlueGreenStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

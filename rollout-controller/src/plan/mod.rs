@@ -20,6 +20,7 @@ pub mod runs;
 mod selector;
 pub(crate) mod services;
 pub(crate) mod undecodable;
+pub(crate) mod updated_weight;
 pub(crate) mod validate;
 pub(crate) mod writes;
 
@@ -175,7 +176,9 @@ pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i32 = 30;
 pub fn plan(rollout: &Rollout, observed: &Observed, now: Timestamp) -> Plan {
     let mut planner = Planner::new(rollout, observed, now);
     planner.run();
-    planner.finish()
+    let mut plan = planner.finish();
+    plan.status.updated_weight = updated_weight::updated_weight(&plan.status);
+    plan
 }
 
 struct Planner<'a> {

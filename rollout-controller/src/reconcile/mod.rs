@@ -237,5 +237,29 @@ pub(crate) fn error_policy(
         .entry(rollout.uid().unwrap_or_default())
         .or_insert(0);
     *count = (*count + 1).min(8);
-    Action::requeue(Duration::from_millis(500 * (1 << (*count - 1))).min(Duration::from_secs(60)))
+    Action::requeue(retry_after(*count))
+}
+
+/// How long after its `failures`-th failure in a row (from 1) a reconcile is tried again: 0.5 s,
+/// doubling, at most a minute. A ReplicaSet the apiserver refuses fails every time, and must
+/// not be asked for again and again.
+fn retry_after(failures: u32) -> Duration {
+    let doublings = failures.clamp(1, 8) - 1;
+    Duration::from_millis(500 * (1 << doublings)).min(Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_reconciles_back_off_doubling_to_a_minute() {
+        let waits: Vec<u64> = (1..=9).map(|n| retry_after(n).as_millis() as u64).collect();
+        assert_eq!(
+            waits,
+            [
+                500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000
+            ]
+        );
+    }
 }

@@ -18,9 +18,11 @@ pub(crate) use auth::KubeAuthorizer;
 use crate::action::{ACT_TRIES, ActError, OwnedReplicaSets, decide_and_write};
 use crate::crd::Rollout;
 use crate::crd::analysis::AnalysisRun;
+use crate::decode::{Registry, Tolerant};
 use crate::owner::owned_by;
 use crate::reconcile::FIELD_MANAGER;
-use crate::view::view;
+use crate::undecodable::rollout_message;
+use crate::view::{undecodable_view, view};
 
 /// How long an action waits for the store to see what it wrote.
 const STORE_CATCH_UP: Duration = Duration::from_secs(2);
@@ -30,6 +32,8 @@ pub(crate) struct KubeControl {
     rollouts: Store<Rollout>,
     replica_sets: Store<ReplicaSet>,
     analysis_runs: Store<AnalysisRun>,
+    /// The Rollouts the controller cannot decode, which the store of `rollouts` leaves out.
+    undecodable: Registry<Rollout>,
 }
 
 impl KubeControl {
@@ -38,12 +42,14 @@ impl KubeControl {
         rollouts: Store<Rollout>,
         replica_sets: Store<ReplicaSet>,
         analysis_runs: Store<AnalysisRun>,
+        undecodable: Registry<Rollout>,
     ) -> Self {
         Self {
             client,
             rollouts,
             replica_sets,
             analysis_runs,
+            undecodable,
         }
     }
 
@@ -117,6 +123,15 @@ impl RolloutControl for KubeControl {
             .filter(|r| namespace.is_none_or(|ns| r.namespace().as_deref() == Some(ns)))
             .map(|r| self.view(r))
             .collect();
+        views.extend(
+            self.undecodable
+                .state()
+                .iter()
+                .filter(|bad| {
+                    namespace.is_none_or(|ns| bad.metadata.namespace.as_deref() == Some(ns))
+                })
+                .map(|bad| undecodable_view(bad)),
+        );
         views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         Ok(views)
     }
@@ -125,10 +140,15 @@ impl RolloutControl for KubeControl {
         if let Some(rollout) = self.rollouts.get(&ObjectRef::new(name).within(namespace)) {
             return Ok(self.view(&rollout));
         }
+        let key = ObjectRef::new(name).within(namespace);
+        if let Some(bad) = self.undecodable.get(&key) {
+            return Ok(undecodable_view(&bad));
+        }
         // Not in the store (yet): ask the apiserver, so a rollout created a moment ago is found.
-        let rollouts: Api<Rollout> = Api::namespaced(self.client.clone(), namespace);
+        let rollouts: Api<Tolerant<Rollout>> = Api::namespaced(self.client.clone(), namespace);
         match rollouts.get_opt(name).await.map_err(unavailable)? {
-            Some(rollout) => Ok(self.view(&rollout)),
+            Some(Tolerant::Decoded(rollout)) => Ok(self.view(&rollout)),
+            Some(Tolerant::Undecodable(bad)) => Ok(undecodable_view(&bad)),
             None => Err(not_found(namespace, name)),
         }
     }
@@ -139,6 +159,16 @@ impl RolloutControl for KubeControl {
         name: &str,
         action: Action,
     ) -> Result<RolloutView, ControlError> {
+        // Every action is decided on the typed rollout; one that does not decode has none.
+        if let Some(bad) = self
+            .undecodable
+            .get(&ObjectRef::new(name).within(namespace))
+        {
+            return Err(ControlError::Conflict(format!(
+                "{}; fix it before acting on it",
+                rollout_message(&bad.error)
+            )));
+        }
         let rollouts: Api<Rollout> = Api::namespaced(self.client.clone(), namespace);
         let params = PatchParams {
             field_manager: Some(format!("{FIELD_MANAGER}-api")),
@@ -220,8 +250,9 @@ pub(crate) mod tests {
             let (rollouts, writer) = kube::runtime::reflector::store();
             let (replica_sets, _) = kube::runtime::reflector::store();
             let (runs, _) = kube::runtime::reflector::store();
+            let undecodable = Registry::new(Default::default());
             (
-                KubeControl::new(client, rollouts, replica_sets, runs),
+                KubeControl::new(client, rollouts, replica_sets, runs, undecodable),
                 writer,
             )
         }
@@ -417,5 +448,60 @@ pub(crate) mod tests {
             error,
             ControlError::Conflict("step 1 is already promoted".into())
         );
+    }
+
+    /// A Rollout the controller cannot decode is listed and found with its decode error, from
+    /// the watch or from the apiserver, and actions on it are refused with that error: it must
+    /// neither vanish from the list nor read as missing.
+    #[tokio::test]
+    async fn an_undecodable_rollout_is_listed_and_found_with_its_decode_error() {
+        use crate::decode::TolerantWriter;
+        use kube::runtime::watcher::Event;
+        let server = FakeApiServer::new(&rollout(paused_at(1), json!(null)), 0, Box::new(|_| {}));
+        server.stored().rollout["spec"]["replicas"] = json!(1_u64 << 32);
+        let names_the_field = |v: &RolloutView| {
+            v.undecodable
+                .as_deref()
+                .is_some_and(|e| e.starts_with("spec.replicas: "))
+        };
+
+        // Not watched yet: read from the apiserver.
+        let seen = server.control().get("shop", "web").await.unwrap();
+        assert_eq!(seen.phase, "Degraded");
+        assert!(names_the_field(&seen), "{seen:?}");
+
+        // Watched: beside a rollout that decodes.
+        let registry = Registry::new(Default::default());
+        let mut writer = TolerantWriter::new(registry.clone(), None);
+        let raw = server.stored().rollout.clone();
+        writer.apply(&Event::Apply(serde_json::from_value(raw).unwrap()));
+        let mut other = rollout(paused_at(1), json!(null));
+        other.metadata.name = Some("other".into());
+        writer.apply(&Event::Apply(Tolerant::Decoded(other)));
+        let (replica_sets, _) = kube::runtime::reflector::store();
+        let (runs, _) = kube::runtime::reflector::store();
+        let control = KubeControl::new(
+            server.client(),
+            writer.as_reader(),
+            replica_sets,
+            runs,
+            registry,
+        );
+        let listed = control.list(Some("shop")).await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["other", "web"]);
+        assert!(names_the_field(&listed[1]), "{:?}", listed[1]);
+        assert_eq!(listed[0].undecodable, None);
+        assert!(control.list(Some("elsewhere")).await.unwrap().is_empty());
+        let found = control.get("shop", "web").await.unwrap();
+        assert!(names_the_field(&found), "{found:?}");
+
+        let ControlError::Conflict(why) =
+            control.act("shop", "web", Action::Abort).await.unwrap_err()
+        else {
+            panic!("an action on an undecodable rollout must be refused");
+        };
+        assert!(why.contains("spec.replicas: "), "{why}");
+        assert_eq!(server.stored().patches, 0);
     }
 }

@@ -4,13 +4,22 @@
 //!
 //!   sluice-controller-under-test NAMESPACE HEALTH_ADDR    (kubeconfig from $KUBECONFIG)
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use rollout_controller::controller::{Options, run};
+use rollout_controller::log_colour::log_colour;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Its log goes to a file the tests read: colour only as the controller itself decides it.
+    let colour = log_colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info,kube=warn"))
+        .with_ansi(colour)
         .init();
     let mut args = std::env::args().skip(1);
     let namespace = args

@@ -60,6 +60,7 @@ fn a_canary_pauses_for_a_time_and_for_a_decision() {
     assert_eq!(sim.status().current_step_index, Some(1));
     assert_eq!(sim.status().phase, Phase::Paused);
     assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (1, 4));
+    assert_eq!(sim.status().updated_weight, Some(20));
     let plan = sim.reconcile();
     assert_eq!(plan.requeue_after, Some(std::time::Duration::from_secs(5)));
 
@@ -82,6 +83,11 @@ fn a_canary_pauses_for_a_time_and_for_a_decision() {
         Some(canary.as_str())
     );
     assert_eq!((sim.replicas_of(&canary), sim.replicas_of(&stable)), (5, 0));
+    // `kubectl get rollouts` prints `status.updatedWeight`: 100 on the new stable, though the
+    // canary's own weight, which a router follows, is back at 0; the view shows the same.
+    assert_eq!(sim.status().canary.as_ref().map(|c| c.weight), Some(0));
+    assert_eq!(sim.status().updated_weight, Some(100));
+    assert_eq!(crate::view::view(&sim.rollout, &[], &[]).weight, Some(100));
     sim.assert_ok();
 }
 
@@ -110,6 +116,7 @@ fn an_aborted_canary_goes_back_to_stable_and_stays_there() {
         Some(stable.as_str())
     );
     assert_eq!(sim.status().canary.as_ref().map(|c| c.weight), Some(0));
+    assert_eq!(sim.status().updated_weight, Some(0));
 
     sim.advance(3600);
     sim.settle();
