@@ -297,6 +297,15 @@ impl Cluster {
     /// rollout moved on (most often the controller's own status write) decides again on what is
     /// there now, so the caller hears a conflict only when the action no longer applies.
     async fn act(&self, name: &str, action: Action) -> anyhow::Result<u8> {
+        // Every action is decided on the typed rollout; one that does not decode has none. Said
+        // as the REST API says it, not as a decode error of the client.
+        if let Tolerant::Undecodable(bad) = self.readable.get(name).await? {
+            eprintln!(
+                "rollout {name}: {}; fix it before acting on it",
+                undecodable_view(&bad).message
+            );
+            return Ok(EXIT_CONFLICT);
+        }
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()

@@ -464,5 +464,12 @@ async fn shown_with_its_decode_error(
         code_of(&gate) == 6 && stdout(&gate).contains("spec.replicas"),
         "{gate:?}"
     );
+    // An action is refused as a conflict naming the field, as the REST API refuses it.
+    let promote = sluice(env, ns, &["promote", "broken"]).await?;
+    let said = String::from_utf8_lossy(&promote.stderr);
+    ensure!(
+        code_of(&promote) == 5 && said.contains("spec.replicas") && said.contains("fix it"),
+        "{promote:?}"
+    );
     Ok(())
 }
