@@ -188,6 +188,25 @@ fn check_header(router: &str, counts: &BTreeMap<String, usize>) -> anyhow::Resul
     Ok(())
 }
 
+/// Once the route `created` then answers with the canary: the canary's share of
+/// [`REQUESTS`] follows the weight, and every request with the header reaches the canary.
+async fn weight_and_header(
+    router: &str,
+    proxy: &ProxyClient,
+    created: Instant,
+) -> anyhow::Result<()> {
+    proxy.wait_for(CANARY, None).await?;
+    eprintln!(
+        "proxy: {router}: routes created to the canary answering in {:.2}s",
+        created.elapsed().as_secs_f64()
+    );
+    check_share(router, &proxy.count(REQUESTS, None).await?)?;
+    check_header(
+        router,
+        &proxy.count(HEADER_REQUESTS, Some(CANARY_HEADER)).await?,
+    )
+}
+
 /// Traefik's ServiceAccount has every right its providers use: the apiserver refused it
 /// nothing (a refused watch leaves a provider blind to a kind, silently, but for its log).
 fn nothing_was_forbidden(traefik: &Traefik) -> anyhow::Result<()> {
@@ -236,16 +255,7 @@ async fn gateway_weights_and_header_match_split_real_requests(
         let created = Instant::now();
         routes.create(&PostParams::default(), &route).await?;
         let proxy = ProxyClient::new(traefik, &host)?;
-        proxy.wait_for(CANARY, None).await?;
-        eprintln!(
-            "proxy: gateway: HTTPRoute created to its canary answering in {:.2}s",
-            created.elapsed().as_secs_f64()
-        );
-        check_share("gateway", &proxy.count(REQUESTS, None).await?)?;
-        check_header(
-            "gateway",
-            &proxy.count(HEADER_REQUESTS, Some(CANARY_HEADER)).await?,
-        )?;
+        weight_and_header("gateway", &proxy, created).await?;
         nothing_was_forbidden(traefik)
     })
     .await
@@ -289,16 +299,7 @@ async fn nginx_canary_weight_and_header_split_real_requests(
             .create(&PostParams::default(), &object(canary)?)
             .await?;
         let proxy = ProxyClient::new(traefik, &host)?;
-        proxy.wait_for(CANARY, None).await?;
-        eprintln!(
-            "proxy: nginx: Ingresses created to the canary answering in {:.2}s",
-            created.elapsed().as_secs_f64()
-        );
-        check_share("nginx", &proxy.count(REQUESTS, None).await?)?;
-        check_header(
-            "nginx",
-            &proxy.count(HEADER_REQUESTS, Some(CANARY_HEADER)).await?,
-        )?;
+        weight_and_header("nginx", &proxy, created).await?;
         // Another value of the header is not a match: those requests follow the weight.
         check_share(
             "nginx, another header value",

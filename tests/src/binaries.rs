@@ -112,14 +112,7 @@ impl Binaries {
     /// tests render deploy/helm/sluice with it). Only the tests that need it ask for it, so a
     /// missing helm fails those, with the build hint.
     pub fn helm(&self) -> Result<PathBuf> {
-        let version = Versions::pinned()?.helm;
-        let path = self
-            .dir
-            .join("..")
-            .join(format!("helm-{version}"))
-            .join("helm");
-        self.require_file(&path)?;
-        Ok(path)
+        self.beside("helm", &Versions::pinned()?.helm)
     }
 
     /// Prometheus, built by build.sh beside `bin/` (see [`prometheus_tool`]).
@@ -136,12 +129,17 @@ impl Binaries {
     /// `<bin>/../traefik-<TRAEFIK_VERSION>/traefik`. Only the cache, never `PATH`, for the same
     /// reason as [`prometheus_tool`]: its providers' behaviour is what the proxy tests measure.
     pub fn traefik(&self) -> Result<PathBuf> {
-        let version = Versions::pinned()?.traefik;
+        self.beside("traefik", &Versions::pinned()?.traefik)
+    }
+
+    /// `<bin>/../<name>-<version>/<name>`, where build.sh puts a tool whose version the
+    /// control plane's directory name does not carry; the build hint when it is missing.
+    fn beside(&self, name: &str, version: &str) -> Result<PathBuf> {
         let path = self
             .dir
             .join("..")
-            .join(format!("traefik-{version}"))
-            .join("traefik");
+            .join(format!("{name}-{version}"))
+            .join(name);
         self.require_file(&path)?;
         Ok(path)
     }
