@@ -6,9 +6,11 @@
 #   kwok                                                               (sigs.k8s.io/kwok)
 #   helm, to render the chart in deploy/helm                           (helm.sh/helm/v3)
 #   prometheus, promtool                              (github.com/prometheus/prometheus)
+#   traefik, the proxy in front of the pods               (github.com/traefik/traefik/v3)
 #
-# Each component is built from a small wrapper module under tests/cluster/go/<component>, whose
-# go.mod/go.sum are committed. k8s.io/kubernetes cannot be `go install`ed directly: its go.mod
+# Each component but Traefik is built from a small wrapper module under
+# tests/cluster/go/<component>, whose go.mod/go.sum are committed; Traefik is built inside a copy
+# of its own module (see below). k8s.io/kubernetes cannot be `go install`ed directly: its go.mod
 # replaces every staging module with ./staging/..., so the wrapper replaces them with the
 # published k8s.io/<m> v0.X.Y instead (`build.sh --regenerate` rewrites that list from the
 # pinned version's own go.mod).
@@ -62,16 +64,17 @@ fi
 
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
-# build <module dir> <output name> <package> [ldflags]
+# build <module dir, under tests/cluster/go unless absolute> <output name> <package> [ldflags]
 build() {
   local dir=$1 name=$2 pkg=$3 ldflags=${4:-}
+  [[ $dir == /* ]] || dir="$here/go/$dir"
   if [[ -x "$bin/$name" ]]; then
     say "$name: cached"
     return
   fi
   local started=$SECONDS
   say "$name: building $pkg (this takes a few minutes on a cold cache)"
-  (cd "$here/go/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name.tmp" "$pkg")
+  (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name.tmp" "$pkg")
   mv "$bin/$name.tmp" "$bin/$name"
   say "$name: built in $((SECONDS - started))s"
 }
@@ -175,6 +178,66 @@ if [[ ! -f "$gateway_crds/standard/.complete" ]]; then
   touch "$gateway_crds/standard/.complete"
   gateway_files=("$gateway_crds"/standard/*.yaml)
   say "Gateway API $GATEWAY_API_VERSION: ${#gateway_files[@]} files of its standard channel copied"
+fi
+# Traefik, the proxy the e2e tests send requests through (its kubernetesGateway and
+# kubernetesIngressNGINX providers). It cannot be built from a wrapper module like the others:
+# its go.mod has replace directives, which apply only in the main module. So it is built inside a
+# copy of its downloaded module, with its own go.mod and go.sum, after three changes that
+# tests/cluster/go/traefik holds the files for, each needed because something its go.mod names
+# cannot be had from the module zip or from the module proxy:
+# - ./pkg/config/dynamic/ext, a nested module of its repository that the zip leaves out, is
+#   filled as Traefik's open-source build has it (empty types inlined into dynamic.HTTP/Router);
+# - its fork of abbot/go-http-auth (basicAuth, digestAuth) is not served: those middlewares are
+#   built against abbot/go-http-auth v0.4.0 plus the two functions they use that it lacks;
+# - lego's DNS-01 providers in TRAEFIK_LEGO_DROPPED need SDKs that are not served: they are
+#   taken out of lego's provider registry, so ACME's dnsChallenge does not know those names.
+# The web UI is embedded from webui/static, which the module ships holding only a placeholder:
+# the dashboard pages are empty; the API, ping and the proxy itself are complete.
+TRAEFIK_LEGO_DROPPED=(alidns aliesa azion dnsimple edgedns edgeone huaweicloud oraclecloud
+  regfish sakuracloud tencentcloud ucloud yandexcloud)
+module_dir() { GOFLAGS=-mod=mod go mod download -json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
+build_traefik() {
+  local dir=$1 src
+  src="$dir/src"
+  rm -rf "$src"
+  mkdir -p "$dir"
+  cp -R "$(module_dir "github.com/traefik/traefik/v3@$TRAEFIK_VERSION")" "$src"
+  chmod -R u+w "$src"
+  cp -R "$here/go/traefik/ext" "$src/pkg/config/dynamic/ext"
+
+  local lego_version auth="$src/third_party/go-http-auth" lego="$src/third_party/lego"
+  lego_version=$(cd "$src" && go list -m -f '{{.Version}}' github.com/go-acme/lego/v5)
+  mkdir -p "$src/third_party"
+  cp -R "$(module_dir github.com/abbot/go-http-auth@v0.4.0)" "$auth"
+  cp -R "$(module_dir "github.com/go-acme/lego/v5@$lego_version")" "$lego"
+  chmod -R u+w "$src/third_party"
+  rm -rf "$auth/examples"
+  install -m 0644 "$here/go/traefik/go-http-auth/"* "$auth/"
+  python3 - "$lego/providers/dns/zz_gen_dns_providers.go" "${TRAEFIK_LEGO_DROPPED[@]}" <<'PY'
+import re, sys
+path, dropped = sys.argv[1], sys.argv[2:]
+text = open(path).read()
+for p in dropped:
+    text, imports = re.subn(r'\n\t"github.com/go-acme/lego/v5/providers/dns/%s"' % p, '', text)
+    text, cases = re.subn(r'\n\tcase [^\n]*:\n\t\treturn %s\.NewDNSProvider\(\)' % p, '', text)
+    if (imports, cases) != (1, 1):
+        sys.exit(f"lego's provider registry does not import and name {p} once each")
+open(path, 'w').write(text)
+PY
+  (cd "$src" && go mod edit -replace "github.com/abbot/go-http-auth=./third_party/go-http-auth" \
+    -replace "github.com/go-acme/lego/v5=./third_party/lego")
+
+  local ldflags="-X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
+  ldflags+=" -X github.com/traefik/traefik/v3/pkg/version.BuildDate=1970-01-01T00:00:00Z"
+  build "$src" "../traefik-$TRAEFIK_VERSION/traefik" ./cmd/traefik "$ldflags"
+  rm -rf "$src"
+}
+say "(traefik)"
+traefik_dir="$bin/../traefik-$TRAEFIK_VERSION"
+if [[ -x "$traefik_dir/traefik" ]]; then
+  say "traefik: cached"
+else
+  build_traefik "$traefik_dir"
 fi
 say "all components ready in $((SECONDS - total_started))s"
 echo "$bin"

@@ -23,6 +23,7 @@ mod least_privilege;
 mod lint_agreement;
 mod pods;
 mod prometheus_analysis;
+mod proxy;
 mod rest_api;
 mod restart;
 mod rollout_analysis;
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         undecodable::trials(),
         pods::trials(),
         cluster_cleanup::trials(),
+        proxy::trials(),
     ]
     .into_iter()
     .flatten()

@@ -8,16 +8,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Trial;
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_tests::pods::netns::{self, PodNetwork};
 use sluice_tests::prometheus_live::{JOB, LivePrometheus, PodScrape};
 use tracing::Instrument;
 
-use crate::support::{self, Env, TestNamespace, eventually};
+use crate::support::{
+    self, Env, TestNamespace, demo_app_service as service, demo_app_template as template,
+    eventually, object,
+};
 
 pub(crate) fn trials() -> Vec<Trial> {
     vec![
@@ -28,52 +31,9 @@ pub(crate) fn trials() -> Vec<Trial> {
     ]
 }
 
-const IMAGE: &str = "registry.example.com/demo-app:v1";
-const PORT: u16 = 8080;
-/// The readiness probe of every pod here: every second, unready after 2 failures.
-const PROBE_PERIOD_S: u64 = 1;
-const FAILURE_THRESHOLD: u64 = 2;
-
-fn object<T: serde::de::DeserializeOwned>(value: Value) -> anyhow::Result<T> {
-    Ok(serde_json::from_value(value)?)
-}
-
-/// A demo-app pod template labelled `app`, with `env` added to the container's.
-fn template(app: &str, env: Value, grace_seconds: u64) -> Value {
-    json!({
-        "metadata": {"labels": {"app": app}},
-        "spec": {
-            "terminationGracePeriodSeconds": grace_seconds,
-            "containers": [{
-                "name": "app",
-                "image": IMAGE,
-                "ports": [{"name": "http", "containerPort": PORT}],
-                "env": env,
-                "readinessProbe": {
-                    "httpGet": {"path": "/ready", "port": "http"},
-                    "periodSeconds": PROBE_PERIOD_S,
-                    "failureThreshold": FAILURE_THRESHOLD,
-                },
-            }],
-        },
-    })
-}
-
-/// A demo-app container named `app` of `version` (`v1`, `v2` …): the image tag and
-/// DEMO_VERSION say which, and its `http` port and readiness probe make a pod that runs.
-pub(crate) fn demo_app_container(version: &str) -> Value {
-    json!({
-        "name": "app",
-        "image": format!("registry.example.com/demo-app:{}", version.trim_start_matches('v')),
-        "ports": [{"name": "http", "containerPort": PORT}],
-        "env": [{"name": "DEMO_VERSION", "value": version}],
-        "readinessProbe": {
-            "httpGet": {"path": "/ready", "port": "http"},
-            "periodSeconds": PROBE_PERIOD_S,
-            "failureThreshold": FAILURE_THRESHOLD,
-        },
-    })
-}
+const PORT: u16 = support::DEMO_APP_PORT;
+const PROBE_PERIOD_S: u64 = support::DEMO_APP_PROBE_PERIOD_S;
+const FAILURE_THRESHOLD: u64 = support::DEMO_APP_FAILURE_THRESHOLD;
 
 /// How many of `service`'s ready endpoints answer as each version: one request to each
 /// endpoint's pod IP (once the runner's namespace for that pod is checked), then the `version`
@@ -153,20 +113,6 @@ pub(crate) async fn served_until(
         let last = last.lock().unwrap_or_else(|p| p.into_inner());
         format!("last seen: {last}")
     })
-}
-
-async fn service(client: &Client, ns: &str, app: &str) -> anyhow::Result<()> {
-    let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    services
-        .create(
-            &PostParams::default(),
-            &object(json!({
-                "metadata": {"name": app},
-                "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": PORT}]},
-            }))?,
-        )
-        .await?;
-    Ok(())
 }
 
 /// Plain HTTP straight to pod IPs: no proxy, a fresh connection per request, so that a drain
@@ -253,7 +199,7 @@ async fn replica_set_pods_serve_on_their_ips_and_leave_when_unready(
                     "spec": {
                         "replicas": 3,
                         "selector": {"matchLabels": {"app": "web"}},
-                        "template": template("web", json!([]), 5),
+                        "template": template("web", "v1", json!([]), 5),
                     },
                 }))?,
             )
@@ -394,13 +340,14 @@ async fn crashing_and_unhealthy_programs_are_restarted_and_counted(
         let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
         let mut pod = template(
             "crash",
+            "v1",
             json!([{"name": "DEMO_CRASH_AFTER_MS", "value": "1500"}]),
             5,
         );
         pod["metadata"]["name"] = json!("crash");
         pods.create(&PostParams::default(), &object(pod)?).await?;
         // And one whose liveness probe fails (nothing listens on port 9 in its namespace).
-        let mut unhealthy = template("unhealthy", json!([]), 5);
+        let mut unhealthy = template("unhealthy", "v1", json!([]), 5);
         unhealthy["metadata"]["name"] = json!("unhealthy");
         unhealthy["spec"]["containers"][0]["livenessProbe"] = json!({
             "tcpSocket": {"port": 9},
@@ -470,6 +417,7 @@ async fn a_deleted_pod_drains_while_its_endpoint_is_terminating(
         let delay = Duration::from_millis(1000);
         let mut pod = template(
             "drain",
+            "v1",
             json!([
                 {"name": "DEMO_LATENCY_MS", "value": latency.as_millis().to_string()},
                 {"name": "DEMO_SHUTDOWN_DELAY_MS", "value": delay.as_millis().to_string()},
@@ -624,7 +572,7 @@ async fn prometheus_discovers_the_pods_and_counts_what_they_served(
                     "spec": {
                         "replicas": 3,
                         "selector": {"matchLabels": {"app": "web"}},
-                        "template": template("web", json!([]), 5),
+                        "template": template("web", "v1", json!([]), 5),
                     },
                 }))?,
             )

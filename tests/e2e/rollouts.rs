@@ -17,7 +17,8 @@ use libtest_mimic::Trial;
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Phase, Rollout, RolloutStatus};
 use serde_json::{Value, json};
 
-use crate::pods::{demo_app_container, served_until, versions_served};
+use crate::pods::{served_until, versions_served};
+use crate::support::demo_app_container;
 use crate::support::{
     Env, RunningController, TestNamespace, events_with_reason, eventually, ready_endpoints,
 };

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Service};
 use std::net::SocketAddr;
 
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
@@ -15,6 +15,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use libtest_mimic::{Failed, Trial};
 use rollout_controller::controller::{Options, run};
 use serde_json::json;
+use sluice_tests::traefik::Traefik;
 use sluice_tests::{ClusterOptions, ControlPlane, wait};
 use tokio::runtime::Runtime;
 use tokio::sync::OnceCell;
@@ -37,6 +38,7 @@ pub(crate) struct Env {
     runtime: Runtime,
     cluster: OnceCell<Result<ControlPlane, String>>,
     crds: OnceCell<Result<(), String>>,
+    traefik: OnceCell<Result<Traefik, String>>,
     namespaces: AtomicUsize,
 }
 
@@ -64,6 +66,7 @@ impl Env {
             runtime,
             cluster: OnceCell::new(),
             crds: OnceCell::new(),
+            traefik: OnceCell::new(),
             namespaces: AtomicUsize::new(0),
         }
     }
@@ -109,6 +112,32 @@ impl Env {
             })
             .await;
         installed.clone().map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Traefik in front of the pods, started by the first test that asks for it (after the
+    /// CRDs, the Gateway API's among them), stopped with the control plane. A failed start
+    /// fails every test that needs it, with the same message.
+    pub(crate) async fn traefik(&self) -> anyhow::Result<&Traefik> {
+        let started = self
+            .traefik
+            .get_or_init(|| async {
+                let start = async {
+                    self.install_crds().await?;
+                    let traefik = Traefik::start(self.cluster().await?).await?;
+                    eprintln!(
+                        "traefik up: web entrypoint {}, providersThrottleDuration {:?}, log {}",
+                        traefik.web_addr(),
+                        sluice_tests::traefik::PROVIDERS_THROTTLE,
+                        traefik.log().display()
+                    );
+                    anyhow::Ok(traefik)
+                };
+                start
+                    .await
+                    .map_err(|e: anyhow::Error| format!("starting Traefik: {e:#}"))
+            })
+            .await;
+        started.as_ref().map_err(|e| anyhow!("{e}"))
     }
 
     /// Runs `test` in a fresh namespace named after `prefix`, then deletes the namespace,
@@ -158,6 +187,9 @@ impl Env {
                 _ = terminate.recv() => {}
             }
             eprintln!("interrupted: stopping the control plane");
+            if let Some(Ok(traefik)) = self.traefik.get() {
+                traefik.stop().await;
+            }
             if let Some(Ok(cluster)) = self.cluster.get() {
                 cluster.stop(false).await;
             }
@@ -167,12 +199,82 @@ impl Env {
 
     /// Stops the control plane; after a failure its logs are kept, and their place printed.
     pub(crate) fn teardown(&self, failed: bool) {
+        if let Some(Ok(traefik)) = self.traefik.get() {
+            self.runtime.block_on(traefik.stop());
+        }
         if let Some(Ok(cluster)) = self.cluster.get()
             && let Some(kept) = self.runtime.block_on(cluster.stop(failed))
         {
             eprintln!("control plane logs kept in {}", kept.join("logs").display());
         }
     }
+}
+
+/// The port demo-app pods listen on.
+pub(crate) const DEMO_APP_PORT: u16 = 8080;
+/// The readiness probe of every demo-app pod: every second, unready after 2 failures.
+pub(crate) const DEMO_APP_PROBE_PERIOD_S: u64 = 1;
+pub(crate) const DEMO_APP_FAILURE_THRESHOLD: u64 = 2;
+
+pub(crate) fn object<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> anyhow::Result<T> {
+    Ok(serde_json::from_value(value)?)
+}
+
+/// A demo-app container named `app` of `version` (`v1`, `v2` …): the image tag and
+/// DEMO_VERSION say which, and its `http` port and readiness probe make a pod that runs.
+pub(crate) fn demo_app_container(version: &str) -> serde_json::Value {
+    json!({
+        "name": "app",
+        "image": format!("registry.example.com/demo-app:{}", version.trim_start_matches('v')),
+        "ports": [{"name": "http", "containerPort": DEMO_APP_PORT}],
+        "env": [{"name": "DEMO_VERSION", "value": version}],
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": "http"},
+            "periodSeconds": DEMO_APP_PROBE_PERIOD_S,
+            "failureThreshold": DEMO_APP_FAILURE_THRESHOLD,
+        },
+    })
+}
+
+/// A pod template labelled `app` of one [`demo_app_container`] of `version`, with `env` added to
+/// the container's.
+pub(crate) fn demo_app_template(
+    app: &str,
+    version: &str,
+    env: serde_json::Value,
+    grace_seconds: u64,
+) -> serde_json::Value {
+    let mut container = demo_app_container(version);
+    if let (Some(all), Some(more)) = (container["env"].as_array_mut(), env.as_array()) {
+        all.extend(more.iter().cloned());
+    }
+    json!({
+        "metadata": {"labels": {"app": app}},
+        "spec": {
+            "terminationGracePeriodSeconds": grace_seconds,
+            "containers": [container],
+        },
+    })
+}
+
+/// A Service `app` on port 80 in front of the demo-app pods labelled `app`.
+pub(crate) async fn demo_app_service(client: &Client, ns: &str, app: &str) -> anyhow::Result<()> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    services
+        .create(
+            &PostParams::default(),
+            &object(json!({
+                "metadata": {"name": app},
+                "spec": {
+                    "selector": {"app": app},
+                    "ports": [{"port": 80, "targetPort": DEMO_APP_PORT}],
+                },
+            }))?,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Every endpoint in the EndpointSlices of `service`, whatever its conditions.

@@ -1,4 +1,4 @@
-//! Where the Go-built control plane, helm, Prometheus and promtool live: a cache outside git,
+//! Where the Go-built control plane, helm, Prometheus, promtool and Traefik live: a cache outside git,
 //! filled once per machine by `tests/cluster/build.sh` at the versions pinned in
 //! `tests/cluster/versions.env`.
 
@@ -17,6 +17,7 @@ pub struct Versions {
     pub gateway_api: String,
     pub helm: String,
     pub prometheus: String,
+    pub traefik: String,
 }
 
 impl Versions {
@@ -42,6 +43,7 @@ impl Versions {
             gateway_api: value("GATEWAY_API_VERSION")?,
             helm: value("HELM_VERSION")?,
             prometheus: value("PROMETHEUS_VERSION")?,
+            traefik: value("TRAEFIK_VERSION")?,
         })
     }
 }
@@ -56,7 +58,7 @@ pub const CONTROL_PLANE: [&str; 6] = [
     "kubectl",
 ];
 
-const BUILD_HINT: &str = "build the control plane, helm and Prometheus once with \
+const BUILD_HINT: &str = "build the control plane, helm, Prometheus and Traefik once with \
      `tests/cluster/build.sh` (needs Go and the Go module proxy; takes a few minutes)";
 
 /// The directory holding the built control plane: `$SLUICE_K8S_BIN` when set, otherwise
@@ -110,14 +112,7 @@ impl Binaries {
     /// tests render deploy/helm/sluice with it). Only the tests that need it ask for it, so a
     /// missing helm fails those, with the build hint.
     pub fn helm(&self) -> Result<PathBuf> {
-        let version = Versions::pinned()?.helm;
-        let path = self
-            .dir
-            .join("..")
-            .join(format!("helm-{version}"))
-            .join("helm");
-        self.require_file(&path)?;
-        Ok(path)
+        self.beside("helm", &Versions::pinned()?.helm)
     }
 
     /// Prometheus, built by build.sh beside `bin/` (see [`prometheus_tool`]).
@@ -128,6 +123,25 @@ impl Binaries {
     /// promtool, built by build.sh beside `bin/` (see [`prometheus_tool`]).
     pub fn promtool(&self) -> Result<PathBuf> {
         prometheus_tool_in(&self.dir, "promtool")
+    }
+
+    /// Traefik, built by build.sh from its Go module beside `bin/`:
+    /// `<bin>/../traefik-<TRAEFIK_VERSION>/traefik`. Only the cache, never `PATH`, for the same
+    /// reason as [`prometheus_tool`]: its providers' behaviour is what the proxy tests measure.
+    pub fn traefik(&self) -> Result<PathBuf> {
+        self.beside("traefik", &Versions::pinned()?.traefik)
+    }
+
+    /// `<bin>/../<name>-<version>/<name>`, where build.sh puts a tool whose version the
+    /// control plane's directory name does not carry; the build hint when it is missing.
+    fn beside(&self, name: &str, version: &str) -> Result<PathBuf> {
+        let path = self
+            .dir
+            .join("..")
+            .join(format!("{name}-{version}"))
+            .join(name);
+        self.require_file(&path)?;
+        Ok(path)
     }
 
     /// kwok's own default lifecycle stages, copied from its module by build.sh.
@@ -233,6 +247,7 @@ mod tests {
         assert!(v.kwok.starts_with('v'), "{v:?}");
         assert!(v.helm.starts_with("v3."), "{v:?}");
         assert!(v.prometheus.starts_with("v3."), "{v:?}");
+        assert!(v.traefik.starts_with("v3."), "{v:?}");
     }
 
     #[test]

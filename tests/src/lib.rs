@@ -1,6 +1,7 @@
 //! Real parts for Sluice's end-to-end tests: a Kubernetes control plane (etcd, kube-apiserver,
-//! kube-controller-manager, kube-scheduler, and kwok simulating nodes) and Prometheus over a
-//! backfilled TSDB, all started as local processes listening on 127.0.0.1.
+//! kube-controller-manager, kube-scheduler, and kwok simulating nodes), Prometheus over a
+//! backfilled TSDB, and Traefik as the proxy in front of the pods ([`traefik`]), all started as
+//! local processes listening on 127.0.0.1.
 //!
 //! Pod IPs come from the benchmarking range 198.18.0.0/16, Service and node IPs from
 //! documentation ranges (198.51.100.0/24 for Services, 203.0.113.0/24 for nodes). They exist
@@ -21,7 +22,9 @@ pub mod process_record;
 pub mod procfs;
 pub mod prometheus;
 pub mod prometheus_live;
+pub mod shares;
 pub mod tokens;
+pub mod traefik;
 pub mod wait;
 
 pub use cluster::{AUDITED_NAMESPACE, ClusterOptions, ControlPlane};

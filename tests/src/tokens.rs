@@ -1,6 +1,8 @@
 //! ServiceAccount tokens for callers of the REST API, issued the way a pipeline gets one: a
 //! ServiceAccount bound to a Role, and a token from the TokenRequest API.
 
+use std::time::Duration;
+
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -55,10 +57,22 @@ pub async fn service_account_token(
         }]),
     };
     bindings.create(&PostParams::default(), &binding).await?;
+    request_token(client, ns, name, Duration::from_secs(3600)).await
+}
+
+/// A token for the existing ServiceAccount `ns/name` from the TokenRequest API, valid for
+/// `lifetime` (the apiserver's audiences).
+pub async fn request_token(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    lifetime: Duration,
+) -> Result<String> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             audiences: Some(Vec::new()),
-            expiration_seconds: Some(3600),
+            expiration_seconds: Some(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)),
             ..TokenRequestSpec::default()
         }),
         ..TokenRequest::default()

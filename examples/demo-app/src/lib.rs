@@ -1,5 +1,6 @@
-//! demo-app: answers `GET /` after a set latency, failing a set share of requests with 500, and
-//! exposes `/metrics` (requests by status code, a latency histogram), `/healthz` and `/ready`.
+//! demo-app: answers `GET /` after a set latency, failing a set share of requests with 500,
+//! naming its version in the [`VERSION_HEADER`] of every answer, and exposes `/metrics`
+//! (requests by status code, a latency histogram), `/healthz` and `/ready`.
 //! `POST /fail-readiness` makes `/ready` answer 503 from then on, so a test can tell a running
 //! process to fail its readiness probe.
 //!
@@ -22,6 +23,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+/// The response header of `GET /` that names the version that answered, so that a client
+/// behind a proxy can count the share each version served.
+pub const VERSION_HEADER: &str = "demo-version";
+
 /// How the service behaves.
 #[derive(Debug, Clone)]
 pub struct Behaviour {
@@ -29,7 +34,8 @@ pub struct Behaviour {
     pub error_rate: f64,
     /// Time taken by every request.
     pub latency: Duration,
-    /// Put on every series as `version`, to tell stable from canary.
+    /// Put on every series as `version`, and in the [`VERSION_HEADER`] of every answer, to tell
+    /// stable from canary.
     pub version: String,
 }
 
@@ -152,7 +158,9 @@ pub fn fails(n: u64, error_rate: f64) -> bool {
     owed(n + 1) > owed(n)
 }
 
-async fn answer(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+async fn answer(
+    State(app): State<Arc<App>>,
+) -> (StatusCode, [(&'static str, String); 1], &'static str) {
     tokio::time::sleep(app.behaviour.latency).await;
     let n = app.served.fetch_add(1, Ordering::Relaxed);
     let (status, body) = if fails(n, app.behaviour.error_rate) {
@@ -170,7 +178,11 @@ async fn answer(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
     app.latency
         .get_or_create(&VersionLabel { version })
         .observe(app.behaviour.latency.as_secs_f64());
-    (status, body)
+    (
+        status,
+        [(VERSION_HEADER, app.behaviour.version.clone())],
+        body,
+    )
 }
 
 async fn metrics(
