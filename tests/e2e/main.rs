@@ -32,6 +32,7 @@ mod routers;
 mod scrape;
 mod smoke;
 mod support;
+mod traffic;
 mod undecodable;
 
 use std::process::ExitCode;
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         pods::trials(),
         cluster_cleanup::trials(),
         proxy::trials(),
+        traffic::trials(),
     ]
     .into_iter()
     .flatten()

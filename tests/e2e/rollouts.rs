@@ -53,7 +53,7 @@ pub(crate) fn rollout_manifest(name: &str, replicas: i32, image: &str, strategy:
 }
 
 /// [`rollout_manifest`] whose pods run: a demo-app container of `version`.
-fn running_rollout(name: &str, replicas: i32, version: &str, strategy: Value) -> Value {
+pub(crate) fn running_rollout(name: &str, replicas: i32, version: &str, strategy: Value) -> Value {
     let mut manifest = rollout_manifest(name, replicas, "", strategy);
     manifest["spec"]["template"]["spec"]["containers"] = json!([demo_app_container(version)]);
     manifest

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod crds;
 mod error;
 pub mod fuzz;
+pub mod load;
 pub mod mutate;
 pub mod pki;
 pub mod pods;
