@@ -4,9 +4,11 @@
 //! on 127.0.0.1 sends a steady 100 requests a second through Traefik for the whole release and
 //! records which version answered each; at every step the canary's share must be within 3
 //! binomial standard deviations of the step's weight, a request with the step's header must
-//! always reach the canary, and no request may fail from the first answer to the last.
+//! always reach the canary, and no request may fail from the first answer to the last. A canary
+//! that fails its analysis is emptied at the client: the tests measure, from the Fail verdict,
+//! how long until the last answer from the canary and how many it still gave.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, ensure};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -14,8 +16,10 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use libtest_mimic::Trial;
 use rollout_controller::crd::Phase;
+use rollout_controller::crd::analysis::{AnalysisRun, AnalysisTemplate};
 use serde_json::{Value, json};
 use sluice_tests::load::{Load, LoadSpec, Record, Tally};
+use sluice_tests::prometheus_live::{LivePrometheus, PodScrape};
 use sluice_tests::shares::within_binomial;
 use sluice_tests::traefik::{INGRESS_CLASS, Traefik};
 
@@ -28,6 +32,8 @@ pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(traffic::a_canary_through_the_gateway_gets_its_weight_and_no_request_fails),
         trial!(traffic::a_canary_through_nginx_gets_its_weight_and_no_request_fails),
+        trial!(traffic::an_aborted_canary_through_the_gateway_is_emptied_at_the_client),
+        trial!(traffic::an_aborted_canary_through_nginx_is_emptied_at_the_client),
     ]
 }
 
@@ -101,6 +107,23 @@ fn container(version: &str) -> Value {
     container
 }
 
+/// The stable and canary Services and the router's object for `host`; the Rollout's
+/// `trafficRouting` for it.
+async fn routed(client: &Client, ns: &str, host: &str, via: Via) -> anyhow::Result<Value> {
+    create_service(client, ns, "web-stable", "web").await?;
+    create_service(client, ns, "web-canary", "web").await?;
+    Ok(match via {
+        Via::Gateway => {
+            http_route(client, ns, host).await?;
+            json!({"gatewayAPI": {"httpRoute": "web"}})
+        }
+        Via::Nginx => {
+            ingress(client, ns, host).await?;
+            json!({"nginx": {"stableIngress": "web"}})
+        }
+    })
+}
+
 async fn canary_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<()> {
     env.install_crds().await?;
     let traefik = env.traefik().await?;
@@ -109,18 +132,7 @@ async fn canary_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<(
         |ns: TestNamespace| async move {
             let TestNamespace { name: ns, client } = ns;
             let host = format!("web.{ns}.example");
-            create_service(&client, &ns, "web-stable", "web").await?;
-            create_service(&client, &ns, "web-canary", "web").await?;
-            let routing = match via {
-                Via::Gateway => {
-                    http_route(&client, &ns, &host).await?;
-                    json!({"gatewayAPI": {"httpRoute": "web"}})
-                }
-                Via::Nginx => {
-                    ingress(&client, &ns, &host).await?;
-                    json!({"nginx": {"stableIngress": "web"}})
-                }
-            };
+            let routing = routed(&client, &ns, &host, via).await?;
             let strategy = json!({"canary": {
                 "stableService": "web-stable", "canaryService": "web-canary",
                 "trafficRouting": routing,
@@ -141,7 +153,7 @@ async fn canary_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<(
             let outcome = release(&client, &ns, traefik, &host, &load, via, &stable).await;
             let recorded = load.stop().await;
             outcome?;
-            no_request_failed(via, &recorded.records)?;
+            no_request_failed(via, &recorded.records, false)?;
             ensure!(
                 recorded.dropped == 0,
                 "the client dropped {} ticks",
@@ -218,6 +230,182 @@ async fn release(
     Ok(())
 }
 
+async fn an_aborted_canary_through_the_gateway_is_emptied_at_the_client(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    aborted_through_traefik(env, Via::Gateway).await
+}
+
+async fn an_aborted_canary_through_nginx_is_emptied_at_the_client(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    aborted_through_traefik(env, Via::Nginx).await
+}
+
+/// A look every second at the canary's 5xx answers, as Prometheus counts them: one is a failure.
+fn errors_template() -> Value {
+    let query = "sum(http_requests_total{rollouts_pod_template_hash=\"{{args.canary-hash}}\",code=~\"5..\"}) or vector(0)";
+    json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": {"name": "canary-errors"},
+        "spec": {
+            "args": [
+                {"name": "prometheus"},
+                {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+            ],
+            "metrics": [{
+                "name": "canary-errors",
+                "interval": "1s",
+                "provider": {"prometheus": {"address": "{{args.prometheus}}", "query": query}},
+                "successCondition": "result[0] < 1",
+                "failureCondition": "result[0] >= 1",
+            }],
+        },
+    })
+}
+
+/// v2 fails 30% of its requests at weight 25 under background analysis: Sluice aborts it, the
+/// client stops hearing from it, and nobody sees a request fail in the data plane (v2's own
+/// 500s are answers, and are what the analysis caught).
+async fn aborted_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    let traefik = env.traefik().await?;
+    let cluster = env.cluster().await?;
+    env.in_namespace(
+        &format!("abort-{}", via.name()),
+        |ns: TestNamespace| async move {
+            let TestNamespace { name: ns, client } = ns;
+            let host = format!("web.{ns}.example");
+            let routing = routed(&client, &ns, &host, via).await?;
+            let prometheus = LivePrometheus::discovering_pods(
+                cluster,
+                &PodScrape::namespace(&ns, Duration::from_secs(1)),
+            )
+            .await?;
+            let outcome = async {
+                let templates: Api<AnalysisTemplate> = Api::namespaced(client.clone(), &ns);
+                templates
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(errors_template())?,
+                    )
+                    .await?;
+                let strategy = json!({"canary": {
+                    "stableService": "web-stable", "canaryService": "web-canary",
+                    "trafficRouting": routing,
+                    "abortScaleDownDelaySeconds": SCALE_DOWN_DELAY_S,
+                    "analysis": {
+                        "templates": [{"templateName": "canary-errors"}],
+                        "args": [{"name": "prometheus", "value": prometheus.url()}],
+                    },
+                    "steps": [{"setWeight": 25}, {"pause": {}}],
+                }});
+                let mut manifest = running_rollout("web", REPLICAS, "v1", strategy);
+                manifest["spec"]["template"]["spec"]["containers"] = json!([container("v1")]);
+                let _controller = RunningController::start(client.clone(), &ns);
+                create_rollout(&client, &ns, manifest).await?;
+                status_until(&client, &ns, "web", "v1 Healthy", |s| {
+                    s.phase == Phase::Healthy
+                })
+                .await?;
+                let load = Load::start(LoadSpec::new(traefik.web_addr(), &host, RATE, LOAD_LIMIT))?;
+                let measured = abort_at_the_client(&client, &ns, &load, via).await;
+                let recorded = load.stop().await;
+                measured?;
+                // v2's own 500s are answers: what the analysis caught, not the data plane.
+                no_request_failed(via, &recorded.records, true)
+            }
+            .await;
+            prometheus.stop().await;
+            outcome
+        },
+    )
+    .await
+}
+
+async fn abort_at_the_client(
+    client: &Client,
+    ns: &str,
+    load: &Load,
+    via: Via,
+) -> anyhow::Result<()> {
+    eventually("Traefik to route to v1", || async {
+        Ok(load
+            .since(Duration::ZERO)
+            .iter()
+            .any(|r| r.version() == Some("v1"))
+            .then_some(()))
+    })
+    .await?;
+    let mut bad = container("v2");
+    if let Some(env) = bad["env"].as_array_mut() {
+        env.push(json!({"name": "DEMO_ERROR_RATE", "value": "0.3"}));
+    }
+    set_container(client, ns, "web", bad).await?;
+    let aborted = status_until(client, ns, "web", "v2 aborted by its analysis", |s| {
+        s.phase == Phase::Aborted
+    })
+    .await?;
+    let canary = aborted.updated_revision.context("no updated revision")?;
+    let run_name = aborted
+        .analysis_runs
+        .iter()
+        .find(|r| r.phase == ::analysis::Phase::Failed)
+        .map(|r| r.name.clone())
+        .with_context(|| format!("no failed run in {:?}", aborted.analysis_runs))?;
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), ns);
+    let run = runs.get(&run_name).await?;
+    let verdict: SystemTime = run
+        .status
+        .as_ref()
+        .and_then(|s| s.completed_at)
+        .context("the failed run has no completedAt")?
+        .0;
+    // Past the canary's scale-down, with the client still sending.
+    tokio::time::sleep(Duration::from_secs(SCALE_DOWN_DELAY_S + 3)).await;
+    let verdict_at = load.offset_of(verdict);
+    let records = load.since(Duration::ZERO);
+    let after: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.version() == Some("v2") && r.sent >= verdict_at)
+        .collect();
+    let last = records
+        .iter()
+        .filter(|r| r.version() == Some("v2"))
+        .map(Record::ended)
+        .max()
+        .context("the canary never answered")?;
+    let drain = last.saturating_sub(verdict_at);
+    let before = Tally::of(records.iter().filter(|r| r.sent < verdict_at));
+    eprintln!(
+        "traffic: {}: abort of {canary}: last canary answer {:.3} s after the Fail verdict, {} canary \
+         answers sent after it; before it the canary answered {} of {}",
+        via.name(),
+        drain.as_secs_f64(),
+        after.len(),
+        before.count("v2"),
+        before.total
+    );
+    // Emptied: nothing from the canary once Sluice has had a moment to move the weight and
+    // Traefik to apply it.
+    let settled = verdict_at + Duration::from_secs(2);
+    let late = records
+        .iter()
+        .filter(|r| r.version() == Some("v2") && r.sent >= settled)
+        .count();
+    ensure!(
+        late == 0,
+        "{}: the canary still answered {late} requests more than 2 s after the verdict",
+        via.name()
+    );
+    ensure!(
+        before.count("v2") > 0,
+        "the canary never got traffic before the abort"
+    );
+    Ok(())
+}
+
 fn share_follows_the_weight(via: Via, weight: i32, tally: &Tally) -> anyhow::Result<()> {
     let (v1, v2) = (tally.count("v1"), tally.count("v2"));
     ensure!(
@@ -260,8 +448,9 @@ async fn header_reaches_the_canary(via: Via, traefik: &Traefik, host: &str) -> a
     Ok(())
 }
 
-/// From the first answer on, no request failed: none unanswered, none a 502/503/504.
-fn no_request_failed(via: Via, records: &[Record]) -> anyhow::Result<()> {
+/// From the first answer on, no request failed: none unanswered, none a 502/503/504; and, for
+/// a good release (`app_errors` false), no version answered a 5xx either.
+fn no_request_failed(via: Via, records: &[Record], app_errors: bool) -> anyhow::Result<()> {
     let first = records
         .iter()
         .position(|r| r.version().is_some())
@@ -278,11 +467,12 @@ fn no_request_failed(via: Via, records: &[Record]) -> anyhow::Result<()> {
         tally.by_version
     );
     ensure!(
-        failed.is_empty() && tally.server_errors == 0,
-        "{}: {} of {} requests failed during a good release; the first: {:?}",
+        failed.is_empty() && (app_errors || tally.server_errors == 0),
+        "{}: {} of {} requests failed ({} 5xx); the first: {:?}",
         via.name(),
         failed.len(),
         tally.total,
+        tally.server_errors,
         failed.iter().take(5).collect::<Vec<_>>()
     );
     Ok(())

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -148,6 +148,8 @@ impl Tally {
 /// The load that runs; [`Load::stop`] ends it and hands over everything it recorded.
 pub struct Load {
     started: Instant,
+    /// The wall clock at `started`, to place events others stamped (a verdict) on the load's.
+    started_wall: SystemTime,
     records: Arc<Mutex<Vec<Record>>>,
     dropped: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
@@ -183,6 +185,7 @@ impl Load {
             .timeout(spec.timeout)
             .build()?;
         let started = Instant::now();
+        let started_wall = SystemTime::now();
         let records = Arc::new(Mutex::new(Vec::new()));
         let dropped = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = watch::channel(false);
@@ -196,6 +199,7 @@ impl Load {
         ));
         Ok(Self {
             started,
+            started_wall,
             records,
             dropped,
             stop,
@@ -206,6 +210,12 @@ impl Load {
     /// Now, on the load's clock.
     pub fn now(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// `at` (a wall-clock time, as the apiserver and the controller stamp them) on the load's
+    /// clock; zero for a time before the load began.
+    pub fn offset_of(&self, at: SystemTime) -> Duration {
+        at.duration_since(self.started_wall).unwrap_or_default()
     }
 
     /// The records of requests sent at or after `from` that have ended, so far.
