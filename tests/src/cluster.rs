@@ -18,9 +18,7 @@ use crate::pki::{CertFiles, Pki};
 use crate::ports::free_ports;
 use crate::process::{ManagedProcess, WhenWeDie, stop_pid};
 use crate::process_record::{self, RecordedProcess};
-use crate::{
-    HarnessError, MAX_NODES, NODE_IP, POD_CIDR, Result, SERVICE_CIDR, node_pod_cidr, pods, wait,
-};
+use crate::{HarnessError, NODE_IP, POD_CIDR, Result, SERVICE_CIDR, pods, wait};
 
 /// How long each part may take to come up before start-up gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -114,6 +112,8 @@ pub struct ControlPlane {
     processes: Mutex<Vec<(PathBuf, ManagedProcess)>>,
     detachable: bool,
     started_in: Duration,
+    /// The pod address blocks this cluster's nodes hand out, claimed for as long as it lives.
+    pod_blocks: pods::range::PodBlocks,
 }
 
 impl ControlPlane {
@@ -173,6 +173,7 @@ impl ControlPlane {
             processes: Mutex::new(Vec::new()),
             detachable: options.detachable,
             started_in: Duration::ZERO,
+            pod_blocks: pods::range::PodBlocks::claim(options.nodes)?,
         };
 
         cluster.spawn(
@@ -501,6 +502,7 @@ impl ControlPlane {
                 format!("--kubeconfig={}", kubeconfig.display()),
                 format!("--logs={}", self.dir.join("logs").display()),
                 format!("--programs={}", bin_dir.display()),
+                format!("--pod-blocks={}", self.pod_blocks.to_arg()),
             ],
             // So that it stops its pods' processes and removes their networks.
             Signal::SIGTERM,
@@ -554,10 +556,13 @@ impl ControlPlane {
         let nodes: Api<Node> = Api::all(client.clone());
         for i in 0..count {
             let name = format!("kwok-node-{i}");
-            let pod_cidr = node_pod_cidr(i).ok_or_else(|| HarnessError::Invalid {
-                what: format!("{count} nodes"),
-                detail: format!("the pod range {POD_CIDR} has room for {MAX_NODES}"),
-            })?;
+            let pod_cidr = self
+                .pod_blocks
+                .node_cidr(i)
+                .ok_or_else(|| HarnessError::Invalid {
+                    what: format!("node {i} of {count}"),
+                    detail: format!("this cluster claimed no block of {POD_CIDR} for it"),
+                })?;
             let node: Node = serde_json::from_value(json!({
                 "apiVersion": "v1",
                 "kind": "Node",

@@ -37,21 +37,19 @@ pub type Result<T, E = HarnessError> = std::result::Result<T, E>;
 /// Pods get addresses from here (kwok's `--cidr`): the benchmarking range (RFC 2544), which no
 /// machine we test on has an address or a route in, so that a pod IP routed into a namespace
 /// never shadows one of the host's. The runner still refuses a host address, should one be.
-pub const POD_CIDR: &str = "198.18.0.0/16";
-/// How many nodes [`POD_CIDR`] has room for, at one [`node_pod_cidr`] each.
-pub const MAX_NODES: usize = 256;
+pub const POD_CIDR: &str = "198.18.0.0/15";
+/// How many /24 blocks [`POD_CIDR`] holds: each kwok node hands out one, claimed for its
+/// cluster alone ([`pods::range`]), so that no two pods on the machine share an address.
+pub const POD_BLOCKS: usize = 512;
 
-/// The part of [`POD_CIDR`] the `index`th kwok node hands out (its `spec.podCIDR`): a /24 of its
-/// own, so that no two nodes give out the same address. `None` beyond [`MAX_NODES`].
-pub fn node_pod_cidr(index: usize) -> Option<String> {
-    u8::try_from(index)
-        .ok()
-        .map(|third| format!("198.18.{third}.0/24"))
+/// The `index`th /24 of [`POD_CIDR`]; `None` beyond [`POD_BLOCKS`].
+pub fn pod_block_cidr(index: usize) -> Option<String> {
+    (index < POD_BLOCKS).then(|| format!("198.{}.{}.0/24", 18 + index / 256, index % 256))
 }
 
 /// Whether `ip` lies in [`POD_CIDR`].
 pub fn is_pod_ip(ip: std::net::Ipv4Addr) -> bool {
-    matches!(ip.octets(), [198, 18, _, _])
+    matches!(ip.octets(), [198, 18 | 19, _, _])
 }
 /// Services get cluster IPs from here (kube-apiserver's `--service-cluster-ip-range`).
 pub const SERVICE_CIDR: &str = "198.51.100.0/24";
@@ -72,19 +70,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_node_has_a_slash_24_of_the_pod_range_until_it_is_full() {
-        assert_eq!(node_pod_cidr(0).as_deref(), Some("198.18.0.0/24"));
+    fn the_pod_range_is_512_blocks_of_a_slash_24() {
+        assert_eq!(pod_block_cidr(0).as_deref(), Some("198.18.0.0/24"));
+        assert_eq!(pod_block_cidr(256).as_deref(), Some("198.19.0.0/24"));
         assert_eq!(
-            node_pod_cidr(MAX_NODES - 1).as_deref(),
-            Some("198.18.255.0/24")
+            pod_block_cidr(POD_BLOCKS - 1).as_deref(),
+            Some("198.19.255.0/24")
         );
-        assert_eq!(node_pod_cidr(MAX_NODES), None);
+        assert_eq!(pod_block_cidr(POD_BLOCKS), None);
     }
 
     #[test]
     fn pod_ips_are_those_of_the_pod_range() {
         assert!(is_pod_ip(Ipv4Addr::new(198, 18, 3, 7)));
-        assert!(!is_pod_ip(Ipv4Addr::new(198, 19, 0, 1)));
+        assert!(is_pod_ip(Ipv4Addr::new(198, 19, 0, 1)));
+        assert!(!is_pod_ip(Ipv4Addr::new(198, 20, 0, 1)));
         assert!(!is_pod_ip(Ipv4Addr::new(192, 0, 2, 2)));
     }
 }

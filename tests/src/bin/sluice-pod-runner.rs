@@ -27,6 +27,10 @@ struct Cli {
     /// Where the programs of the table are (the workspace's target directory).
     #[arg(long)]
     programs: PathBuf,
+    /// The pod address blocks its cluster claimed: held for as long as the runner lives, so
+    /// that they stay the cluster's after the harness that claimed them exits.
+    #[arg(long, default_value = "")]
+    pod_blocks: String,
 }
 
 #[tokio::main]
@@ -38,6 +42,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     sluice_tests::install_crypto_provider();
     let cli = Cli::parse();
+    let blocks = pods::range::parse_arg(&cli.pod_blocks)
+        .map_err(|e| anyhow::anyhow!("--pod-blocks {}: {e}", cli.pod_blocks))?;
+    let _blocks = pods::range::PodBlocks::hold(&blocks).context("holding the pod blocks")?;
     let client = client_from_kubeconfig(&cli.kubeconfig)
         .await
         .context("the runner's kubeconfig")?;

@@ -12,6 +12,7 @@ mod pod;
 pub mod probe;
 pub mod process;
 pub mod programs;
+pub mod range;
 mod status;
 
 use std::collections::HashMap;
