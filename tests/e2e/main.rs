@@ -24,6 +24,7 @@ mod lint_agreement;
 mod pods;
 mod prometheus_analysis;
 mod proxy;
+mod releases;
 mod rest_api;
 mod restart;
 mod rollout_analysis;
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
         cluster_cleanup::trials(),
         proxy::trials(),
         traffic::trials(),
+        releases::trials(),
     ]
     .into_iter()
     .flatten()

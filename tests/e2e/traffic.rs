@@ -38,23 +38,23 @@ pub(crate) fn trials() -> Vec<Trial> {
 }
 
 /// Requests a second, from the client's one loop.
-const RATE: f64 = 100.0;
+pub(crate) const RATE: f64 = 100.0;
 /// Answers counted at each step.
-const PER_STEP: usize = 1000;
+pub(crate) const PER_STEP: usize = 1000;
 /// Answers counted with the canary's header.
 const HEADER_REQUESTS: usize = 200;
 const CANARY_HEADER: (&str, &str) = ("X-Canary", "1");
 /// Traefik applies a change within its providers' throttle (200 ms) of the apiserver's event;
 /// counting starts this long after Sluice says a step is reached.
-const SETTLE: Duration = Duration::from_millis(1500);
+pub(crate) const SETTLE: Duration = Duration::from_millis(1500);
 /// The old version stays this long after promotion (short for the test; the default is 30 s).
-const SCALE_DOWN_DELAY_S: u64 = 3;
+pub(crate) const SCALE_DOWN_DELAY_S: u64 = 3;
 /// Bounds the client: the whole release takes about a minute.
-const LOAD_LIMIT: Duration = Duration::from_secs(300);
+pub(crate) const LOAD_LIMIT: Duration = Duration::from_secs(300);
 const REPLICAS: i32 = 4;
 /// demo-app keeps answering this long after SIGTERM, as an app with a preStop sleep does: the
 /// proxy learns of a terminating endpoint a moment after the pod does.
-const SHUTDOWN_DELAY_MS: u64 = 2000;
+pub(crate) const SHUTDOWN_DELAY_MS: u64 = 2000;
 
 /// The steps, and at which pause (its index) the share is measured against which weight.
 fn steps() -> Value {
@@ -99,7 +99,7 @@ async fn a_canary_through_nginx_gets_its_weight_and_no_request_fails(
 }
 
 /// A demo-app container of `version` that drains as a real app would.
-fn container(version: &str) -> Value {
+pub(crate) fn container(version: &str) -> Value {
     let mut container = demo_app_container(version);
     if let Some(env) = container["env"].as_array_mut() {
         env.push(json!({"name": "DEMO_SHUTDOWN_DELAY_MS", "value": SHUTDOWN_DELAY_MS.to_string()}));
@@ -118,7 +118,7 @@ async fn routed(client: &Client, ns: &str, host: &str, via: Via) -> anyhow::Resu
             json!({"gatewayAPI": {"httpRoute": "web"}})
         }
         Via::Nginx => {
-            ingress(client, ns, host).await?;
+            ingress(client, ns, "web", host, "web-stable").await?;
             json!({"nginx": {"stableIngress": "web"}})
         }
     })
@@ -153,7 +153,7 @@ async fn canary_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<(
             let outcome = release(&client, &ns, traefik, &host, &load, via, &stable).await;
             let recorded = load.stop().await;
             outcome?;
-            no_request_failed(via, &recorded.records, false)?;
+            no_request_failed(via.name(), &recorded.records, false)?;
             ensure!(
                 recorded.dropped == 0,
                 "the client dropped {} ticks",
@@ -199,7 +199,7 @@ async fn release(
         let mut answers = load.collect(from, PER_STEP).await;
         answers.truncate(PER_STEP);
         let tally = Tally::of(&answers);
-        share_follows_the_weight(via, weight, &tally)?;
+        share_follows_the_weight(via.name(), weight, &tally)?;
         if pause == HEADER_PAUSE {
             header_reaches_the_canary(via, traefik, host).await?;
         }
@@ -314,7 +314,7 @@ async fn aborted_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<
                 let recorded = load.stop().await;
                 measured?;
                 // v2's own 500s are answers: what the analysis caught, not the data plane.
-                no_request_failed(via, &recorded.records, true)
+                no_request_failed(via.name(), &recorded.records, true)
             }
             .await;
             prometheus.stop().await;
@@ -406,17 +406,21 @@ async fn abort_at_the_client(
     Ok(())
 }
 
-fn share_follows_the_weight(via: Via, weight: i32, tally: &Tally) -> anyhow::Result<()> {
+pub(crate) fn share_follows_the_weight(
+    label: &str,
+    weight: i32,
+    tally: &Tally,
+) -> anyhow::Result<()> {
     let (v1, v2) = (tally.count("v1"), tally.count("v2"));
     ensure!(
         v1 + v2 == tally.total,
         "{}: at weight {weight} answers not from v1 or v2: {tally:?}",
-        via.name()
+        label
     );
     let p = f64::from(weight) / 100.0;
     eprintln!(
-        "traffic: {}: weight {weight:>3}%: canary {v2:>4} of {} ({:.1}%; 3σ ±{:.1} points)",
-        via.name(),
+        "traffic: {}: weight {weight:>3}%: v2 answered {v2:>4} of {} ({:.1}%; 3σ ±{:.1} points)",
+        label,
         tally.total,
         100.0 * v2 as f64 / tally.total.max(1) as f64,
         300.0 * (p * (1.0 - p) / tally.total.max(1) as f64).sqrt()
@@ -424,7 +428,7 @@ fn share_follows_the_weight(via: Via, weight: i32, tally: &Tally) -> anyhow::Res
     ensure!(
         tally.total >= PER_STEP && within_binomial(v2, tally.total, p, 3.0),
         "{}: at weight {weight} the canary answered {v2} of {}, not within 3σ",
-        via.name(),
+        label,
         tally.total
     );
     Ok(())
@@ -450,7 +454,11 @@ async fn header_reaches_the_canary(via: Via, traefik: &Traefik, host: &str) -> a
 
 /// From the first answer on, no request failed: none unanswered, none a 502/503/504; and, for
 /// a good release (`app_errors` false), no version answered a 5xx either.
-fn no_request_failed(via: Via, records: &[Record], app_errors: bool) -> anyhow::Result<()> {
+pub(crate) fn no_request_failed(
+    label: &str,
+    records: &[Record],
+    app_errors: bool,
+) -> anyhow::Result<()> {
     let first = records
         .iter()
         .position(|r| r.version().is_some())
@@ -460,16 +468,12 @@ fn no_request_failed(via: Via, records: &[Record], app_errors: bool) -> anyhow::
     let tally = Tally::of(counted);
     eprintln!(
         "traffic: {}: {} requests through the release, {} failed, {} 5xx; by version {:?}",
-        via.name(),
-        tally.total,
-        tally.failed,
-        tally.server_errors,
-        tally.by_version
+        label, tally.total, tally.failed, tally.server_errors, tally.by_version
     );
     ensure!(
         failed.is_empty() && (app_errors || tally.server_errors == 0),
         "{}: {} of {} requests failed ({} 5xx); the first: {:?}",
-        via.name(),
+        label,
         failed.len(),
         tally.total,
         tally.server_errors,
@@ -505,15 +509,21 @@ async fn http_route(client: &Client, ns: &str, host: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn ingress(client: &Client, ns: &str, host: &str) -> anyhow::Result<()> {
+pub(crate) async fn ingress(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    host: &str,
+    service: &str,
+) -> anyhow::Result<()> {
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), ns);
     let ingress: Ingress = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
+        "metadata": {"name": name},
         "spec": {
             "ingressClassName": INGRESS_CLASS,
             "rules": [{"host": host, "http": {"paths": [{
                 "path": "/", "pathType": "Prefix",
-                "backend": {"service": {"name": "web-stable", "port": {"number": 80}}},
+                "backend": {"service": {"name": service, "port": {"number": 80}}},
             }]}}],
         },
     }))?;
