@@ -182,6 +182,24 @@ async fn ready_ips(client: &Client, ns: &str, service: &str) -> anyhow::Result<V
         .collect())
 }
 
+/// A ReplicaSet `web` of 3 demo-app v1 pods.
+async fn three_web_pods(replica_sets: &Api<ReplicaSet>) -> anyhow::Result<()> {
+    replica_sets
+        .create(
+            &PostParams::default(),
+            &object(json!({
+                "metadata": {"name": "web"},
+                "spec": {
+                    "replicas": 3,
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": template("web", "v1", json!([]), 5),
+                },
+            }))?,
+        )
+        .await?;
+    Ok(())
+}
+
 async fn replica_set_pods_serve_on_their_ips_and_leave_when_unready(
     env: &'static Env,
 ) -> anyhow::Result<()> {
@@ -191,19 +209,7 @@ async fn replica_set_pods_serve_on_their_ips_and_leave_when_unready(
         let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
         service(&client, &name, "web").await?;
         let created = Instant::now();
-        replica_sets
-            .create(
-                &PostParams::default(),
-                &object(json!({
-                    "metadata": {"name": "web"},
-                    "spec": {
-                        "replicas": 3,
-                        "selector": {"matchLabels": {"app": "web"}},
-                        "template": template("web", "v1", json!([]), 5),
-                    },
-                }))?,
-            )
-            .await?;
+        three_web_pods(&replica_sets).await?;
         let ready = eventually("3 ready endpoints of running demo-apps", || async {
             let ips = ready_ips(&client, &name, "web").await?;
             Ok((ips.len() == 3).then_some(ips))
@@ -564,19 +570,7 @@ async fn prometheus_discovers_the_pods_and_counts_what_they_served(
         let TestNamespace { name, client } = ns;
         let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &name);
         let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
-        replica_sets
-            .create(
-                &PostParams::default(),
-                &object(json!({
-                    "metadata": {"name": "web"},
-                    "spec": {
-                        "replicas": 3,
-                        "selector": {"matchLabels": {"app": "web"}},
-                        "template": template("web", "v1", json!([]), 5),
-                    },
-                }))?,
-            )
-            .await?;
+        three_web_pods(&replica_sets).await?;
         let prometheus =
             LivePrometheus::discovering_pods(cluster, &PodScrape::namespace(&name, INTERVAL))
                 .await?;

@@ -15,12 +15,13 @@ use serde_json::{Value, json};
 use sluice_tests::load::{Load, LoadSpec, Tally};
 
 use crate::rollouts::{
-    create_rollout, create_service, decide, running_rollout, set_container, status_until,
+    create_rollout, create_service, decide, promote_until_stable, running_rollout, set_container,
+    status_until,
 };
-use crate::support::{Env, RunningController, TestNamespace, eventually};
+use crate::support::{Env, RunningController, TestNamespace};
 use crate::traffic::{
     LOAD_LIMIT, PER_STEP, RATE, SCALE_DOWN_DELAY_S, SETTLE, SHUTDOWN_DELAY_MS, container, ingress,
-    no_request_failed, share_follows_the_weight,
+    no_request_failed, routed_to_v1, share_follows_the_weight,
 };
 
 pub(crate) fn trials() -> Vec<Trial> {
@@ -55,14 +56,7 @@ async fn healthy_v1(
 async fn load_on(env: &'static Env, host: &str) -> anyhow::Result<Load> {
     let traefik = env.traefik().await?;
     let load = Load::start(LoadSpec::new(traefik.web_addr(), host, RATE, LOAD_LIMIT))?;
-    eventually(&format!("Traefik to route {host} to v1"), || async {
-        Ok(load
-            .since(Duration::ZERO)
-            .iter()
-            .any(|r| r.version() == Some("v1"))
-            .then_some(()))
-    })
-    .await?;
+    routed_to_v1(&load).await?;
     Ok(load)
 }
 
@@ -181,17 +175,7 @@ async fn a_blue_green_switch_moves_every_request_at_once_and_none_fails(
                 &measure(&load).await,
             )?;
 
-            decide(
-                &client,
-                &ns,
-                "web",
-                json!({"revision": green, "promotedStep": 0}),
-            )
-            .await?;
-            status_until(&client, &ns, "web", "v2 active", |s| {
-                s.stable_revision.as_deref() == Some(green.as_str())
-            })
-            .await?;
+            promote_until_stable(&client, &ns, "web", &green, 0).await?;
             // At once: from a moment after the switch, every answer is the new version's.
             let switched = load.now();
             share_follows_the_weight(

@@ -125,6 +125,28 @@ pub(crate) async fn decide(
     Ok(())
 }
 
+/// Promotes `revision` past step `step` (a decision, as the REST API writes it) and waits until
+/// it is the stable revision.
+pub(crate) async fn promote_until_stable(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    revision: &str,
+    step: i32,
+) -> anyhow::Result<RolloutStatus> {
+    decide(
+        client,
+        ns,
+        name,
+        json!({"revision": revision, "promotedStep": step}),
+    )
+    .await?;
+    status_until(client, ns, name, &format!("{revision} stable"), |s| {
+        s.stable_revision.as_deref() == Some(revision)
+    })
+    .await
+}
+
 async fn status(client: &Client, ns: &str, name: &str) -> anyhow::Result<RolloutStatus> {
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
     Ok(rollouts.get(name).await?.status.unwrap_or_default())
@@ -286,17 +308,7 @@ async fn blue_green_previews_then_switches_on_promotion(env: &'static Env) -> an
             "the active Service served v2 before promotion"
         );
 
-        decide(
-            &client,
-            &ns,
-            "web",
-            json!({"revision": green, "promotedStep": 0}),
-        )
-        .await?;
-        status_until(&client, &ns, "web", "v2 promoted", |s| {
-            s.stable_revision.as_deref() == Some(green.as_str())
-        })
-        .await?;
+        promote_until_stable(&client, &ns, "web", &green, 0).await?;
         ensure!(
             selector_hash(&client, &ns, "web-active").await?.as_deref() == Some(green.as_str()),
             "the active Service does not select v2 after promotion"

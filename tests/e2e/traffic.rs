@@ -175,14 +175,7 @@ async fn release(
     via: Via,
     stable: &str,
 ) -> anyhow::Result<()> {
-    eventually("Traefik to route to v1", || async {
-        Ok(load
-            .since(Duration::ZERO)
-            .iter()
-            .any(|r| r.version() == Some("v1"))
-            .then_some(()))
-    })
-    .await?;
+    routed_to_v1(load).await?;
     set_container(client, ns, "web", container("v2")).await?;
     let mut canary = String::new();
     for (pause, weight) in MEASURED {
@@ -330,14 +323,7 @@ async fn abort_at_the_client(
     load: &Load,
     via: Via,
 ) -> anyhow::Result<()> {
-    eventually("Traefik to route to v1", || async {
-        Ok(load
-            .since(Duration::ZERO)
-            .iter()
-            .any(|r| r.version() == Some("v1"))
-            .then_some(()))
-    })
-    .await?;
+    routed_to_v1(load).await?;
     let mut bad = container("v2");
     if let Some(env) = bad["env"].as_array_mut() {
         env.push(json!({"name": "DEMO_ERROR_RATE", "value": "0.3"}));
@@ -404,6 +390,18 @@ async fn abort_at_the_client(
         "the canary never got traffic before the abort"
     );
     Ok(())
+}
+
+/// Waits until the client has had an answer from v1: Traefik routes the host.
+pub(crate) async fn routed_to_v1(load: &Load) -> anyhow::Result<()> {
+    eventually("Traefik to route the host to v1", || async {
+        Ok(load
+            .since(Duration::ZERO)
+            .iter()
+            .any(|r| r.version() == Some("v1"))
+            .then_some(()))
+    })
+    .await
 }
 
 pub(crate) fn share_follows_the_weight(

@@ -250,17 +250,25 @@ fn samples(body: &Value) -> Option<Vec<Sample>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_job_discovers_runner_pods_in_the_namespace_with_their_labels() {
-        let client = CertFiles {
+    fn cert_files() -> CertFiles {
+        CertFiles {
             cert: "c.crt".into(),
             key: "c.key".into(),
-        };
-        let access = ApiAccess {
+        }
+    }
+
+    fn access(client: &CertFiles) -> ApiAccess<'_> {
+        ApiAccess {
             url: "https://127.0.0.1:6443",
             ca: Path::new("ca.crt"),
-            client: &client,
-        };
+            client,
+        }
+    }
+
+    #[test]
+    fn the_job_discovers_runner_pods_in_the_namespace_with_their_labels() {
+        let client = cert_files();
+        let access = access(&client);
         let config = config(
             &access,
             &PodScrape::namespace("team-a", Duration::from_millis(200)),
@@ -282,15 +290,8 @@ mod tests {
 
     #[test]
     fn all_namespaces_when_none_is_named() {
-        let client = CertFiles {
-            cert: "c.crt".into(),
-            key: "c.key".into(),
-        };
-        let access = ApiAccess {
-            url: "https://127.0.0.1:6443",
-            ca: Path::new("ca.crt"),
-            client: &client,
-        };
+        let client = cert_files();
+        let access = access(&client);
         let scrape = PodScrape {
             namespaces: vec![],
             port_name: "metrics".into(),
