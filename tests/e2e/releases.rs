@@ -21,7 +21,7 @@ use crate::rollouts::{
 use crate::support::{Env, RunningController, TestNamespace};
 use crate::traffic::{
     LOAD_LIMIT, PER_STEP, RATE, SCALE_DOWN_DELAY_S, SETTLE, SHUTDOWN_DELAY_MS, container, ingress,
-    no_request_failed, routed_to_v1, share_follows_the_weight,
+    no_request_failed, past_the_scale_down, routed_to_v1, share_follows_the_weight,
 };
 
 pub(crate) fn trials() -> Vec<Trial> {
@@ -66,13 +66,6 @@ async fn measure(load: &Load) -> Tally {
     let mut answers = load.collect(load.now(), PER_STEP).await;
     answers.truncate(PER_STEP);
     Tally::of(&answers)
-}
-
-/// Past the old version's scale-down and its pods' drain, with the client still sending.
-async fn past_the_scale_down() {
-    let drained =
-        Duration::from_secs(SCALE_DOWN_DELAY_S) + Duration::from_millis(SHUTDOWN_DELAY_MS);
-    tokio::time::sleep(drained + Duration::from_secs(3)).await;
 }
 
 async fn a_router_less_canary_gets_its_replica_share_and_no_request_fails(

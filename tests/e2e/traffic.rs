@@ -32,6 +32,8 @@ pub(crate) fn trials() -> Vec<Trial> {
     vec![
         trial!(traffic::a_canary_through_the_gateway_gets_its_weight_and_no_request_fails),
         trial!(traffic::a_canary_through_nginx_gets_its_weight_and_no_request_fails),
+        trial!(traffic::an_ab_test_through_the_gateway_sends_only_matching_requests_to_b),
+        trial!(traffic::an_ab_test_through_nginx_sends_only_matching_requests_to_b),
         trial!(traffic::an_aborted_canary_through_the_gateway_is_emptied_at_the_client),
         trial!(traffic::an_aborted_canary_through_nginx_is_emptied_at_the_client),
     ]
@@ -208,12 +210,118 @@ async fn release(
         s.phase == Phase::Healthy && s.stable_revision.as_deref() == Some(canary.as_str())
     })
     .await?;
-    // Past the old version's scale-down and its pods' drain, with the client still sending.
+    only_v2_after_the_scale_down(load, via).await
+}
+
+async fn an_ab_test_through_the_gateway_sends_only_matching_requests_to_b(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    ab_test_through_traefik(env, Via::Gateway).await
+}
+
+async fn an_ab_test_through_nginx_sends_only_matching_requests_to_b(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    ab_test_through_traefik(env, Via::Nginx).await
+}
+
+/// How long B is tried: long enough to measure the three kinds of request in turn.
+const AB_DURATION: &str = "45s";
+const VARIANT_HEADER: (&str, &str) = ("X-Variant", "b");
+const VARIANT_COOKIE: &str = "variant-b";
+
+/// An A/B test of v2 against v1: a request with the variant's header or cookie reaches B, every
+/// other request stays on A, then B is promoted by itself when the test's time is up; nobody
+/// sees a request fail.
+async fn ab_test_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    let traefik = env.traefik().await?;
+    env.in_namespace(
+        &format!("ab-{}", via.name()),
+        |ns: TestNamespace| async move {
+            let TestNamespace { name: ns, client } = ns;
+            let host = format!("web.{ns}.example");
+            let routing = routed(&client, &ns, &host, via).await?;
+            let strategy = json!({"abTest": {
+                "stableService": "web-stable", "canaryService": "web-canary",
+                "trafficRouting": routing,
+                "match": [
+                    {"headers": [{"name": VARIANT_HEADER.0, "exact": VARIANT_HEADER.1}]},
+                    {"cookie": VARIANT_COOKIE},
+                ],
+                "duration": AB_DURATION, "promote": "auto",
+            }});
+            let mut manifest = running_rollout("web", REPLICAS, "v1", strategy);
+            manifest["spec"]["template"]["spec"]["containers"] = json!([container("v1")]);
+            let _controller = RunningController::start(client.clone(), &ns);
+            create_rollout(&client, &ns, manifest).await?;
+            status_until(&client, &ns, "web", "v1 Healthy", |s| {
+                s.phase == Phase::Healthy
+            })
+            .await?;
+            let load = Load::start(LoadSpec::new(traefik.web_addr(), &host, RATE, LOAD_LIMIT))?;
+            let outcome = async {
+                routed_to_v1(&load).await?;
+                set_container(&client, &ns, "web", container("v2")).await?;
+                let running = status_until(&client, &ns, "web", "the A/B test to start", |s| {
+                    s.ab_test.as_ref().is_some_and(|t| t.started_at.is_some())
+                })
+                .await?;
+                let b = running.updated_revision.context("no updated revision")?;
+                tokio::time::sleep(SETTLE).await;
+                let mut plain = load.collect(load.now(), PER_STEP).await;
+                plain.truncate(PER_STEP);
+                share_follows_the_weight(
+                    &format!("{} A/B, plain requests", via.name()),
+                    0,
+                    &Tally::of(&plain),
+                )?;
+                let cookie = format!("{VARIANT_COOKIE}=always");
+                for (what, name, value) in [
+                    ("the variant's header", VARIANT_HEADER.0, VARIANT_HEADER.1),
+                    ("the variant's cookie", "Cookie", cookie.as_str()),
+                ] {
+                    let spec =
+                        LoadSpec::new(traefik.web_addr(), &host, 50.0, Duration::from_secs(30))
+                            .header(name, value);
+                    let matching = Load::start(spec)?;
+                    let mut answers = matching.collect(Duration::ZERO, HEADER_REQUESTS).await;
+                    matching.stop().await;
+                    answers.truncate(HEADER_REQUESTS);
+                    let tally = Tally::of(&answers);
+                    eprintln!("traffic: {} A/B, with {what}: {tally:?}", via.name());
+                    ensure!(
+                        tally.total == HEADER_REQUESTS && tally.count("v2") == HEADER_REQUESTS,
+                        "{} A/B: requests with {what} were answered {tally:?}",
+                        via.name()
+                    );
+                }
+                status_until(&client, &ns, "web", "B promoted when its time is up", |s| {
+                    s.phase == Phase::Healthy && s.stable_revision.as_deref() == Some(b.as_str())
+                })
+                .await?;
+                only_v2_after_the_scale_down(&load, via).await
+            }
+            .await;
+            let recorded = load.stop().await;
+            outcome?;
+            no_request_failed(&format!("{} A/B", via.name()), &recorded.records, false)
+        },
+    )
+    .await
+}
+
+/// Past the old version's scale-down and its pods' drain.
+pub(crate) async fn past_the_scale_down() {
     let drained =
         Duration::from_secs(SCALE_DOWN_DELAY_S) + Duration::from_millis(SHUTDOWN_DELAY_MS);
     tokio::time::sleep(drained + Duration::from_secs(3)).await;
-    let from = load.now();
-    let after = load.collect(from, 200).await;
+}
+
+/// Past the old version's scale-down, with the client still sending: every answer is v2's.
+async fn only_v2_after_the_scale_down(load: &Load, via: Via) -> anyhow::Result<()> {
+    past_the_scale_down().await;
+    let after = load.collect(load.now(), 200).await;
     let tally = Tally::of(&after);
     ensure!(
         tally.count("v2") == tally.total && tally.total > 0,
