@@ -8,20 +8,17 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use kube::Client;
 use libtest_mimic::Trial;
 use rollout_controller::crd::Phase;
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice_tests::load::{Load, LoadSpec, Tally};
 
-use crate::rollouts::{
-    create_rollout, create_service, decide, promote_until_stable, running_rollout, set_container,
-    status_until,
-};
-use crate::support::{Env, RunningController, TestNamespace};
+use crate::rollouts::{create_service, decide, promote_until_stable, set_container, status_until};
+use crate::support::{Env, TestNamespace};
 use crate::traffic::{
-    LOAD_LIMIT, PER_STEP, RATE, SCALE_DOWN_DELAY_S, SETTLE, SHUTDOWN_DELAY_MS, container, ingress,
-    no_request_failed, past_the_scale_down, routed_to_v1, share_follows_the_weight,
+    LOAD_LIMIT, PER_STEP, RATE, SCALE_DOWN_DELAY_S, SETTLE, SHUTDOWN_DELAY_MS, container,
+    healthy_v1, ingress, no_request_failed, past_the_scale_down, routed_to_v1,
+    share_follows_the_weight,
 };
 
 pub(crate) fn trials() -> Vec<Trial> {
@@ -30,26 +27,6 @@ pub(crate) fn trials() -> Vec<Trial> {
         trial!(releases::a_blue_green_switch_moves_every_request_at_once_and_none_fails),
         trial!(releases::a_rolling_update_of_10_replicas_fails_no_request),
     ]
-}
-
-/// A Rollout named `web` of `replicas` demo-app v1 pods (draining as a real app would) with
-/// `strategy`, its controller, and Healthy.
-async fn healthy_v1(
-    client: &Client,
-    ns: &str,
-    replicas: i32,
-    strategy: Value,
-) -> anyhow::Result<(RunningController, String)> {
-    let mut manifest = running_rollout("web", replicas, "v1", strategy);
-    manifest["spec"]["template"]["spec"]["containers"] = json!([container("v1")]);
-    let controller = RunningController::start(client.clone(), ns);
-    create_rollout(client, ns, manifest).await?;
-    let v1 = status_until(client, ns, "web", "v1 Healthy", |s| {
-        s.phase == Phase::Healthy
-    })
-    .await?;
-    let stable = v1.stable_revision.context("no stable revision")?;
-    Ok((controller, stable))
 }
 
 /// The steady client for `host`, once Traefik routes it to v1.

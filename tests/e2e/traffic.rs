@@ -109,6 +109,27 @@ pub(crate) fn container(version: &str) -> Value {
     container
 }
 
+/// A Rollout named `web` of `replicas` demo-app v1 pods (draining as a real app would) with
+/// `strategy`, its controller, and Healthy: the controller (stopped when dropped) and v1's
+/// revision.
+pub(crate) async fn healthy_v1(
+    client: &Client,
+    ns: &str,
+    replicas: i32,
+    strategy: Value,
+) -> anyhow::Result<(RunningController, String)> {
+    let mut manifest = running_rollout("web", replicas, "v1", strategy);
+    manifest["spec"]["template"]["spec"]["containers"] = json!([container("v1")]);
+    let controller = RunningController::start(client.clone(), ns);
+    create_rollout(client, ns, manifest).await?;
+    let v1 = status_until(client, ns, "web", "v1 Healthy", |s| {
+        s.phase == Phase::Healthy
+    })
+    .await?;
+    let stable = v1.stable_revision.context("no stable revision")?;
+    Ok((controller, stable))
+}
+
 /// The stable and canary Services and the router's object for `host`; the Rollout's
 /// `trafficRouting` for it.
 async fn routed(client: &Client, ns: &str, host: &str, via: Via) -> anyhow::Result<Value> {
@@ -141,15 +162,7 @@ async fn canary_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<(
                 "scaleDownDelaySeconds": SCALE_DOWN_DELAY_S,
                 "steps": steps(),
             }});
-            let mut manifest = running_rollout("web", REPLICAS, "v1", strategy);
-            manifest["spec"]["template"]["spec"]["containers"] = json!([container("v1")]);
-            let _controller = RunningController::start(client.clone(), &ns);
-            create_rollout(&client, &ns, manifest).await?;
-            let v1 = status_until(&client, &ns, "web", "v1 Healthy", |s| {
-                s.phase == Phase::Healthy
-            })
-            .await?;
-            let stable = v1.stable_revision.context("no stable revision")?;
+            let (_controller, stable) = healthy_v1(&client, &ns, REPLICAS, strategy).await?;
 
             let load = Load::start(LoadSpec::new(traefik.web_addr(), &host, RATE, LOAD_LIMIT))?;
             let outcome = release(&client, &ns, traefik, &host, &load, via, &stable).await;
@@ -251,14 +264,7 @@ async fn ab_test_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<
                 ],
                 "duration": AB_DURATION, "promote": "auto",
             }});
-            let mut manifest = running_rollout("web", REPLICAS, "v1", strategy);
-            manifest["spec"]["template"]["spec"]["containers"] = json!([container("v1")]);
-            let _controller = RunningController::start(client.clone(), &ns);
-            create_rollout(&client, &ns, manifest).await?;
-            status_until(&client, &ns, "web", "v1 Healthy", |s| {
-                s.phase == Phase::Healthy
-            })
-            .await?;
+            let _controller = healthy_v1(&client, &ns, REPLICAS, strategy).await?;
             let load = Load::start(LoadSpec::new(traefik.web_addr(), &host, RATE, LOAD_LIMIT))?;
             let outcome = async {
                 routed_to_v1(&load).await?;
@@ -402,14 +408,7 @@ async fn aborted_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<
                     },
                     "steps": [{"setWeight": 25}, {"pause": {}}],
                 }});
-                let mut manifest = running_rollout("web", REPLICAS, "v1", strategy);
-                manifest["spec"]["template"]["spec"]["containers"] = json!([container("v1")]);
-                let _controller = RunningController::start(client.clone(), &ns);
-                create_rollout(&client, &ns, manifest).await?;
-                status_until(&client, &ns, "web", "v1 Healthy", |s| {
-                    s.phase == Phase::Healthy
-                })
-                .await?;
+                let _controller = healthy_v1(&client, &ns, REPLICAS, strategy).await?;
                 let load = Load::start(LoadSpec::new(traefik.web_addr(), &host, RATE, LOAD_LIMIT))?;
                 let measured = abort_at_the_client(&client, &ns, &load, via).await;
                 let recorded = load.stop().await;
