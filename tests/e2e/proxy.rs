@@ -15,11 +15,12 @@ use demo_app::VERSION_HEADER;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use libtest_mimic::Trial;
 use serde_json::json;
 use sluice_tests::shares::within_binomial;
 use sluice_tests::traefik::{INGRESS_CLASS, Traefik};
+use traffic::gateway::http_route_resource;
 
 use crate::support::{
     self, Env, TestNamespace, demo_app_service, demo_app_template, eventually, object,
@@ -228,9 +229,8 @@ async fn gateway_weights_and_header_match_split_real_requests(
         let TestNamespace { name, client } = ns;
         two_versions(&client, &name).await?;
         let host = format!("{name}.proxy.test");
-        let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
         let routes: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &name, &ApiResource::from_gvk(&gvk));
+            Api::namespaced_with(client.clone(), &name, &http_route_resource());
         let backend = |version: &str, weight: u32| {
             json!({"name": format!("web-{version}"), "port": 80, "weight": weight})
         };

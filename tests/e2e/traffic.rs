@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, ensure};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use libtest_mimic::Trial;
 use rollout_controller::crd::Phase;
 use rollout_controller::crd::analysis::{AnalysisRun, AnalysisTemplate};
@@ -22,6 +22,7 @@ use sluice_tests::load::{Load, LoadSpec, Record, Tally};
 use sluice_tests::prometheus_live::{LivePrometheus, PodScrape};
 use sluice_tests::shares::within_binomial;
 use sluice_tests::traefik::{INGRESS_CLASS, Traefik};
+use traffic::gateway::http_route_resource;
 
 use crate::rollouts::{
     create_rollout, create_service, decide, running_rollout, set_container, status_until,
@@ -588,12 +589,8 @@ pub(crate) fn no_request_failed(
 }
 
 async fn http_route(client: &Client, ns: &str, host: &str) -> anyhow::Result<()> {
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-    ));
-    let routes: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &http_route_resource());
     let route: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
