@@ -172,10 +172,12 @@ async fn stays_paused_at(
 }
 
 async fn aborted(client: &Client, ns: &str, revision: &str) -> anyhow::Result<RolloutStatus> {
-    status_until(client, ns, "web", &format!("{revision} aborted"), |s| {
-        s.updated_revision.as_deref() == Some(revision) && s.phase == Phase::Aborted
-    })
-    .await
+    Ok(
+        status_until(client, ns, "web", &format!("{revision} aborted"), |s| {
+            s.updated_revision.as_deref() == Some(revision) && s.phase == Phase::Aborted
+        })
+        .await?,
+    )
 }
 
 /// The three sequences, chained; each new revision ends paused where its steps say.

@@ -13,12 +13,15 @@ use rollout_controller::crd::Phase;
 use serde_json::json;
 use sluice_tests::load::{Load, LoadSpec, Tally};
 
+use sluice_tests::demo_pods::{SHUTDOWN_DELAY, draining_container};
+use sluice_tests::rollouts::healthy_v1;
+use sluice_tests::routes::ingress;
+
 use crate::rollouts::{create_service, decide, promote_until_stable, set_container, status_until};
 use crate::support::{Env, TestNamespace};
 use crate::traffic::{
-    LOAD_LIMIT, PER_STEP, RATE, SCALE_DOWN_DELAY_S, SETTLE, SHUTDOWN_DELAY_MS, container,
-    healthy_v1, ingress, no_request_failed, past_the_scale_down, routed_to_v1,
-    share_follows_the_weight,
+    LOAD_LIMIT, PER_STEP, RATE, SCALE_DOWN_DELAY_S, SETTLE, no_request_failed, past_the_scale_down,
+    routed_to_v1, share_follows_the_weight,
 };
 
 pub(crate) fn trials() -> Vec<Trial> {
@@ -62,7 +65,7 @@ async fn a_router_less_canary_gets_its_replica_share_and_no_request_fails(
         let (_controller, stable) = healthy_v1(&client, &ns, 4, strategy).await?;
         let load = load_on(env, &host).await?;
         let outcome = async {
-            set_container(&client, &ns, "web", container("v2")).await?;
+            set_container(&client, &ns, "web", draining_container("v2", &[])).await?;
             let paused = status_until(&client, &ns, "web", "v2 paused at weight 25", |s| {
                 s.phase == Phase::Paused
                     && s.current_step_index == Some(1)
@@ -116,7 +119,7 @@ async fn a_blue_green_switch_moves_every_request_at_once_and_none_fails(
         let (_controller, blue) = healthy_v1(&client, &ns, 2, strategy).await?;
         let load = load_on(env, &host).await?;
         let outcome = async {
-            set_container(&client, &ns, "web", container("v2")).await?;
+            set_container(&client, &ns, "web", draining_container("v2", &[])).await?;
             let previewing = status_until(&client, &ns, "web", "v2 previewed", |s| {
                 s.phase == Phase::Paused && s.updated_revision.as_deref() != Some(blue.as_str())
             })
@@ -190,7 +193,7 @@ async fn a_rolling_update_of_10_replicas_fails_no_request(env: &'static Env) -> 
         let (_controller, stable) = healthy_v1(&client, &ns, 10, strategy).await?;
         let load = load_on(env, &host).await?;
         let outcome = async {
-            set_container(&client, &ns, "web", container("v2")).await?;
+            set_container(&client, &ns, "web", draining_container("v2", &[])).await?;
             status_until(&client, &ns, "web", "v2 Healthy", |s| {
                 s.phase == Phase::Healthy
                     && s.stable_revision.is_some()
@@ -198,7 +201,7 @@ async fn a_rolling_update_of_10_replicas_fails_no_request(env: &'static Env) -> 
             })
             .await?;
             crate::pods::served_until(&client, &ns, "web", &[("v2", 10)]).await?;
-            tokio::time::sleep(Duration::from_millis(SHUTDOWN_DELAY_MS) + SETTLE).await;
+            tokio::time::sleep(SHUTDOWN_DELAY + SETTLE).await;
             share_follows_the_weight("rolling", 100, &measure(&load).await)
         }
         .await;

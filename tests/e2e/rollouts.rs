@@ -10,17 +10,22 @@ use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use libtest_mimic::Trial;
-use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Phase, Rollout, RolloutStatus};
-use serde_json::{Value, json};
+use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Phase, Rollout};
+use serde_json::json;
+
+pub(crate) use sluice_tests::rollouts::{
+    create_rollout, create_service, decide, promote_until_stable, rollout_manifest,
+    running_rollout, set_container, status_until,
+};
 
 use crate::pods::{served_until, versions_served};
-use crate::support::demo_app_container;
 use crate::support::{
-    Env, RunningController, TestNamespace, events_with_reason, eventually, ready_endpoints,
+    Env, RunningController, TestNamespace, demo_app_container, events_with_reason, eventually,
+    ready_endpoints,
 };
 
 pub(crate) fn trials() -> Vec<Trial> {
@@ -35,137 +40,13 @@ pub(crate) fn trials() -> Vec<Trial> {
     ]
 }
 
-pub(crate) fn rollout_manifest(name: &str, replicas: i32, image: &str, strategy: Value) -> Value {
-    json!({
-        "apiVersion": "sluice.dev/v1alpha1",
-        "kind": "Rollout",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": image}]},
-            },
-            "strategy": strategy,
-        },
-    })
-}
-
-/// [`rollout_manifest`] whose pods run: a demo-app container of `version`.
-pub(crate) fn running_rollout(name: &str, replicas: i32, version: &str, strategy: Value) -> Value {
-    let mut manifest = rollout_manifest(name, replicas, "", strategy);
-    manifest["spec"]["template"]["spec"]["containers"] = json!([demo_app_container(version)]);
-    manifest
-}
-
-pub(crate) async fn create_service(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    app: &str,
-) -> anyhow::Result<()> {
-    let services: Api<Service> = Api::namespaced(client.clone(), ns);
-    let service = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"selector": {"app": app}, "ports": [{"port": 80, "targetPort": 8080}]},
-    }))?;
-    services.create(&PostParams::default(), &service).await?;
-    Ok(())
-}
-
-pub(crate) async fn create_rollout(
-    client: &Client,
-    ns: &str,
-    manifest: Value,
-) -> anyhow::Result<Rollout> {
-    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
-    Ok(rollouts
-        .create(&PostParams::default(), &serde_json::from_value(manifest)?)
-        .await?)
-}
-
 pub(crate) async fn set_image(
     client: &Client,
     ns: &str,
     name: &str,
     image: &str,
 ) -> anyhow::Result<()> {
-    set_container(client, ns, name, json!({"name": "app", "image": image})).await
-}
-
-/// Replaces the pod template's containers with `container` (a merge patch replaces the list
-/// whole).
-pub(crate) async fn set_container(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    container: Value,
-) -> anyhow::Result<()> {
-    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
-    let patch = json!({"spec": {"template": {"spec": {"containers": [container]}}}});
-    rollouts
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
-}
-
-/// Writes `spec.decision`, as the REST API and the CLI do.
-pub(crate) async fn decide(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    decision: Value,
-) -> anyhow::Result<()> {
-    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
-    let patch = json!({"spec": {"decision": decision}});
-    rollouts
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
-}
-
-/// Promotes `revision` past step `step` (a decision, as the REST API writes it) and waits until
-/// it is the stable revision.
-pub(crate) async fn promote_until_stable(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    revision: &str,
-    step: i32,
-) -> anyhow::Result<RolloutStatus> {
-    decide(
-        client,
-        ns,
-        name,
-        json!({"revision": revision, "promotedStep": step}),
-    )
-    .await?;
-    status_until(client, ns, name, &format!("{revision} stable"), |s| {
-        s.stable_revision.as_deref() == Some(revision)
-    })
-    .await
-}
-
-async fn status(client: &Client, ns: &str, name: &str) -> anyhow::Result<RolloutStatus> {
-    let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
-    Ok(rollouts.get(name).await?.status.unwrap_or_default())
-}
-
-/// Waits until the rollout's status satisfies `check`, and returns it.
-pub(crate) async fn status_until(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    what: &str,
-    check: impl Fn(&RolloutStatus) -> bool,
-) -> anyhow::Result<RolloutStatus> {
-    let check = &check;
-    eventually(what, || async move {
-        let status = status(client, ns, name).await?;
-        Ok(check(&status).then_some(status))
-    })
-    .await
+    Ok(set_container(client, ns, name, json!({"name": "app", "image": image})).await?)
 }
 
 /// spec.replicas of each ReplicaSet, by pod-template hash.

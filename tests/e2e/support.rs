@@ -7,18 +7,20 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Service};
-use std::net::SocketAddr;
-
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use libtest_mimic::{Failed, Trial};
-use rollout_controller::controller::{Options, run};
 use serde_json::json;
 use sluice_tests::traefik::Traefik;
 use sluice_tests::{ClusterOptions, ControlPlane, wait};
 use tokio::runtime::Runtime;
 use tokio::sync::OnceCell;
+
+pub(crate) use sluice_tests::controller::{RunningController, free_port};
+pub(crate) use sluice_tests::demo_pods::{
+    DEMO_APP_FAILURE_THRESHOLD, DEMO_APP_PORT, DEMO_APP_PROBE_PERIOD_S, demo_app_container,
+};
 
 pub(crate) static ENV: LazyLock<Env> = LazyLock::new(Env::new);
 
@@ -210,32 +212,10 @@ impl Env {
     }
 }
 
-/// The port demo-app pods listen on.
-pub(crate) const DEMO_APP_PORT: u16 = 8080;
-/// The readiness probe of every demo-app pod: every second, unready after 2 failures.
-pub(crate) const DEMO_APP_PROBE_PERIOD_S: u64 = 1;
-pub(crate) const DEMO_APP_FAILURE_THRESHOLD: u64 = 2;
-
 pub(crate) fn object<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
 ) -> anyhow::Result<T> {
     Ok(serde_json::from_value(value)?)
-}
-
-/// A demo-app container named `app` of `version` (`v1`, `v2` …): the image tag and
-/// DEMO_VERSION say which, and its `http` port and readiness probe make a pod that runs.
-pub(crate) fn demo_app_container(version: &str) -> serde_json::Value {
-    json!({
-        "name": "app",
-        "image": format!("registry.example.com/demo-app:{}", version.trim_start_matches('v')),
-        "ports": [{"name": "http", "containerPort": DEMO_APP_PORT}],
-        "env": [{"name": "DEMO_VERSION", "value": version}],
-        "readinessProbe": {
-            "httpGet": {"path": "/ready", "port": "http"},
-            "periodSeconds": DEMO_APP_PROBE_PERIOD_S,
-            "failureThreshold": DEMO_APP_FAILURE_THRESHOLD,
-        },
-    })
 }
 
 /// A pod template labelled `app` of one [`demo_app_container`] of `version`, with `env` added to
@@ -336,73 +316,6 @@ pub(crate) async fn events_with_reason(
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some(reason))
         .collect())
-}
-
-/// The controller, running in this process and watching one namespace, until dropped.
-pub(crate) struct RunningController {
-    task: tokio::task::JoinHandle<()>,
-    health_addr: SocketAddr,
-    api_addr: Option<SocketAddr>,
-}
-
-/// A loopback port the kernel just handed out and we let go of: free for the controller to bind.
-pub(crate) fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
-}
-
-impl RunningController {
-    pub(crate) fn start(client: Client, namespace: &str) -> Self {
-        Self::spawn(client, namespace, None)
-    }
-
-    /// With the REST API served on loopback, callers checked with TokenReview and
-    /// SubjectAccessReview.
-    pub(crate) fn with_api(client: Client, namespace: &str) -> Self {
-        Self::spawn(client, namespace, Some(free_port()))
-    }
-
-    fn spawn(client: Client, namespace: &str, api_addr: Option<SocketAddr>) -> Self {
-        let health_addr = free_port();
-        let options = Options {
-            namespace: Some(namespace.to_owned()),
-            health_addr,
-            analysis_concurrency: rollout_controller::controller::DEFAULT_ANALYSIS_CONCURRENCY,
-            api_addr,
-            api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
-            leader_election: None,
-        };
-        let namespace = namespace.to_owned();
-        let task = tokio::spawn(async move {
-            if let Err(e) = run(client, options).await {
-                eprintln!("controller for {namespace} stopped: {e}");
-            }
-        });
-        Self {
-            task,
-            health_addr,
-            api_addr,
-        }
-    }
-
-    /// `http://127.0.0.1:<port>` of the REST API.
-    pub(crate) fn api_url(&self) -> anyhow::Result<String> {
-        let addr = self.api_addr.context("started without the REST API")?;
-        Ok(format!("http://{addr}"))
-    }
-
-    /// The controller's `/metrics` text.
-    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
-        let url = format!("http://{}/metrics", self.health_addr);
-        Ok(reqwest::get(&url).await?.error_for_status()?.text().await?)
-    }
-}
-
-impl Drop for RunningController {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// A libtest-mimic trial that runs an async test on the shared runtime.

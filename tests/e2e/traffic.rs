@@ -11,23 +11,25 @@
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, ensure};
-use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::Api;
 use libtest_mimic::Trial;
 use rollout_controller::crd::Phase;
-use rollout_controller::crd::analysis::{AnalysisRun, AnalysisTemplate};
+use rollout_controller::crd::analysis::AnalysisRun;
 use serde_json::{Value, json};
+use sluice_tests::demo_pods::{SHUTDOWN_DELAY, draining_container, erring_container};
+use sluice_tests::drain::{Drain, answers_since, server_errors_not_from};
 use sluice_tests::load::{Load, LoadSpec, Record, Tally};
 use sluice_tests::prometheus_live::{LivePrometheus, PodScrape};
-use sluice_tests::shares::within_binomial;
-use sluice_tests::traefik::{INGRESS_CLASS, Traefik};
-use traffic::gateway::http_route_resource;
-
-use crate::rollouts::{
-    create_rollout, create_service, decide, running_rollout, set_container, status_until,
+use sluice_tests::rollouts::{
+    create_canary_errors_template, healthy_v1, routed_canary, with_errors_analysis,
 };
-use crate::support::{Env, RunningController, TestNamespace, demo_app_container, eventually};
+use sluice_tests::routes::{Router, routed};
+use sluice_tests::shares::within_binomial;
+use sluice_tests::traefik::Traefik;
+
+use crate::rollouts::{decide, set_container, status_until};
+use crate::support::{DEADLINE, Env, TestNamespace};
 
 pub(crate) fn trials() -> Vec<Trial> {
     vec![
@@ -37,6 +39,8 @@ pub(crate) fn trials() -> Vec<Trial> {
         trial!(traffic::an_ab_test_through_nginx_sends_only_matching_requests_to_b),
         trial!(traffic::an_aborted_canary_through_the_gateway_is_emptied_at_the_client),
         trial!(traffic::an_aborted_canary_through_nginx_is_emptied_at_the_client),
+        trial!(traffic::an_undo_through_the_gateway_fails_no_request),
+        trial!(traffic::an_undo_through_nginx_fails_no_request),
     ]
 }
 
@@ -55,9 +59,6 @@ pub(crate) const SCALE_DOWN_DELAY_S: u64 = 3;
 /// Bounds the client: the whole release takes about a minute.
 pub(crate) const LOAD_LIMIT: Duration = Duration::from_secs(300);
 const REPLICAS: i32 = 4;
-/// demo-app keeps answering this long after SIGTERM, as an app with a preStop sleep does: the
-/// proxy learns of a terminating endpoint a moment after the pod does.
-pub(crate) const SHUTDOWN_DELAY_MS: u64 = 2000;
 
 /// The steps, and at which pause (its index) the share is measured against which weight.
 fn steps() -> Value {
@@ -74,102 +75,73 @@ const MEASURED: [(i32, i32); 4] = [(1, 10), (3, 25), (6, 50), (8, 100)];
 /// The pause after the header route is set.
 const HEADER_PAUSE: i32 = 6;
 
-#[derive(Clone, Copy)]
-enum Via {
-    Gateway,
-    Nginx,
-}
-
-impl Via {
-    fn name(self) -> &'static str {
-        match self {
-            Via::Gateway => "gateway",
-            Via::Nginx => "nginx",
-        }
-    }
-}
-
 async fn a_canary_through_the_gateway_gets_its_weight_and_no_request_fails(
     env: &'static Env,
 ) -> anyhow::Result<()> {
-    canary_through_traefik(env, Via::Gateway).await
+    canary_through_traefik(env, Router::Gateway).await
 }
 
 async fn a_canary_through_nginx_gets_its_weight_and_no_request_fails(
     env: &'static Env,
 ) -> anyhow::Result<()> {
-    canary_through_traefik(env, Via::Nginx).await
+    canary_through_traefik(env, Router::Nginx).await
 }
 
-/// A demo-app container of `version` that drains as a real app would.
-pub(crate) fn container(version: &str) -> Value {
-    let mut container = demo_app_container(version);
-    if let Some(env) = container["env"].as_array_mut() {
-        env.push(json!({"name": "DEMO_SHUTDOWN_DELAY_MS", "value": SHUTDOWN_DELAY_MS.to_string()}));
-    }
-    container
-}
-
-/// A Rollout named `web` of `replicas` demo-app v1 pods (draining as a real app would) with
-/// `strategy`, its controller, and Healthy: the controller (stopped when dropped) and v1's
-/// revision.
-pub(crate) async fn healthy_v1(
-    client: &Client,
-    ns: &str,
-    replicas: i32,
-    strategy: Value,
-) -> anyhow::Result<(RunningController, String)> {
-    let mut manifest = running_rollout("web", replicas, "v1", strategy);
-    manifest["spec"]["template"]["spec"]["containers"] = json!([container("v1")]);
-    let controller = RunningController::start(client.clone(), ns);
-    create_rollout(client, ns, manifest).await?;
-    let v1 = status_until(client, ns, "web", "v1 Healthy", |s| {
-        s.phase == Phase::Healthy
+async fn canary_through_traefik(env: &'static Env, via: Router) -> anyhow::Result<()> {
+    let traefik = env.traefik().await?;
+    canary_with_client(env, via, "traffic", steps(), async |c: Canary<'_>| {
+        release(c.client, c.ns, traefik, c.host, c.load, via, c.stable).await
     })
-    .await?;
-    let stable = v1.stable_revision.context("no stable revision")?;
-    Ok((controller, stable))
+    .await
 }
 
-/// The stable and canary Services and the router's object for `host`; the Rollout's
-/// `trafficRouting` for it.
-async fn routed(client: &Client, ns: &str, host: &str, via: Via) -> anyhow::Result<Value> {
-    create_service(client, ns, "web-stable", "web").await?;
-    create_service(client, ns, "web-canary", "web").await?;
-    Ok(match via {
-        Via::Gateway => {
-            http_route(client, ns, host).await?;
-            json!({"gatewayAPI": {"httpRoute": "web"}})
-        }
-        Via::Nginx => {
-            ingress(client, ns, "web", host, "web-stable").await?;
-            json!({"nginx": {"stableIngress": "web"}})
-        }
-    })
+/// What a release through Traefik runs with: the namespace and its client, the host Traefik
+/// routes, the steady client on it, and v1's revision.
+struct Canary<'a> {
+    client: &'a Client,
+    ns: &'a str,
+    host: &'a str,
+    load: &'a Load,
+    stable: &'a str,
 }
 
-async fn canary_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<()> {
+/// A canary Rollout of v1 with `steps` routed by `via`, in a fresh namespace named after
+/// `prefix`, and a steady client through Traefik while `release` runs; no request may fail and
+/// the client may drop no tick.
+async fn canary_with_client(
+    env: &'static Env,
+    via: Router,
+    prefix: &str,
+    steps: Value,
+    release: impl AsyncFnOnce(Canary<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     env.install_crds().await?;
     let traefik = env.traefik().await?;
     env.in_namespace(
-        &format!("traffic-{}", via.name()),
+        &format!("{prefix}-{}", via.name()),
         |ns: TestNamespace| async move {
             let TestNamespace { name: ns, client } = ns;
             let host = format!("web.{ns}.example");
             let routing = routed(&client, &ns, &host, via).await?;
-            let strategy = json!({"canary": {
-                "stableService": "web-stable", "canaryService": "web-canary",
-                "trafficRouting": routing,
-                "scaleDownDelaySeconds": SCALE_DOWN_DELAY_S,
-                "steps": steps(),
-            }});
+            let strategy = routed_canary(routing, steps, SCALE_DOWN_DELAY_S);
             let (_controller, stable) = healthy_v1(&client, &ns, REPLICAS, strategy).await?;
 
             let load = Load::start(LoadSpec::new(traefik.web_addr(), &host, RATE, LOAD_LIMIT))?;
-            let outcome = release(&client, &ns, traefik, &host, &load, via, &stable).await;
+            let canary = Canary {
+                client: &client,
+                ns: &ns,
+                host: &host,
+                load: &load,
+                stable: &stable,
+            };
+            let outcome = release(canary).await;
             let recorded = load.stop().await;
             outcome?;
-            no_request_failed(via.name(), &recorded.records, false)?;
+            no_request_failed(
+                &format!("{prefix} {}", via.name()),
+                &recorded.records,
+                false,
+            )?;
             ensure!(
                 recorded.dropped == 0,
                 "the client dropped {} ticks",
@@ -188,11 +160,11 @@ async fn release(
     traefik: &Traefik,
     host: &str,
     load: &Load,
-    via: Via,
+    via: Router,
     stable: &str,
 ) -> anyhow::Result<()> {
     routed_to_v1(load).await?;
-    set_container(client, ns, "web", container("v2")).await?;
+    set_container(client, ns, "web", draining_container("v2", &[])).await?;
     let mut canary = String::new();
     for (pause, weight) in MEASURED {
         let what = format!("v2 paused at step {pause} (weight {weight})");
@@ -230,13 +202,13 @@ async fn release(
 async fn an_ab_test_through_the_gateway_sends_only_matching_requests_to_b(
     env: &'static Env,
 ) -> anyhow::Result<()> {
-    ab_test_through_traefik(env, Via::Gateway).await
+    ab_test_through_traefik(env, Router::Gateway).await
 }
 
 async fn an_ab_test_through_nginx_sends_only_matching_requests_to_b(
     env: &'static Env,
 ) -> anyhow::Result<()> {
-    ab_test_through_traefik(env, Via::Nginx).await
+    ab_test_through_traefik(env, Router::Nginx).await
 }
 
 /// How long B is tried: long enough to measure the three kinds of request in turn.
@@ -247,7 +219,7 @@ const VARIANT_COOKIE: &str = "variant-b";
 /// An A/B test of v2 against v1: a request with the variant's header or cookie reaches B, every
 /// other request stays on A, then B is promoted by itself when the test's time is up; nobody
 /// sees a request fail.
-async fn ab_test_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<()> {
+async fn ab_test_through_traefik(env: &'static Env, via: Router) -> anyhow::Result<()> {
     env.install_crds().await?;
     let traefik = env.traefik().await?;
     env.in_namespace(
@@ -269,7 +241,7 @@ async fn ab_test_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<
             let load = Load::start(LoadSpec::new(traefik.web_addr(), &host, RATE, LOAD_LIMIT))?;
             let outcome = async {
                 routed_to_v1(&load).await?;
-                set_container(&client, &ns, "web", container("v2")).await?;
+                set_container(&client, &ns, "web", draining_container("v2", &[])).await?;
                 let running = status_until(&client, &ns, "web", "the A/B test to start", |s| {
                     s.ab_test.as_ref().is_some_and(|t| t.started_at.is_some())
                 })
@@ -320,63 +292,91 @@ async fn ab_test_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<
 
 /// Past the old version's scale-down and its pods' drain.
 pub(crate) async fn past_the_scale_down() {
-    let drained =
-        Duration::from_secs(SCALE_DOWN_DELAY_S) + Duration::from_millis(SHUTDOWN_DELAY_MS);
+    let drained = Duration::from_secs(SCALE_DOWN_DELAY_S) + SHUTDOWN_DELAY;
     tokio::time::sleep(drained + Duration::from_secs(3)).await;
 }
 
 /// Past the old version's scale-down, with the client still sending: every answer is v2's.
-async fn only_v2_after_the_scale_down(load: &Load, via: Via) -> anyhow::Result<()> {
+async fn only_v2_after_the_scale_down(load: &Load, via: Router) -> anyhow::Result<()> {
+    only_after_the_scale_down(load, via, "v2").await
+}
+
+/// Past the old version's scale-down, with the client still sending: every answer is
+/// `version`'s.
+async fn only_after_the_scale_down(load: &Load, via: Router, version: &str) -> anyhow::Result<()> {
     past_the_scale_down().await;
     let after = load.collect(load.now(), 200).await;
     let tally = Tally::of(&after);
     ensure!(
-        tally.count("v2") == tally.total && tally.total > 0,
+        tally.count(version) == tally.total && tally.total > 0,
         "{}: after the release, answers {tally:?}",
         via.name()
     );
     Ok(())
 }
 
+async fn an_undo_through_the_gateway_fails_no_request(env: &'static Env) -> anyhow::Result<()> {
+    undo_through_traefik(env, Router::Gateway).await
+}
+
+async fn an_undo_through_nginx_fails_no_request(env: &'static Env) -> anyhow::Result<()> {
+    undo_through_traefik(env, Router::Nginx).await
+}
+
+/// A canary that moves on by the clock: a moment at each weight, then full.
+fn timed_steps() -> Value {
+    json!([
+        {"setWeight": 10}, {"pause": {"duration": "2s"}},
+        {"setWeight": 25}, {"pause": {"duration": "2s"}},
+        {"setWeight": 50}, {"pause": {"duration": "2s"}},
+        {"setWeight": 100}, {"pause": {"duration": "2s"}},
+    ])
+}
+
+/// v2 released to the end, then `kubectl sluice undo`: v1's template goes back, through the
+/// same steps, to the end. The client sees no request fail through either release, and once
+/// v2 has drained every answer is v1's.
+async fn undo_through_traefik(env: &'static Env, via: Router) -> anyhow::Result<()> {
+    canary_with_client(env, via, "undo", timed_steps(), async |c: Canary<'_>| {
+        let Canary {
+            client, ns, load, ..
+        } = c;
+        routed_to_v1(load).await?;
+        set_container(client, ns, "web", draining_container("v2", &[])).await?;
+        status_until(client, ns, "web", "v2 Healthy", |s| {
+            s.phase == Phase::Healthy
+                && s.stable_revision.is_some()
+                && s.stable_revision.as_deref() != Some(c.stable)
+        })
+        .await?;
+        only_v2_after_the_scale_down(load, via).await?;
+        let undo = crate::cli::sluice(env, ns, &["undo", "web"]).await?;
+        ensure!(crate::cli::code(&undo) == 0, "undo: {undo:?}");
+        status_until(client, ns, "web", "v1 Healthy again", |s| {
+            s.phase == Phase::Healthy && s.stable_revision.as_deref() == Some(c.stable)
+        })
+        .await?;
+        only_after_the_scale_down(load, via, "v1").await
+    })
+    .await
+}
+
 async fn an_aborted_canary_through_the_gateway_is_emptied_at_the_client(
     env: &'static Env,
 ) -> anyhow::Result<()> {
-    aborted_through_traefik(env, Via::Gateway).await
+    aborted_through_traefik(env, Router::Gateway).await
 }
 
 async fn an_aborted_canary_through_nginx_is_emptied_at_the_client(
     env: &'static Env,
 ) -> anyhow::Result<()> {
-    aborted_through_traefik(env, Via::Nginx).await
-}
-
-/// A look every second at the canary's 5xx answers, as Prometheus counts them: one is a failure.
-fn errors_template() -> Value {
-    let query = "sum(http_requests_total{rollouts_pod_template_hash=\"{{args.canary-hash}}\",code=~\"5..\"}) or vector(0)";
-    json!({
-        "apiVersion": "sluice.dev/v1alpha1",
-        "kind": "AnalysisTemplate",
-        "metadata": {"name": "canary-errors"},
-        "spec": {
-            "args": [
-                {"name": "prometheus"},
-                {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
-            ],
-            "metrics": [{
-                "name": "canary-errors",
-                "interval": "1s",
-                "provider": {"prometheus": {"address": "{{args.prometheus}}", "query": query}},
-                "successCondition": "result[0] < 1",
-                "failureCondition": "result[0] >= 1",
-            }],
-        },
-    })
+    aborted_through_traefik(env, Router::Nginx).await
 }
 
 /// v2 fails 30% of its requests at weight 25 under background analysis: Sluice aborts it, the
 /// client stops hearing from it, and nobody sees a request fail in the data plane (v2's own
 /// 500s are answers, and are what the analysis caught).
-async fn aborted_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<()> {
+async fn aborted_through_traefik(env: &'static Env, via: Router) -> anyhow::Result<()> {
     env.install_crds().await?;
     let traefik = env.traefik().await?;
     let cluster = env.cluster().await?;
@@ -392,23 +392,12 @@ async fn aborted_through_traefik(env: &'static Env, via: Via) -> anyhow::Result<
             )
             .await?;
             let outcome = async {
-                let templates: Api<AnalysisTemplate> = Api::namespaced(client.clone(), &ns);
-                templates
-                    .create(
-                        &PostParams::default(),
-                        &serde_json::from_value(errors_template())?,
-                    )
-                    .await?;
-                let strategy = json!({"canary": {
-                    "stableService": "web-stable", "canaryService": "web-canary",
-                    "trafficRouting": routing,
-                    "abortScaleDownDelaySeconds": SCALE_DOWN_DELAY_S,
-                    "analysis": {
-                        "templates": [{"templateName": "canary-errors"}],
-                        "args": [{"name": "prometheus", "value": prometheus.url()}],
-                    },
-                    "steps": [{"setWeight": 25}, {"pause": {}}],
-                }});
+                create_canary_errors_template(&client, &ns).await?;
+                let steps = json!([{"setWeight": 25}, {"pause": {}}]);
+                let strategy = with_errors_analysis(
+                    routed_canary(routing, steps, SCALE_DOWN_DELAY_S),
+                    prometheus.url(),
+                );
                 let _controller = healthy_v1(&client, &ns, REPLICAS, strategy).await?;
                 let load = Load::start(LoadSpec::new(traefik.web_addr(), &host, RATE, LOAD_LIMIT))?;
                 let measured = abort_at_the_client(&client, &ns, &load, via).await;
@@ -429,14 +418,10 @@ async fn abort_at_the_client(
     client: &Client,
     ns: &str,
     load: &Load,
-    via: Via,
+    via: Router,
 ) -> anyhow::Result<()> {
     routed_to_v1(load).await?;
-    let mut bad = container("v2");
-    if let Some(env) = bad["env"].as_array_mut() {
-        env.push(json!({"name": "DEMO_ERROR_RATE", "value": "0.3"}));
-    }
-    set_container(client, ns, "web", bad).await?;
+    set_container(client, ns, "web", erring_container("v2", 0.3)).await?;
     let aborted = status_until(client, ns, "web", "v2 aborted by its analysis", |s| {
         s.phase == Phase::Aborted
     })
@@ -460,41 +445,35 @@ async fn abort_at_the_client(
     tokio::time::sleep(Duration::from_secs(SCALE_DOWN_DELAY_S + 3)).await;
     let verdict_at = load.offset_of(verdict);
     let records = load.since(Duration::ZERO);
-    let after: Vec<&Record> = records
-        .iter()
-        .filter(|r| r.version() == Some("v2") && r.sent >= verdict_at)
-        .collect();
-    let last = records
-        .iter()
-        .filter(|r| r.version() == Some("v2"))
-        .map(Record::ended)
-        .max()
-        .context("the canary never answered")?;
-    let drain = last.saturating_sub(verdict_at);
-    let before = Tally::of(records.iter().filter(|r| r.sent < verdict_at));
+    let drain = Drain::of(&records, verdict_at, "v2").context("the canary never answered")?;
     eprintln!(
         "traffic: {}: abort of {canary}: last canary answer {:.3} s after the Fail verdict, {} canary \
-         answers sent after it; before it the canary answered {} of {}",
+         answers sent after it ({} of them 5xx); before it the canary answered {} of {}",
         via.name(),
-        drain.as_secs_f64(),
-        after.len(),
-        before.count("v2"),
-        before.total
+        drain.last_answer.as_secs_f64(),
+        drain.answers_after,
+        drain.bad_after,
+        drain.answers_before,
+        drain.requests_before
+    );
+    // The only 5xx the client may see are the bad canary's own: v1 never erred, and the data
+    // plane never answered for want of a backend (no_request_failed counts those).
+    let not_the_canary = server_errors_not_from(&records, "v2");
+    ensure!(
+        not_the_canary == 0,
+        "{}: {not_the_canary} 5xx answers did not come from the canary",
+        via.name()
     );
     // Emptied: nothing from the canary once Sluice has had a moment to move the weight and
     // Traefik to apply it.
-    let settled = verdict_at + Duration::from_secs(2);
-    let late = records
-        .iter()
-        .filter(|r| r.version() == Some("v2") && r.sent >= settled)
-        .count();
+    let late = answers_since(&records, verdict_at + Duration::from_secs(2), "v2");
     ensure!(
         late == 0,
         "{}: the canary still answered {late} requests more than 2 s after the verdict",
         via.name()
     );
     ensure!(
-        before.count("v2") > 0,
+        drain.answers_before > 0,
         "the canary never got traffic before the abort"
     );
     Ok(())
@@ -502,14 +481,7 @@ async fn abort_at_the_client(
 
 /// Waits until the client has had an answer from v1: Traefik routes the host.
 pub(crate) async fn routed_to_v1(load: &Load) -> anyhow::Result<()> {
-    eventually("Traefik to route the host to v1", || async {
-        Ok(load
-            .since(Duration::ZERO)
-            .iter()
-            .any(|r| r.version() == Some("v1"))
-            .then_some(()))
-    })
-    .await
+    Ok(load.first_answer_from("v1", DEADLINE).await?)
 }
 
 pub(crate) fn share_follows_the_weight(
@@ -541,7 +513,11 @@ pub(crate) fn share_follows_the_weight(
 }
 
 /// Every request with the header reaches the canary, whatever the weight.
-async fn header_reaches_the_canary(via: Via, traefik: &Traefik, host: &str) -> anyhow::Result<()> {
+async fn header_reaches_the_canary(
+    via: Router,
+    traefik: &Traefik,
+    host: &str,
+) -> anyhow::Result<()> {
     let spec = LoadSpec::new(traefik.web_addr(), host, 50.0, Duration::from_secs(30))
         .header(CANARY_HEADER.0, CANARY_HEADER.1);
     let load = Load::start(spec)?;
@@ -585,50 +561,5 @@ pub(crate) fn no_request_failed(
         tally.server_errors,
         failed.iter().take(5).collect::<Vec<_>>()
     );
-    Ok(())
-}
-
-async fn http_route(client: &Client, ns: &str, host: &str) -> anyhow::Result<()> {
-    let routes: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns, &http_route_resource());
-    let route: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "web"},
-        "spec": {
-            "parentRefs": [Traefik::gateway_parent_ref()],
-            "hostnames": [host],
-            "rules": [{
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": [
-                    {"name": "web-stable", "port": 80, "weight": 100},
-                    {"name": "web-canary", "port": 80, "weight": 0},
-                ],
-            }],
-        },
-    }))?;
-    routes.create(&PostParams::default(), &route).await?;
-    Ok(())
-}
-
-pub(crate) async fn ingress(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    host: &str,
-    service: &str,
-) -> anyhow::Result<()> {
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), ns);
-    let ingress: Ingress = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "ingressClassName": INGRESS_CLASS,
-            "rules": [{"host": host, "http": {"paths": [{
-                "path": "/", "pathType": "Prefix",
-                "backend": {"service": {"name": service, "port": {"number": 80}}},
-            }]}}],
-        },
-    }))?;
-    ingresses.create(&PostParams::default(), &ingress).await?;
     Ok(())
 }

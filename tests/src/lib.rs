@@ -10,7 +10,10 @@
 
 pub mod binaries;
 pub mod cluster;
+pub mod controller;
 pub mod crds;
+pub mod demo_pods;
+pub mod drain;
 mod error;
 pub mod fuzz;
 pub mod load;
@@ -23,6 +26,8 @@ pub mod process_record;
 pub mod procfs;
 pub mod prometheus;
 pub mod prometheus_live;
+pub mod rollouts;
+pub mod routes;
 pub mod shares;
 pub mod tokens;
 pub mod traefik;
@@ -55,6 +60,17 @@ pub fn is_pod_ip(ip: std::net::Ipv4Addr) -> bool {
 pub const SERVICE_CIDR: &str = "198.51.100.0/24";
 /// Nodes report this InternalIP (kwok's `--node-ip`).
 pub const NODE_IP: &str = "203.0.113.1";
+
+/// `value` as the Kubernetes object (or any type) `T`; the error names `what` it was to be.
+pub(crate) fn object<T: serde::de::DeserializeOwned>(
+    what: &str,
+    value: serde_json::Value,
+) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| HarnessError::Invalid {
+        what: what.to_owned(),
+        detail: e.to_string(),
+    })
+}
 
 /// Makes ring the process's TLS provider, once. reqwest is built without a provider of its own
 /// (so that one provider, ring, serves kube and reqwest alike), and rustls then needs one

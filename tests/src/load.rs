@@ -239,6 +239,27 @@ impl Load {
         }
     }
 
+    /// The first `n` requests sent from now on, once they have ended (fewer if the load stops
+    /// by itself first).
+    pub async fn next(&self, n: usize) -> Vec<Record> {
+        let mut records = self.collect(self.now(), n).await;
+        records.truncate(n);
+        records
+    }
+
+    /// Waits, up to `timeout`, until an answer has come from `version`: the proxy routes the
+    /// host to it.
+    pub async fn first_answer_from(&self, version: &str, timeout: Duration) -> Result<()> {
+        let what = format!("an answer from {version}");
+        crate::wait::until(&what, timeout, || async {
+            let answered = lock(&self.records)
+                .iter()
+                .any(|r| r.version() == Some(version));
+            Ok::<_, HarnessError>(answered.then_some(()))
+        })
+        .await
+    }
+
     /// Stops sending, waits for the requests in flight, and returns everything recorded.
     pub async fn stop(self) -> Recorded {
         let _ = self.stop.send(true);

@@ -383,10 +383,7 @@ async fn apply(client: &Client, value: Value) -> Result<()> {
 }
 
 fn from_value<T: DeserializeOwned>(value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| HarnessError::Invalid {
-        what: "a Traefik routing object".into(),
-        detail: e.to_string(),
-    })
+    crate::object("a Traefik routing object", value)
 }
 
 #[cfg(test)]
