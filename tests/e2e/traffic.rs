@@ -591,22 +591,13 @@ pub(crate) fn no_request_failed(
 async fn http_route(client: &Client, ns: &str, host: &str) -> anyhow::Result<()> {
     let routes: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), ns, &http_route_resource());
-    let route: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": "web"},
-        "spec": {
-            "parentRefs": [Traefik::gateway_parent_ref()],
-            "hostnames": [host],
-            "rules": [{
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": [
-                    {"name": "web-stable", "port": 80, "weight": 100},
-                    {"name": "web-canary", "port": 80, "weight": 0},
-                ],
-            }],
-        },
-    }))?;
+    let route: DynamicObject = serde_json::from_value(Traefik::canary_http_route(
+        "web",
+        host,
+        "web-stable",
+        "web-canary",
+        80,
+    ))?;
     routes.create(&PostParams::default(), &route).await?;
     Ok(())
 }

@@ -93,51 +93,39 @@ fn route(documents: &mut [Value], router: Router) -> anyhow::Result<()> {
         .iter_mut()
         .find(|d| d["kind"] == "Ingress")
         .context("app.yaml has no Ingress")?;
-    let name = ingress["metadata"]["name"].clone();
-    let host = ingress["spec"]["rules"][0]["host"].clone();
-    let stable = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"].clone();
-    if !(name.is_string() && host.is_string() && stable["name"].is_string()) {
-        bail!("app.yaml's Ingress has no name, host or Service in its first rule");
+    if router == Router::Nginx {
+        ingress["spec"]["ingressClassName"] = json!(INGRESS_CLASS);
+        return Ok(());
     }
-    match router {
-        Router::Nginx => {
-            ingress["spec"]["ingressClassName"] = json!(INGRESS_CLASS);
-            return Ok(());
-        }
-        Router::Gateway => {}
-    }
+    let rule = &ingress["spec"]["rules"][0];
+    let backend = &rule["http"]["paths"][0]["backend"]["service"];
+    let (Some(name), Some(host), Some(stable), Some(port)) = (
+        ingress["metadata"]["name"].as_str(),
+        rule["host"].as_str(),
+        backend["name"].as_str(),
+        backend["port"]["number"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok()),
+    ) else {
+        bail!(
+            "app.yaml's Ingress has no name, or no host, Service or port number in its first rule"
+        );
+    };
+    let (name, host, stable) = (name.to_owned(), host.to_owned(), stable.to_owned());
     let rollout = documents
         .iter_mut()
         .find(|d| d["kind"] == "Rollout")
         .context("app.yaml has no Rollout")?;
     let canary = &mut rollout["spec"]["strategy"]["canary"];
-    let canary_service = canary["canaryService"].clone();
-    if !canary_service.is_string() {
-        bail!("app.yaml's Rollout has no canaryService");
-    }
+    let canary_service = canary["canaryService"]
+        .as_str()
+        .context("app.yaml's Rollout has no canaryService")?
+        .to_owned();
     canary["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": name}});
-    let port = stable["port"]["number"].clone();
-    let http_route = json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": name},
-        "spec": {
-            "parentRefs": [Traefik::gateway_parent_ref()],
-            "hostnames": [host],
-            "rules": [{
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": [
-                    {"name": stable["name"], "port": port, "weight": 100},
-                    {"name": canary_service, "port": port, "weight": 0},
-                ],
-            }],
-        },
-    });
-    let ingress = documents
-        .iter_mut()
-        .find(|d| d["kind"] == "Ingress")
-        .context("app.yaml has no Ingress")?;
-    *ingress = http_route;
+    let http_route = Traefik::canary_http_route(&name, &host, &stable, &canary_service, port);
+    if let Some(ingress) = documents.iter_mut().find(|d| d["kind"] == "Ingress") {
+        *ingress = http_route;
+    }
     Ok(())
 }
 
@@ -280,6 +268,25 @@ mod tests {
             );
         }
         assert!(files > 0, "no YAML in {}", dir.display());
+    }
+
+    /// What the demo applies, on either router, lints as clean as the file.
+    #[test]
+    fn the_documents_applied_lint_clean_on_both_routers() {
+        for router in [Router::Nginx, Router::Gateway] {
+            let text: String = documents("http://127.0.0.1:4321", router)
+                .unwrap()
+                .iter()
+                .map(|d| format!("---\n{}\n", serde_json::to_string(d).unwrap()))
+                .collect();
+            let reports = rollout_controller::lint::lint(&text).unwrap();
+            let findings: Vec<String> = reports.iter().map(ToString::to_string).collect();
+            assert!(
+                reports.iter().any(|r| r.kind == "Rollout")
+                    && reports.iter().all(|r| r.findings.is_empty()),
+                "{router:?}: {findings:#?}"
+            );
+        }
     }
 
     #[test]
