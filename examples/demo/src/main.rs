@@ -67,7 +67,7 @@ const LINGER: Duration = Duration::from_secs(5);
 #[derive(Parser)]
 #[command(
     name = "demo",
-    about = "Sluice's demo: a local cluster, Prometheus and the controller; v2 rolls out, v3 (5% errors) is aborted by the analysis"
+    about = "Sluice's demo: a local cluster, Prometheus, Traefik and the controller; v2 rolls out, v3 (5% errors) is aborted by the analysis, measured by a client through Traefik"
 )]
 struct Cli {
     /// Requests per second the client sends through Traefik.
@@ -195,7 +195,7 @@ impl Demo {
         if let Some(load) = self.load.take() {
             match Arc::try_unwrap(load) {
                 Ok(load) => drop(load.stop().await),
-                // Still shared: dropping the last handle stops it.
+                // Still shared: it stops when its last handle goes.
                 Err(shared) => drop(shared),
             }
         }
