@@ -117,6 +117,8 @@ pub struct Tally {
     pub failed: usize,
     /// Answers with any 5xx status, failed or not (a version's own 500s are here too).
     pub server_errors: usize,
+    /// The 5xx answers that named a version: that version's own errors, by version.
+    pub server_errors_by_version: BTreeMap<String, usize>,
 }
 
 impl Tally {
@@ -133,6 +135,12 @@ impl Tally {
                 }
                 if let Some(version) = version {
                     *tally.by_version.entry(version.clone()).or_insert(0) += 1;
+                    if *status >= 500 {
+                        *tally
+                            .server_errors_by_version
+                            .entry(version.clone())
+                            .or_insert(0) += 1;
+                    }
                 }
             }
         }
@@ -142,6 +150,14 @@ impl Tally {
     /// Answers by `version`.
     pub fn count(&self, version: &str) -> usize {
         self.by_version.get(version).copied().unwrap_or(0)
+    }
+
+    /// 5xx answers by `version`.
+    pub fn server_errors_of(&self, version: &str) -> usize {
+        self.server_errors_by_version
+            .get(version)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -205,6 +221,16 @@ impl Load {
             stop,
             driver,
         })
+    }
+
+    /// The wall clock when the load began: its clock's zero.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_wall
+    }
+
+    /// Ticks skipped so far because too many requests were in flight.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Now, on the load's clock.
@@ -407,6 +433,8 @@ mod tests {
         // A version's own 500 is an answer, not a failure of the data plane.
         assert_eq!(tally.failed, 2);
         assert_eq!(tally.server_errors, 2);
+        assert_eq!(tally.server_errors_of("v2"), 1);
+        assert_eq!(tally.server_errors_of("v1"), 0);
         assert_eq!(records[1].ended(), Duration::from_millis(13));
     }
 

@@ -59,22 +59,7 @@ pub async fn http_route(client: &Client, ns: &str, host: &str) -> Result<()> {
         Api::namespaced_with(client.clone(), ns, &http_route_resource());
     let route: DynamicObject = object(
         WHAT,
-        json!({
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "HTTPRoute",
-            "metadata": {"name": "web"},
-            "spec": {
-                "parentRefs": [Traefik::gateway_parent_ref()],
-                "hostnames": [host],
-                "rules": [{
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                    "backendRefs": [
-                        {"name": "web-stable", "port": 80, "weight": 100},
-                        {"name": "web-canary", "port": 80, "weight": 0},
-                    ],
-                }],
-            },
-        }),
+        Traefik::canary_http_route("web", host, "web-stable", "web-canary", 80),
     )?;
     routes.create(&PostParams::default(), &route).await?;
     Ok(())

@@ -137,6 +137,34 @@ impl Traefik {
         json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": NAMESPACE, "name": GATEWAY})
     }
 
+    /// An HTTPRoute `name` on the Gateway for `host`: every path to `stable` at weight 100 and
+    /// `canary` beside it at 0, both on `port` — what Sluice's Gateway API router is given to
+    /// move the weight of.
+    pub fn canary_http_route(
+        name: &str,
+        host: &str,
+        stable: &str,
+        canary: &str,
+        port: u16,
+    ) -> Value {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": name},
+            "spec": {
+                "parentRefs": [Self::gateway_parent_ref()],
+                "hostnames": [host],
+                "rules": [{
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [
+                        {"name": stable, "port": port, "weight": 100},
+                        {"name": canary, "port": port, "weight": 0},
+                    ],
+                }],
+            },
+        })
+    }
+
     pub fn log(&self) -> &Path {
         &self.log
     }

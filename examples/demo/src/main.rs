@@ -1,16 +1,16 @@
 //! Sluice's one-command demo: `cargo run --bin demo`.
 //!
 //! Starts the local control plane (etcd, kube-apiserver, kube-controller-manager,
-//! kube-scheduler, kwok), Prometheus and the controller, all on 127.0.0.1; installs the CRDs and
-//! examples/demo/app.yaml (a canary Rollout behind NGINX with a sequential analysis), whose pods
-//! the harness's pod runner runs as demo-app processes on their own pod IPs; and a load
-//! generator that splits its requests by the canary Ingress' weight. Then it ships v2, which rolls out step by step, and
-//! v3, whose pod template makes demo-app fail 5% of requests, which Sluice aborts by itself —
-//! shown live with `kubectl-sluice get rollout web -w` — and ends with a summary. Ctrl-C stops
-//! everything it started and removes its files.
+//! kube-scheduler, kwok), Prometheus, Traefik and the controller, all on 127.0.0.1; installs the
+//! CRDs and examples/demo/app.yaml (a canary Rollout with a sequential analysis, routed by
+//! Traefik as ingress-nginx or, with `--router gateway`, as a Gateway API implementation), whose
+//! pods the harness's pod runner runs as demo-app processes on their own pod IPs; and a steady
+//! client sending its requests through Traefik, counting which version answered each. Then it
+//! ships v2, which rolls out step by step, and v3, whose pod template makes demo-app fail 5% of
+//! requests, which Sluice aborts by itself — shown live with `kubectl-sluice get rollout web -w`
+//! — and ends with a summary. Ctrl-C stops everything it started and removes its files.
 
 mod console;
-mod loadgen;
 mod manifests;
 mod narrate;
 mod observe;
@@ -23,36 +23,32 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 use rollout_controller::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
 use rollout_controller::crd::{Phase, Rollout};
 use serde_json::json;
+use sluice_tests::load::{Load, LoadSpec, Tally};
 use sluice_tests::process::ManagedProcess;
 use sluice_tests::prometheus_live::{LivePrometheus, PodScrape};
+use sluice_tests::traefik::Traefik;
 use sluice_tests::{ClusterOptions, ControlPlane};
 use tokio::task::JoinSet;
 
 use crate::console::Console;
-use crate::loadgen::{LoadGenerator, LoadStats};
-use crate::manifests::{FIELD_MANAGER, Release};
+use crate::manifests::{FIELD_MANAGER, Release, Router};
 use crate::narrate::History;
 use crate::observe::Watched;
-use crate::pods::Networks;
-use crate::summary::{Report, Shipped};
+use crate::summary::{ClientRun, Report, Shipped};
 use crate::view::{Footer, LiveView};
 
 const NAMESPACE: &str = "demo";
 const ROLLOUT: &str = "web";
-const STABLE_INGRESS: &str = "web";
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Bounds on each wait: the whole demo takes about two minutes.
@@ -61,18 +57,26 @@ const V2_TIMEOUT: Duration = Duration::from_secs(180);
 const V3_TIMEOUT: Duration = Duration::from_secs(120);
 const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The client stops by itself after this long: longer than every wait above together.
+const LOAD_LIMIT: Duration = Duration::from_secs(600);
+/// The footer's share is of the answers to requests sent this long back.
+const RECENT: Duration = Duration::from_secs(5);
 /// How long the view lingers on a finished state before the demo moves on.
 const LINGER: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(
     name = "demo",
-    about = "Sluice's demo: a local cluster, Prometheus and the controller; v2 rolls out, v3 (5% errors) is aborted by the analysis"
+    about = "Sluice's demo: a local cluster, Prometheus, Traefik and the controller; v2 rolls out, v3 (5% errors) is aborted by the analysis, measured by a client through Traefik"
 )]
 struct Cli {
-    /// Requests per second the load generator sends, split by the canary Ingress' weight.
+    /// Requests per second the client sends through Traefik.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
+    /// What Sluice writes its weights to, and Traefik routes by: app.yaml's Ingress with
+    /// ingress-nginx's canary annotations, or an HTTPRoute on the Gateway API.
+    #[arg(long, value_enum, default_value_t = Router::Nginx)]
+    router: Router,
     /// Keep the logs (control plane, Prometheus, controller, each demo-app) after a successful
     /// run too; after a failure they are always kept.
     #[arg(long)]
@@ -85,7 +89,10 @@ struct Demo {
     logs: tempfile::TempDir,
     cluster: Option<ControlPlane>,
     prometheus: Option<Arc<LivePrometheus>>,
+    traefik: Option<Traefik>,
     controller: Option<ManagedProcess>,
+    /// The client; dropping its last handle stops it.
+    load: Option<Arc<Load>>,
     view: Option<LiveView>,
     tasks: JoinSet<()>,
 }
@@ -107,7 +114,9 @@ async fn main() -> ExitCode {
         logs,
         cluster: None,
         prometheus: None,
+        traefik: None,
         controller: None,
+        load: None,
         view: None,
         tasks: JoinSet::new(),
     };
@@ -183,8 +192,18 @@ impl Demo {
             view.stop().await;
         }
         self.tasks.shutdown().await;
+        if let Some(load) = self.load.take() {
+            match Arc::try_unwrap(load) {
+                Ok(load) => drop(load.stop().await),
+                // Still shared: it stops when its last handle goes.
+                Err(shared) => drop(shared),
+            }
+        }
         if let Some(mut controller) = self.controller.take() {
             controller.stop().await;
+        }
+        if let Some(traefik) = self.traefik.take() {
+            traefik.stop().await;
         }
         if let Some(prometheus) = self.prometheus.take() {
             match Arc::try_unwrap(prometheus) {
@@ -216,7 +235,13 @@ struct Stage<'a> {
     rollouts: Api<Rollout>,
     rollout_watch: &'a Watched<Rollout>,
     pods: Arc<Watched<Pod>>,
-    stats: Arc<LoadStats>,
+    load: Arc<Load>,
+    router: Router,
+    /// Traefik's `web` entrypoint, where the client sends.
+    target: std::net::SocketAddr,
+    /// The Host the client asks for (app.yaml's).
+    host: String,
+    rate: f64,
     history: &'a History,
     kubectl_sluice: &'a Path,
     kubeconfig: &'a Path,
@@ -271,16 +296,35 @@ async fn run(cli: &Cli, demo: &mut Demo) -> anyhow::Result<String> {
         SCRAPE_INTERVAL.as_secs()
     ));
 
+    let traefik = Traefik::start(cluster).await.context("starting Traefik")?;
+    let traefik = demo.traefik.insert(traefik);
+    console.say(format!(
+        "Traefik {} up: its web entrypoint {} serves the Gateway {}/{} (Gateway API provider) \
+         and IngressClass {} (ingress-nginx provider); it applies a route change {} ms after it \
+         sees it (providersThrottleDuration)",
+        sluice_tests::binaries::Versions::pinned()
+            .map(|v| v.traefik)
+            .unwrap_or_default(),
+        traefik.web_addr(),
+        sluice_tests::traefik::NAMESPACE,
+        sluice_tests::traefik::GATEWAY,
+        sluice_tests::traefik::INGRESS_CLASS,
+        sluice_tests::traefik::PROVIDERS_THROTTLE.as_millis()
+    ));
+
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
     namespaces
         .create(&PostParams::default(), &namespace)
         .await
         .with_context(|| format!("creating namespace {NAMESPACE}"))?;
-    let applied = manifests::apply(&client, NAMESPACE, prometheus.url()).await?;
+    let documents = manifests::documents(prometheus.url(), cli.router)?;
+    let host = manifests::host(&documents)?;
+    let applied = manifests::apply(&client, NAMESPACE, documents).await?;
     console.say(format!(
-        "applied examples/demo/app.yaml to namespace {NAMESPACE}: {}",
-        applied.join(", ")
+        "applied examples/demo/app.yaml to namespace {NAMESPACE}: {}; routed by {}",
+        applied.join(", "),
+        cli.router.describe()
     ));
 
     let [health_port, api_port] = [free_port()?, free_port()?];
@@ -327,16 +371,6 @@ async fn run(cli: &Cli, demo: &mut Demo) -> anyhow::Result<String> {
     );
     let pod_watch = Arc::new(pod_watch);
     demo.tasks.spawn(drive);
-    let (ingress_watch, drive) = Watched::<Ingress>::start(
-        Api::namespaced(client.clone(), NAMESPACE),
-        watcher::Config::default(),
-    );
-    demo.tasks.spawn(drive);
-    let (slice_watch, drive) = Watched::<EndpointSlice>::start(
-        Api::namespaced(client.clone(), NAMESPACE),
-        watcher::Config::default(),
-    );
-    demo.tasks.spawn(drive);
     let (rollout_watch, drive) = Watched::<Rollout>::start(
         Api::namespaced(client.clone(), NAMESPACE),
         watcher::Config::default(),
@@ -344,29 +378,35 @@ async fn run(cli: &Cli, demo: &mut Demo) -> anyhow::Result<String> {
     demo.tasks.spawn(drive);
     let lists = async {
         pod_watch.ready().await?;
-        ingress_watch.ready().await?;
-        slice_watch.ready().await?;
         rollout_watch.ready().await
     };
     tokio::time::timeout(START_TIMEOUT, lists)
         .await
         .context("waiting for the watches' first lists")??;
 
-    let networks = Networks::default();
-    let stats = Arc::new(LoadStats::default());
-    let load = LoadGenerator {
-        rate: cli.rate,
-        stable_ingress: STABLE_INGRESS.into(),
-        stats: stats.clone(),
-        console: console.clone(),
-    };
+    // The site's users: from now on, whether or not Traefik routes the host yet.
+    let target = traefik.web_addr();
+    let load = Arc::new(
+        Load::start(LoadSpec::new(target, &host, cli.rate, LOAD_LIMIT))
+            .context("starting the client")?,
+    );
+    demo.load = Some(load.clone());
+    console.say(format!(
+        "client: {:.0} req/s to Traefik at {target}, Host {host}, for at most {} s",
+        cli.rate,
+        LOAD_LIMIT.as_secs()
+    ));
     let history = History::default();
     let stage = Stage {
         console: &console,
         rollouts: Api::namespaced(client.clone(), NAMESPACE),
         rollout_watch: &rollout_watch,
         pods: pod_watch.clone(),
-        stats: stats.clone(),
+        load,
+        router: cli.router,
+        target,
+        host,
+        rate: cli.rate,
         history: &history,
         kubectl_sluice: &tools.kubectl_sluice,
         kubeconfig: &kubeconfig,
@@ -375,26 +415,31 @@ async fn run(cli: &Cli, demo: &mut Demo) -> anyhow::Result<String> {
         prometheus_url: prometheus.url().to_owned(),
     };
     let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), NAMESPACE);
-    // The story and the parts that play the cluster's missing ingress controller run side by
-    // side; any of them failing ends the demo.
+    // The story, its narrator and the watchdog run side by side; any of them failing ends the
+    // demo.
     let report = tokio::select! {
-        report = story(&stage, &mut demo.view, &runs, cli.rate, control_plane_up) => report?,
-        () = networks.refresh() => bail!("the pod network refresher ended"),
-        e = load.run(&ingress_watch, &slice_watch, &pod_watch, &networks) => return Err(e),
+        report = story(&stage, &mut demo.view, &runs, control_plane_up) => report?,
         e = narrate::narrate(&rollout_watch, ROLLOUT, &history, &console) => return Err(e),
-        e = watchdog(controller, &prometheus) => return Err(e),
+        e = watchdog(controller, &prometheus, traefik) => return Err(e),
     };
     Ok(report.render(&console))
 }
 
-/// Ends the demo, with the log's tail, as soon as the controller or Prometheus exits: a wait
-/// would otherwise only time out.
-async fn watchdog(controller: &ManagedProcess, prometheus: &LivePrometheus) -> anyhow::Error {
+/// Ends the demo, with the log's tail, as soon as the controller, Prometheus or Traefik exits:
+/// a wait would otherwise only time out.
+async fn watchdog(
+    controller: &ManagedProcess,
+    prometheus: &LivePrometheus,
+    traefik: &Traefik,
+) -> anyhow::Error {
     loop {
         if let Err(e) = controller.ensure_running() {
             return e.into();
         }
         if let Err(e) = prometheus.ensure_running() {
+            return e.into();
+        }
+        if let Err(e) = traefik.ensure_running() {
             return e.into();
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -406,10 +451,10 @@ async fn story(
     stage: &Stage<'_>,
     view: &mut Option<LiveView>,
     runs: &Api<AnalysisRun>,
-    rate: f64,
     control_plane_up: Duration,
 ) -> anyhow::Result<Report> {
     let console = stage.console;
+    let rate = stage.rate;
     let first = stage.rollouts.get(ROLLOUT).await?;
     let replicas = usize::try_from(first.spec.replicas).unwrap_or(1);
     console.say(format!(
@@ -435,8 +480,14 @@ async fn story(
         },
     )
     .await?;
+    sluice_tests::wait::until::<_, anyhow::Error, _, _>(
+        "the client's first answer from v1 through Traefik",
+        TRAFFIC_TIMEOUT,
+        || async { Ok(answered_only(&stage.load, "v1").then_some(())) },
+    )
+    .await?;
     console.say(format!(
-        "v1 ({v1_hash}) is stable: {replicas} ready pods, {rate:.0} req/s through Ingress web"
+        "v1 ({v1_hash}) is stable: {replicas} ready pods; the client's {rate:.0} req/s reach them through Traefik"
     ));
     // Prometheus sends new targets to its scrapers at most every 5 s; the analysis's first
     // look must find stable's counters already there, or it would count them as new.
@@ -459,7 +510,7 @@ async fn story(
         ROLLOUT,
         stage.log_dir,
         console.clone(),
-        footer(stage, rate),
+        footer(stage),
     )?);
 
     let v2_release = Release {
@@ -512,17 +563,12 @@ async fn story(
         message(&end)
     ));
     sluice_tests::wait::until::<_, anyhow::Error, _, _>(
-        "all traffic back on stable",
+        "the client to hear only v2 again",
         TRAFFIC_TIMEOUT,
-        || async {
-            let off = stage
-                .stats
-                .routing()
-                .is_some_and(|r| r.canary.is_none_or(|c| c.weight == 0));
-            Ok(off.then_some(()))
-        },
+        || async { Ok(answered_only(&stage.load, "v2").then_some(())) },
     )
     .await?;
+    console.say("the client hears only v2 again");
     tokio::time::sleep(LINGER).await;
     if let Some(view) = view.take() {
         view.stop().await;
@@ -550,12 +596,16 @@ async fn story(
         },
         transitions: stage.history.all(),
         runs,
-        routing: stage.stats.routing_changes(),
         controller_abort_latency: controller_abort_latency(&stage.health_url).await,
-        load: stage.stats.by_version(),
-        rate,
-        no_endpoint: stage.stats.no_endpoint.load(Ordering::Relaxed),
-        dropped: stage.stats.dropped.load(Ordering::Relaxed),
+        client: ClientRun {
+            router: stage.router,
+            target: stage.target,
+            host: stage.host.clone(),
+            rate,
+            started_at: stage.load.started_at(),
+            records: stage.load.since(Duration::ZERO),
+            dropped: stage.load.dropped(),
+        },
         control_plane_up,
     })
 }
@@ -651,43 +701,63 @@ fn revision(
         .context("the rollout's status names no revision")
 }
 
-/// Under the live view: where the load generator sends requests, what came back, and the
-/// latest events.
-fn footer(stage: &Stage<'_>, rate: f64) -> Footer {
+/// Whether every answer of the last second went to `version`, and there were some.
+fn answered_only(load: &Load, version: &str) -> bool {
+    let recent = Tally::of(&load.since(load.now().saturating_sub(Duration::from_secs(1))));
+    recent.total > 0 && recent.count(version) == recent.total
+}
+
+/// Under the live view: what the client sees through Traefik — each version's share of the
+/// latest answers, its ready pods and answers so far — and the latest events.
+fn footer(stage: &Stage<'_>) -> Footer {
     let console = stage.console.clone();
-    let stats = stage.stats.clone();
+    let load = stage.load.clone();
     let pods = stage.pods.clone();
+    let heading = format!(
+        "Client: {:.0} req/s through Traefik {} (Host {}; {})",
+        stage.rate,
+        stage.target,
+        stage.host,
+        stage.router.describe()
+    );
     Arc::new(move || {
         let mut out = String::new();
-        let routing = stats.routing();
-        let stable = routing
-            .as_ref()
-            .and_then(|r| r.stable_service.clone())
-            .unwrap_or_else(|| "(no Service)".into());
-        let split = match routing.as_ref().and_then(|r| r.canary.clone()) {
-            Some(c) if c.weight >= c.total => {
-                format!("all to {} (canary Ingress {})", c.service, c.ingress)
-            }
-            Some(c) => format!(
-                "{:.0}% to {} (canary Ingress {}), the rest to {stable}",
-                c.weight as f64 * 100.0 / c.total.max(1) as f64,
-                c.service,
-                c.ingress,
-            ),
-            None => format!("all to {stable}"),
-        };
-        out.push_str(&format!("Load generator: {rate:.0} req/s, {split}\n"));
+        out.push_str(&heading);
+        out.push('\n');
+        let all = load.since(Duration::ZERO);
+        let now = load.now();
+        let recent = Tally::of(all.iter().filter(|r| r.sent + RECENT >= now));
+        let answered: usize = recent.by_version.values().sum();
+        let shares: Vec<String> = recent
+            .by_version
+            .iter()
+            .map(|(version, n)| {
+                format!(
+                    "{version} {:.1}%",
+                    *n as f64 * 100.0 / answered.max(1) as f64
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "  last {} s: {} of {answered} answers; {} failed (no answer, 502/503/504)\n",
+            RECENT.as_secs(),
+            if shares.is_empty() {
+                "none".to_owned()
+            } else {
+                shares.join(", ")
+            },
+            recent.failed
+        ));
         let processes = pods::count_by_version(&pods::running(&pods.state()));
-        let requests = stats.by_version();
+        let total = Tally::of(&all);
         let versions: std::collections::BTreeSet<&String> =
-            processes.keys().chain(requests.keys()).collect();
+            processes.keys().chain(total.by_version.keys()).collect();
         for version in versions {
-            let counts = requests.get(version).cloned().unwrap_or_default();
             out.push_str(&format!(
-                "  {version:<4} {:>2} ready pods {:>7} requests {:>5} answered 5xx\n",
+                "  {version:<4} {:>2} ready pods {:>7} answers {:>5} answered 5xx\n",
                 processes.get(version).copied().unwrap_or(0),
-                counts.sent,
-                counts.errors
+                total.count(version),
+                total.server_errors_of(version)
             ));
         }
         out.push_str("Events:\n");

@@ -1,5 +1,8 @@
 //! The demo's app (examples/demo/app.yaml), installed with server-side apply as a user would
-//! `kubectl apply --server-side` it, and the template changes that ship v2 and v3.
+//! `kubectl apply --server-side` it, and the template changes that ship v2 and v3. The app's
+//! route goes to the harness's Traefik: on the NGINX router the Ingress of app.yaml in Traefik's
+//! IngressClass, on the Gateway API router an HTTPRoute made from it, attached to the harness's
+//! Gateway, with the Rollout's `trafficRouting` naming it.
 
 use anyhow::{Context, bail};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -8,13 +11,38 @@ use kube::{Client, ResourceExt};
 use rollout_controller::crd::Rollout;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sluice_tests::traefik::{INGRESS_CLASS, Traefik};
 
 pub(crate) const APP_YAML: &str = include_str!("../app.yaml");
 pub(crate) const FIELD_MANAGER: &str = "sluice-demo";
 
-/// The documents of app.yaml, with the AnalysisTemplate's `prometheus` argument set to the
-/// demo's Prometheus.
-pub(crate) fn documents(prometheus_url: &str) -> anyhow::Result<Vec<Value>> {
+/// Which of Traefik's two providers routes the app, and so what Sluice writes its weights to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Router {
+    /// ingress-nginx's canary annotations, on a canary Ingress Sluice makes beside app.yaml's.
+    Nginx,
+    /// The backendRef weights of an HTTPRoute attached to the harness's Gateway.
+    Gateway,
+}
+
+impl Router {
+    /// What routes the app, as a person would say it.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Router::Nginx => {
+                "Ingress web (Traefik's ingress-nginx provider; Sluice adds a canary Ingress)"
+            }
+            Router::Gateway => {
+                "HTTPRoute web (Traefik's Gateway API provider; Sluice sets its backendRef weights)"
+            }
+        }
+    }
+}
+
+/// The documents of app.yaml, made ready for the demo's cluster: the AnalysisTemplate's
+/// `prometheus` argument set to the demo's Prometheus, and the route given to Traefik by
+/// `router`.
+pub(crate) fn documents(prometheus_url: &str, router: Router) -> anyhow::Result<Vec<Value>> {
     let mut documents = Vec::new();
     for document in serde_norway::Deserializer::from_str(APP_YAML) {
         let value = Value::deserialize(document).context("reading app.yaml")?;
@@ -39,17 +67,76 @@ pub(crate) fn documents(prometheus_url: &str) -> anyhow::Result<Vec<Value>> {
             "app.yaml has no AnalysisTemplate with a `prometheus` argument to point at the demo's Prometheus"
         );
     }
+    route(&mut documents, router)?;
     Ok(documents)
+}
+
+/// The host app.yaml's Ingress serves: what the demo's client asks for.
+pub(crate) fn host(documents: &[Value]) -> anyhow::Result<String> {
+    documents
+        .iter()
+        .filter(|d| d["kind"] == "Ingress" || d["kind"] == "HTTPRoute")
+        .find_map(|d| {
+            d["spec"]["rules"][0]["host"]
+                .as_str()
+                .or_else(|| d["spec"]["hostnames"][0].as_str())
+                .map(str::to_owned)
+        })
+        .context("app.yaml's route names no host")
+}
+
+/// Hands app.yaml's one Ingress to Traefik: in its IngressClass for the NGINX router, or
+/// replaced by an HTTPRoute on the harness's Gateway (same name, host and stable Service, the
+/// Rollout's canary Service beside it at weight 0) for the Gateway API router.
+fn route(documents: &mut [Value], router: Router) -> anyhow::Result<()> {
+    let ingress = documents
+        .iter_mut()
+        .find(|d| d["kind"] == "Ingress")
+        .context("app.yaml has no Ingress")?;
+    if router == Router::Nginx {
+        ingress["spec"]["ingressClassName"] = json!(INGRESS_CLASS);
+        return Ok(());
+    }
+    let rule = &ingress["spec"]["rules"][0];
+    let backend = &rule["http"]["paths"][0]["backend"]["service"];
+    let (Some(name), Some(host), Some(stable), Some(port)) = (
+        ingress["metadata"]["name"].as_str(),
+        rule["host"].as_str(),
+        backend["name"].as_str(),
+        backend["port"]["number"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok()),
+    ) else {
+        bail!(
+            "app.yaml's Ingress has no name, or no host, Service or port number in its first rule"
+        );
+    };
+    let (name, host, stable) = (name.to_owned(), host.to_owned(), stable.to_owned());
+    let rollout = documents
+        .iter_mut()
+        .find(|d| d["kind"] == "Rollout")
+        .context("app.yaml has no Rollout")?;
+    let canary = &mut rollout["spec"]["strategy"]["canary"];
+    let canary_service = canary["canaryService"]
+        .as_str()
+        .context("app.yaml's Rollout has no canaryService")?
+        .to_owned();
+    canary["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": name}});
+    let http_route = Traefik::canary_http_route(&name, &host, &stable, &canary_service, port);
+    if let Some(ingress) = documents.iter_mut().find(|d| d["kind"] == "Ingress") {
+        *ingress = http_route;
+    }
+    Ok(())
 }
 
 /// Applies every document into `namespace`; returns `Kind name` of each.
 pub(crate) async fn apply(
     client: &Client,
     namespace: &str,
-    prometheus_url: &str,
+    documents: Vec<Value>,
 ) -> anyhow::Result<Vec<String>> {
     let mut applied = Vec::new();
-    for doc in documents(prometheus_url)? {
+    for doc in documents {
         let object: DynamicObject = serde_json::from_value(doc).context("an app.yaml object")?;
         let types = object
             .types
@@ -183,9 +270,28 @@ mod tests {
         assert!(files > 0, "no YAML in {}", dir.display());
     }
 
+    /// What the demo applies, on either router, lints as clean as the file.
+    #[test]
+    fn the_documents_applied_lint_clean_on_both_routers() {
+        for router in [Router::Nginx, Router::Gateway] {
+            let text: String = documents("http://127.0.0.1:4321", router)
+                .unwrap()
+                .iter()
+                .map(|d| format!("---\n{}\n", serde_json::to_string(d).unwrap()))
+                .collect();
+            let reports = rollout_controller::lint::lint(&text).unwrap();
+            let findings: Vec<String> = reports.iter().map(ToString::to_string).collect();
+            assert!(
+                reports.iter().any(|r| r.kind == "Rollout")
+                    && reports.iter().all(|r| r.findings.is_empty()),
+                "{router:?}: {findings:#?}"
+            );
+        }
+    }
+
     #[test]
     fn the_prometheus_argument_is_pointed_at_the_demos_prometheus() {
-        let documents = documents("http://127.0.0.1:4321").unwrap();
+        let documents = documents("http://127.0.0.1:4321", Router::Nginx).unwrap();
         let template = documents
             .iter()
             .find(|d| d["kind"] == "AnalysisTemplate")
@@ -205,5 +311,62 @@ mod tests {
         };
         assert_eq!(v3.image(), "registry.example.com/demo-app:3");
         assert!(v3.describe().contains("DEMO_ERROR_RATE=0.05"));
+    }
+
+    fn kinds(documents: &[Value]) -> Vec<&str> {
+        documents
+            .iter()
+            .filter_map(|d| d["kind"].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn on_nginx_the_ingress_is_traefiks_and_the_rollout_routes_by_it() {
+        let documents = documents("http://127.0.0.1:4321", Router::Nginx).unwrap();
+        assert!(!kinds(&documents).contains(&"HTTPRoute"));
+        let ingress = documents.iter().find(|d| d["kind"] == "Ingress").unwrap();
+        assert_eq!(ingress["spec"]["ingressClassName"], INGRESS_CLASS);
+        let rollout = documents.iter().find(|d| d["kind"] == "Rollout").unwrap();
+        assert_eq!(
+            rollout["spec"]["strategy"]["canary"]["trafficRouting"],
+            json!({"nginx": {"stableIngress": "web"}})
+        );
+        assert_eq!(host(&documents).unwrap(), "web.demo.example");
+    }
+
+    #[test]
+    fn on_the_gateway_an_http_route_replaces_the_ingress() {
+        let documents = documents("http://127.0.0.1:4321", Router::Gateway).unwrap();
+        assert!(!kinds(&documents).contains(&"Ingress"));
+        let route = documents.iter().find(|d| d["kind"] == "HTTPRoute").unwrap();
+        assert_eq!(
+            route["spec"]["parentRefs"][0],
+            Traefik::gateway_parent_ref()
+        );
+        assert_eq!(route["spec"]["hostnames"], json!(["web.demo.example"]));
+        assert_eq!(
+            route["spec"]["rules"][0]["backendRefs"],
+            json!([
+                {"name": "web-stable", "port": 80, "weight": 100},
+                {"name": "web-canary", "port": 80, "weight": 0},
+            ])
+        );
+        let rollout = documents.iter().find(|d| d["kind"] == "Rollout").unwrap();
+        assert_eq!(
+            rollout["spec"]["strategy"]["canary"]["trafficRouting"],
+            json!({"gatewayAPI": {"httpRoute": "web"}})
+        );
+        assert_eq!(host(&documents).unwrap(), "web.demo.example");
+        // What the controller reads: the Rollout still parses, with the Gateway API router.
+        let parsed: Rollout = serde_json::from_value(rollout.clone()).unwrap();
+        let routing = parsed
+            .spec
+            .strategy
+            .canary
+            .unwrap()
+            .traffic_routing
+            .unwrap();
+        assert_eq!(routing.gateway_api.unwrap().http_route, "web");
+        assert!(routing.nginx.is_none());
     }
 }

@@ -1,6 +1,5 @@
-//! Reflectors over the demo namespace's objects: the pod supervisor, the load generator and the
-//! narrator read these in-memory copies, as a kubelet or an ingress controller would, instead
-//! of listing on every tick.
+//! Reflectors over the demo namespace's objects: the story, its footer and the narrator read
+//! these in-memory copies instead of listing on every tick.
 
 use std::fmt::Debug;
 use std::hash::Hash;

@@ -1,5 +1,5 @@
-//! What the demo needs before it starts anything: the control plane and Prometheus built
-//! (tests/cluster/build.sh, once per machine; run here when they are missing), and the workspace
+//! What the demo needs before it starts anything: the control plane, Prometheus and Traefik
+//! built (tests/cluster/build.sh, once per machine; run here when they are missing), and the workspace
 //! binaries it runs — demo-app, rollout-controller and kubectl-sluice — and what the pod runner
 //! needs to give each pod a network namespace: root and `ip` (iproute2).
 
@@ -50,7 +50,8 @@ fn pod_networks() -> anyhow::Result<()> {
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     if effective_uid(&status) != Some(0) {
         bail!(
-            "the demo runs each pod as a process in a network namespace of its own, which needs              root: run it as root (for example `sudo -E cargo run --bin demo`)"
+            "the demo runs each pod as a process in a network namespace of its own, which needs \
+             root: run it as root (for example `sudo -E cargo run --bin demo`)"
         );
     }
     on_path("ip", "").map_err(|_| {
@@ -72,18 +73,19 @@ fn effective_uid(status: &str) -> Option<u32> {
         .ok()
 }
 
-/// The cached control plane and Prometheus, built first by tests/cluster/build.sh when either
-/// is not there (its progress goes to the terminal: a few minutes, once per machine).
+/// The cached control plane, Prometheus and Traefik, built first by tests/cluster/build.sh
+/// when any is not there (its progress goes to the terminal: minutes, once per machine).
 async fn control_plane(console: &Console) -> anyhow::Result<Binaries> {
     let located = Binaries::locate().and_then(|binaries| {
         binaries.prometheus()?;
+        binaries.traefik()?;
         Ok(binaries)
     });
     match located {
         Ok(binaries) => return Ok(binaries),
         Err(HarnessError::MissingBinary { binary, dir, .. }) => console.say(format!(
-            "the local control plane or Prometheus is not built yet ({binary} is not in {}): \
-             building them with tests/cluster/build.sh — a few minutes, once per machine",
+            "the local control plane, Prometheus or Traefik is not built yet ({binary} is not in \
+             {}): building them with tests/cluster/build.sh — minutes, once per machine",
             dir.display()
         )),
         Err(e) => return Err(e).context("finding the control plane and Prometheus binaries"),
@@ -91,13 +93,13 @@ async fn control_plane(console: &Console) -> anyhow::Result<Binaries> {
     if std::env::var_os("SLUICE_K8S_BIN").is_some() {
         // build.sh writes to the cache, not to a directory named by hand.
         bail!(
-            "SLUICE_K8S_BIN names a directory without the control plane or Prometheus beside it; \
-             unset it to use the cache"
+            "SLUICE_K8S_BIN names a directory without the control plane, Prometheus or Traefik \
+             beside it; unset it to use the cache"
         );
     }
     if on_path("go", "").is_err() {
         bail!(
-            "building the control plane and Prometheus needs Go (https://go.dev/dl/, 1.26.7 or \
+            "building the control plane, Prometheus and Traefik needs Go (https://go.dev/dl/, 1.26.7 or \
              newer) on PATH, and the Go module proxy"
         );
     }
@@ -116,6 +118,7 @@ async fn control_plane(console: &Console) -> anyhow::Result<Binaries> {
     }
     let binaries = Binaries::locate().context("the control plane binaries after build.sh")?;
     binaries.prometheus().context("Prometheus after build.sh")?;
+    binaries.traefik().context("Traefik after build.sh")?;
     Ok(binaries)
 }
 

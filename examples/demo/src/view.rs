@@ -1,6 +1,6 @@
 //! The live view: `kubectl-sluice get rollout web -w`, the plugin users run, with its output
-//! read through a pipe so that the demo can put its own footer under each frame (where traffic
-//! goes, what the load generator saw, the latest events). On a terminal each frame replaces the
+//! read through a pipe so that the demo can put its own footer under each frame (what the
+//! client sees through Traefik, the latest events). On a terminal each frame replaces the
 //! last, as the plugin itself does; elsewhere frames and events are printed one after another.
 
 use std::fmt::Write as _;
