@@ -123,6 +123,10 @@ pub(crate) struct Context {
     /// and planning from it would repeat the step just taken. (A cache of what is in flight,
     /// not progress: a restarted process lists afresh and needs none of it.)
     pub status_written_over: Mutex<HashMap<String, (String, Instant)>>,
+    /// For each Rollout (by uid) whose planned status differs from its own in counts alone:
+    /// since when this process holds that write back (`plan::status_write`). A cache too: a
+    /// restarted process holds such a write back once more, no longer.
+    pub counts_held_since: Mutex<HashMap<String, Timestamp>>,
     /// Failed reconciles in a row, by Rollout uid, for the error policy's backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     pub replica_sets: Store<ReplicaSet>,
@@ -164,6 +168,10 @@ pub(crate) async fn reconcile(
     }
     if rollout.metadata.deletion_timestamp.is_some() {
         ctx.metrics.forget_rollout(&namespace, &name);
+        ctx.counts_held_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&uid);
         return Ok(Action::await_change());
     }
     let mut observed = observe::from_stores(&rollout, &namespace, &ctx);
@@ -175,10 +183,13 @@ pub(crate) async fn reconcile(
         observed.pods = Some(observe::stable_pods(&rollout, &namespace, &ctx).await?);
     }
     let plan = plan(&rollout, &observed, now);
-    if let Err(error) = act::act(&rollout, &namespace, &plan, &ctx).await {
-        act::report_refusal(&rollout, &namespace, &error, now, &ctx).await;
-        return Err(error);
-    }
+    let counts_held_until = match act::act(&rollout, &namespace, &plan, now, &ctx).await {
+        Ok(held) => held,
+        Err(error) => {
+            act::report_refusal(&rollout, &namespace, &error, now, &ctx).await;
+            return Err(error);
+        }
+    };
     ctx.failures
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -205,7 +216,10 @@ pub(crate) async fn reconcile(
     } else {
         RESYNC
     };
-    Ok(Action::requeue(plan.requeue_after.map_or(resync, |d| {
+    let counts_due = counts_held_until
+        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO));
+    let wait = [plan.requeue_after, counts_due].into_iter().flatten().min();
+    Ok(Action::requeue(wait.map_or(resync, |d| {
         d.min(resync).max(Duration::from_millis(100))
     })))
 }
