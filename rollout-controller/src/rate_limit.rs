@@ -1,0 +1,110 @@
+//! Client-side rate limiting of the controller's requests, as client-go's QPS and burst: a token
+//! bucket (governor's) shared by every request the controllers make, their watches included, so
+//! that a mass update of thousands of rollouts reaches the apiserver at a steady rate instead of
+//! all at once. The leader election's Lease requests do not wait in it (a renewal held up behind
+//! a thousand reconciles would lose the lease), nor do the REST API's (they come from callers,
+//! not from the controller's own loops).
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use governor::{DefaultDirectRateLimiter, Quota};
+use kube::Client;
+
+/// Requests per second on average, and how many may go at once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRate {
+    pub qps: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// Defaults a shared apiserver tolerates (client-go's are 5 and 10, controller-runtime's 20 and
+/// 30; the apiserver's priority and fairness still guards itself): a mass update of a thousand
+/// one-replica rollouts is then paced over a few minutes, not a few seconds.
+pub const DEFAULT_API_QPS: u32 = 50;
+pub const DEFAULT_API_BURST: u32 = 100;
+
+impl Default for ApiRate {
+    fn default() -> Self {
+        Self {
+            qps: NonZeroU32::new(DEFAULT_API_QPS).unwrap_or(NonZeroU32::MIN),
+            burst: NonZeroU32::new(DEFAULT_API_BURST).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+/// One bucket, for any number of clients.
+#[derive(Clone)]
+pub(crate) struct RateLimit {
+    bucket: Arc<DefaultDirectRateLimiter>,
+}
+
+impl RateLimit {
+    pub(crate) fn new(rate: ApiRate) -> Self {
+        let quota = Quota::per_second(rate.qps).allow_burst(rate.burst);
+        Self {
+            bucket: Arc::new(DefaultDirectRateLimiter::direct(quota)),
+        }
+    }
+
+    /// `client`, each of whose requests first waits for a token of this bucket. What `client`
+    /// checks when a request leaves (the leader's fence) it checks after the wait.
+    pub(crate) fn client(&self, client: &Client) -> Client {
+        let namespace = client.default_namespace().to_owned();
+        Client::new(
+            Limited {
+                client: client.clone(),
+                bucket: self.bucket.clone(),
+            },
+            namespace,
+        )
+    }
+}
+
+#[derive(Clone)]
+struct Limited {
+    client: Client,
+    bucket: Arc<DefaultDirectRateLimiter>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Request<kube::client::Body>> for Limited {
+    type Response = http::Response<kube::client::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        Box::pin(async move {
+            bucket.until_ready().await;
+            client
+                .send(request)
+                .await
+                .map_err(|e| Box::new(e) as BoxError)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_goes_at_once_and_the_rest_waits_for_the_rate() {
+        let rate = ApiRate {
+            qps: NonZeroU32::new(2).unwrap(),
+            burst: NonZeroU32::new(3).unwrap(),
+        };
+        let limit = RateLimit::new(rate);
+        let granted = (0..10).filter(|_| limit.bucket.check().is_ok()).count();
+        assert_eq!(granted, 3);
+    }
+}
