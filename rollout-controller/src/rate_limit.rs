@@ -5,11 +5,8 @@
 //! a thousand reconciles would lose the lease), nor do the REST API's (they come from callers,
 //! not from the controller's own loops).
 
-use std::future::Future;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use governor::{DefaultDirectRateLimiter, Quota};
 use kube::Client;
@@ -22,8 +19,9 @@ pub struct ApiRate {
 }
 
 /// Defaults a shared apiserver tolerates (client-go's are 5 and 10, controller-runtime's 20 and
-/// 30; the apiserver's priority and fairness still guards itself): a mass update of a thousand
-/// one-replica rollouts is then paced over a few minutes, not a few seconds.
+/// 30; the apiserver's priority and fairness still guards itself). An update of a one-replica
+/// canary takes about eight requests, so a mass update of a thousand is paced over about three
+/// minutes; a dedicated apiserver can take more (`--kube-api-qps`, `--kube-api-burst`).
 pub const DEFAULT_API_QPS: u32 = 50;
 pub const DEFAULT_API_BURST: u32 = 100;
 
@@ -54,42 +52,15 @@ impl RateLimit {
     /// checks when a request leaves (the leader's fence) it checks after the wait.
     pub(crate) fn client(&self, client: &Client) -> Client {
         let namespace = client.default_namespace().to_owned();
-        Client::new(
-            Limited {
-                client: client.clone(),
-                bucket: self.bucket.clone(),
-            },
-            namespace,
-        )
-    }
-}
-
-#[derive(Clone)]
-struct Limited {
-    client: Client,
-    bucket: Arc<DefaultDirectRateLimiter>,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<http::Request<kube::client::Body>> for Limited {
-    type Response = http::Response<kube::client::Body>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
-        let (client, bucket) = (self.client.clone(), self.bucket.clone());
-        Box::pin(async move {
-            bucket.until_ready().await;
-            client
-                .send(request)
-                .await
-                .map_err(|e| Box::new(e) as BoxError)
-        })
+        let (client, bucket) = (client.clone(), self.bucket.clone());
+        let service = tower::service_fn(move |request| {
+            let (client, bucket) = (client.clone(), bucket.clone());
+            async move {
+                bucket.until_ready().await;
+                client.send(request).await
+            }
+        });
+        Client::new(service, namespace)
     }
 }
 
