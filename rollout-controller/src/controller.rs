@@ -38,6 +38,7 @@ use crate::leader::{Elector, LeaderElection, LeaderError, Leadership, leader_onl
 use crate::metrics::Metrics;
 use crate::plan::runs::{TemplateKey, referenced_templates};
 use crate::plan::services::referenced_services;
+use crate::rate_limit::{ApiRate, RateLimit};
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::rest::{KubeAuthorizer, KubeControl};
 use crate::runner::{RunnerContext, reconcile_run, run_error_policy};
@@ -52,6 +53,11 @@ pub struct Options {
     pub health_addr: SocketAddr,
     /// AnalysisRuns measured at once, across all rollouts.
     pub analysis_concurrency: u16,
+    /// Rollouts reconciled at once.
+    pub reconcile_concurrency: u16,
+    /// The bucket the controllers' requests wait in (`crate::rate_limit`); `None`: they do not
+    /// wait.
+    pub api_rate: Option<ApiRate>,
     /// Where the REST API is served; `None`: not served.
     pub api_addr: Option<SocketAddr>,
     pub api_auth: ApiAuth,
@@ -72,6 +78,25 @@ pub enum ApiAuth {
 
 /// Default of [`Options::analysis_concurrency`].
 pub const DEFAULT_ANALYSIS_CONCURRENCY: u16 = 16;
+/// Default of [`Options::reconcile_concurrency`]: a reconcile mostly waits on the apiserver,
+/// and the rate limit paces what they send.
+pub const DEFAULT_RECONCILE_CONCURRENCY: u16 = 32;
+
+impl Default for Options {
+    /// Every namespace, the ports and limits the binary's flags default to, no leader election.
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            health_addr: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            analysis_concurrency: DEFAULT_ANALYSIS_CONCURRENCY,
+            reconcile_concurrency: DEFAULT_RECONCILE_CONCURRENCY,
+            api_rate: Some(ApiRate::default()),
+            api_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            api_auth: ApiAuth::default(),
+            leader_election: None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -110,11 +135,20 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     });
     // The controllers write through the gate. The watches read, and the REST API's writes are
     // spec writes its callers ask for, which every replica may serve: they use the plain client.
-    let writer = if elected {
-        leader_only_client(&client, leadership.clone())
-    } else {
-        client.clone()
+    // The controllers' requests, their watches' too, wait for the rate limit first; the gate
+    // checks a write after that wait, as it leaves. The Lease's and the REST API's do not wait.
+    let rate_limit = options.api_rate.map(RateLimit::new);
+    let limited = |client: &Client| match &rate_limit {
+        Some(limit) => limit.client(client),
+        None => client.clone(),
     };
+    let unlimited = client.clone();
+    let writer = if elected {
+        limited(&leader_only_client(&client, leadership.clone()))
+    } else {
+        limited(&client)
+    };
+    let client = limited(&client);
     // Whether the controllers act: at once without election, else once this replica leads and
     // its caches have caught up (see `caught_up`).
     let (acting, may_act) = watch::channel(!elected);
@@ -193,7 +227,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
             .await
             .map_err(|e| RunError::Bind(addr, e))?;
         let control = Arc::new(KubeControl::new(
-            client.clone(),
+            unlimited.clone(),
             rollout_store.clone(),
             rs_store.clone(),
             run_store.clone(),
@@ -201,7 +235,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         ));
         let app = match options.api_auth {
             ApiAuth::Kubernetes => {
-                api::router(control, Arc::new(KubeAuthorizer::new(client.clone())))
+                api::router(control, Arc::new(KubeAuthorizer::new(unlimited.clone())))
             }
             ApiAuth::None => {
                 warn!(
@@ -222,6 +256,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         writes: Default::default(),
         synced: ready.clone(),
         status_written_over: Default::default(),
+        counts_held_since: Default::default(),
         failures: Default::default(),
         replica_sets: rs_store.clone(),
         services: svc_store.clone(),
@@ -418,6 +453,10 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
 
     let reporter = undecodable::report(ctx.clone(), may_act.clone());
     let rollouts = controller
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(options.reconcile_concurrency.max(1)),
+        )
         .owns_stream(rs_stream)
         .owns_stream(run_stream)
         .watches_stream(svc_stream, services_to_rollouts)
@@ -454,7 +493,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     match options.leader_election {
         None => controllers.await,
         Some(election) => {
-            let mut elector = Elector::new(client, election, leadership, metrics);
+            let mut elector = Elector::new(unlimited, election, leadership, metrics);
             let lost = tokio::select! {
                 () = controllers => None,
                 lost = elector.run() => Some(lost),

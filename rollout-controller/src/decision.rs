@@ -321,6 +321,7 @@ pub(crate) mod tests {
             hash: hash.clone(),
             replicas: 1,
             revision: Some(revision),
+            create: true,
         };
         let change = crate::plan::PodMetadataChange {
             hash: hash.clone(),

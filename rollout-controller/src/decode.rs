@@ -42,6 +42,22 @@ pub struct Undecodable {
     pub raw: serde_json::Value,
 }
 
+impl<K: Resource> Tolerant<K> {
+    /// Drops what no reconcile reads and a cache would hold for every object: managedFields,
+    /// often larger than the rest of the object, and written anew with each update.
+    pub(crate) fn strip_for_cache(&mut self) {
+        match self {
+            Tolerant::Decoded(object) => object.meta_mut().managed_fields = None,
+            Tolerant::Undecodable(u) => {
+                u.metadata.managed_fields = None;
+                if let Some(metadata) = u.raw.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                    metadata.remove("managedFields");
+                }
+            }
+        }
+    }
+}
+
 impl<K> Tolerant<K> {
     pub(crate) fn decoded(self) -> Option<K> {
         match self {
@@ -290,7 +306,8 @@ where
 
 /// Watches `api` one object at a time: the store of the objects that decode, and the stream
 /// of every object touched (decoded or not, so that what maps an object to the rollouts it
-/// concerns sees undecodable ones too). The stream must be polled for the store to fill.
+/// concerns sees undecodable ones too), without their managedFields. The stream must be polled
+/// for the store to fill.
 pub(crate) fn tolerant_watcher<K>(
     api: Api<Tolerant<K>>,
     config: watcher::Config,
@@ -307,6 +324,7 @@ where
     let store = writer.as_reader();
     let stream = watcher(api, config)
         .default_backoff()
+        .modify(Tolerant::strip_for_cache)
         .map_ok(move |event| {
             writer.apply(&event);
             event
@@ -362,6 +380,24 @@ mod tests {
 
     fn key(name: &str) -> ObjectRef<AnalysisTemplate> {
         ObjectRef::new(name).within("team-a")
+    }
+
+    #[test]
+    fn cached_objects_keep_no_managed_fields_decoded_or_not() {
+        let managed = json!([{"manager": "kubectl", "operation": "Apply",
+                              "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]);
+        for count in [json!(3), json!(4_294_967_296_u64)] {
+            let mut object = template("t", count);
+            object["metadata"]["managedFields"] = managed.clone();
+            let mut cached = event(object);
+            assert!(cached.meta().managed_fields.is_some());
+            cached.strip_for_cache();
+            assert_eq!(cached.meta().managed_fields, None);
+            if let Tolerant::Undecodable(u) = &cached {
+                assert_eq!(u.raw["metadata"].get("managedFields"), None);
+                assert_eq!(u.raw["metadata"]["name"], "t");
+            }
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod log_colour;
 pub mod metrics;
 pub mod owner;
 pub mod plan;
+pub mod rate_limit;
 pub(crate) mod reconcile;
 pub(crate) mod rest;
 pub(crate) mod runner;

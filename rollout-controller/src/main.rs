@@ -2,18 +2,22 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use rollout_controller::controller::{ApiAuth, DEFAULT_ANALYSIS_CONCURRENCY, Options, run};
+use rollout_controller::controller::{
+    ApiAuth, DEFAULT_ANALYSIS_CONCURRENCY, DEFAULT_RECONCILE_CONCURRENCY, Options, run,
+};
 use rollout_controller::leader::{
     self, DEFAULT_LEASE_DURATION, DEFAULT_RENEW_DEADLINE, DEFAULT_RETRY_PERIOD, LeaderElection,
     Timing,
 };
 use rollout_controller::log_colour::log_colour;
+use rollout_controller::rate_limit::{ApiRate, DEFAULT_API_BURST, DEFAULT_API_QPS};
 
 #[derive(Parser)]
 #[command(about = "Sluice: progressive delivery for Kubernetes")]
@@ -32,6 +36,16 @@ struct Cli {
     /// AnalysisRuns measured at once, across all rollouts.
     #[arg(long, default_value_t = DEFAULT_ANALYSIS_CONCURRENCY)]
     analysis_concurrency: u16,
+    /// Rollouts reconciled at once.
+    #[arg(long, env = "SLUICE_RECONCILE_CONCURRENCY", default_value_t = DEFAULT_RECONCILE_CONCURRENCY)]
+    reconcile_concurrency: u16,
+    /// Requests per second the controllers send the apiserver, on average, watches included
+    /// (0: no client-side limit). The Lease's and the REST API's requests are not limited.
+    #[arg(long, env = "SLUICE_KUBE_API_QPS", default_value_t = DEFAULT_API_QPS)]
+    kube_api_qps: u32,
+    /// Requests the controllers may send at once after a quiet spell.
+    #[arg(long, env = "SLUICE_KUBE_API_BURST", default_value_t = NonZeroU32::new(DEFAULT_API_BURST).unwrap_or(NonZeroU32::MIN))]
+    kube_api_burst: NonZeroU32,
     /// Where the REST API is served.
     #[arg(long, default_value = "0.0.0.0:8080")]
     api_addr: SocketAddr,
@@ -151,6 +165,11 @@ async fn main() -> anyhow::Result<()> {
             namespace: cli.namespace,
             health_addr: cli.health_addr,
             analysis_concurrency: cli.analysis_concurrency,
+            reconcile_concurrency: cli.reconcile_concurrency,
+            api_rate: NonZeroU32::new(cli.kube_api_qps).map(|qps| ApiRate {
+                qps,
+                burst: cli.kube_api_burst,
+            }),
             api_addr: Some(cli.api_addr),
             api_auth: match cli.api_auth {
                 ApiAuthArg::Kubernetes => ApiAuth::Kubernetes,

@@ -366,6 +366,14 @@ async fn the_chart_renders_objects_the_apiserver_accepts(env: &'static Env) -> a
         flag(&defaults, "--api-auth") == Some("kubernetes"),
         "{defaults:?}"
     );
+    for (name, value) in [
+        ("--reconcile-concurrency", "32"),
+        ("--analysis-concurrency", "16"),
+        ("--kube-api-qps", "50"),
+        ("--kube-api-burst", "100"),
+    ] {
+        ensure!(flag(&defaults, name) == Some(value), "{defaults:?}");
+    }
     ensure!(
         container(deployment)?["image"] == "ghcr.io/sluice-dev/sluice:0.1.0",
         "{}",
@@ -429,6 +437,8 @@ async fn the_chart_renders_objects_the_apiserver_accepts(env: &'static Env) -> a
                 "limits": {"cpu": "2", "memory": "1Gi"},
             },
             "service": {"apiPort": 80},
+            "kubeApiQps": 20,
+            "kubeApiBurst": 30,
         })))
         .await?;
     let applied = kubectl.apply(&rendered, Apply::DryRun).await?;
@@ -441,6 +451,11 @@ async fn the_chart_renders_objects_the_apiserver_accepts(env: &'static Env) -> a
     let custom = args(deployment)?;
     ensure!(flag(&custom, "--namespace") == Some("shop"), "{custom:?}");
     ensure!(flag(&custom, "--api-auth") == Some("none"), "{custom:?}");
+    ensure!(
+        flag(&custom, "--kube-api-qps") == Some("20")
+            && flag(&custom, "--kube-api-burst") == Some("30"),
+        "{custom:?}"
+    );
     ensure!(
         container(deployment)?["image"] == "ghcr.io/sluice-dev/sluice:0.2.0",
         "{}",

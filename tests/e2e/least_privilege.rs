@@ -97,47 +97,59 @@ fn granted() -> anyhow::Result<BTreeSet<Right>> {
     Ok(rights)
 }
 
+/// One request in the apiserver's audit log, as far as the tests read it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct AuditEvent {
-    verb: String,
-    user: AuditUser,
-    object_ref: Option<AuditObject>,
-    response_status: Option<AuditStatus>,
+pub(crate) struct AuditEvent {
+    pub(crate) verb: String,
+    pub(crate) user: AuditUser,
+    pub(crate) object_ref: Option<AuditObject>,
+    pub(crate) response_status: Option<AuditStatus>,
     #[serde(default)]
-    request_u_r_i: String,
+    pub(crate) request_u_r_i: String,
 }
 
 #[derive(Deserialize)]
-struct AuditUser {
-    username: String,
+pub(crate) struct AuditUser {
+    pub(crate) username: String,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct AuditObject {
-    resource: Option<String>,
-    subresource: Option<String>,
+pub(crate) struct AuditObject {
+    pub(crate) resource: Option<String>,
+    pub(crate) subresource: Option<String>,
     #[serde(default)]
-    api_group: String,
+    pub(crate) api_group: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct AuditStatus {
-    code: Option<u16>,
+pub(crate) struct AuditStatus {
+    pub(crate) code: Option<u16>,
+}
+
+/// The requests `user` made, in the order the audit log has them, from byte `from` of the log
+/// on.
+pub(crate) fn audit_events(log: &Path, user: &str, from: usize) -> anyhow::Result<Vec<AuditEvent>> {
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let mut events = Vec::new();
+    for line in text.get(from..).unwrap_or_default().lines() {
+        let event: AuditEvent = serde_json::from_str(line).context("an audit event")?;
+        if event.user.username == user {
+            events.push(event);
+        }
+    }
+    Ok(events)
 }
 
 /// What `user` did according to the audit log: the rights it used, and the requests refused.
 fn used_by(log: &Path, user: &str) -> anyhow::Result<(BTreeSet<Right>, Vec<String>)> {
-    let text =
-        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
     let mut used = BTreeSet::new();
     let mut denied = Vec::new();
-    for line in text.lines() {
-        let event: AuditEvent = serde_json::from_str(line).context("an audit event")?;
-        if event.user.username != user {
-            continue;
-        }
+    for event in audit_events(log, user, 0)? {
         let code = event.response_status.as_ref().and_then(|s| s.code);
         if code == Some(403) {
             denied.push(format!("{} {}", event.verb, event.request_u_r_i));
@@ -199,7 +211,7 @@ impl Drop for ControllerProcess {
     }
 }
 
-async fn create_namespace_once(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn create_namespace_once(client: &kube::Client, name: &str) -> anyhow::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
     match namespaces.create(&PostParams::default(), &namespace).await {

@@ -35,6 +35,7 @@ mod smoke;
 mod support;
 mod traffic;
 mod undecodable;
+mod writes;
 
 use std::process::ExitCode;
 
@@ -68,6 +69,7 @@ fn main() -> ExitCode {
         proxy::trials(),
         traffic::trials(),
         releases::trials(),
+        writes::trials(),
     ]
     .into_iter()
     .flatten()

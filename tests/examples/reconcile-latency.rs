@@ -56,6 +56,7 @@ async fn measure(cluster: &ControlPlane, changes: usize) -> anyhow::Result<()> {
             api_addr: None,
             api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
             leader_election: None,
+            ..Options::default()
         },
     ));
 

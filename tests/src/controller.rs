@@ -43,6 +43,7 @@ impl RunningController {
             api_addr,
             api_auth: ApiAuth::Kubernetes,
             leader_election: None,
+            ..Options::default()
         };
         let namespace = namespace.to_owned();
         let task = tokio::spawn(async move {

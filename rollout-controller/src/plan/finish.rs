@@ -100,6 +100,7 @@ impl Planner<'_> {
                 hash,
                 replicas: want,
                 revision,
+                create: existing.is_none(),
             };
             if want > current || target.revision.is_some() {
                 scale_up.push(target);
@@ -244,6 +245,8 @@ impl Planner<'_> {
             delete_runs,
             abort_latency_since: self.abort_latency_since,
             status: self.status,
+            // Decided by `plan`, once the status is whole.
+            status_change: Default::default(),
             events: self.events,
             requeue_after,
             restart: self.restart,

@@ -19,6 +19,7 @@ pub(crate) mod router;
 pub mod runs;
 mod selector;
 pub(crate) mod services;
+pub mod status_write;
 pub(crate) mod undecodable;
 pub(crate) mod updated_weight;
 pub(crate) mod validate;
@@ -102,6 +103,9 @@ pub struct ReplicaSetTarget {
     /// `Some` when the ReplicaSet does not exist yet and is created from the Rollout's template
     /// with this revision number, or when an existing one becomes the newest revision again.
     pub revision: Option<u64>,
+    /// The ReplicaSet is not in the store: it is created, not patched. (Asking the apiserver
+    /// first would cost a GET per write, and one that finds nothing before every create.)
+    pub create: bool,
 }
 
 /// Labels and annotations to set (`Some`) or remove (`None`) on one version's pod template and
@@ -155,6 +159,10 @@ pub struct Plan {
     /// traffic on stable can be measured once the plan is carried out.
     pub abort_latency_since: Option<Timestamp>,
     pub status: RolloutStatus,
+    /// How `status` differs from the rollout's: whether it is written, and how soon.
+    pub status_change: status_write::StatusChange,
+    /// What this reconcile did that people are told of; written as one Event
+    /// ([`writes::transition_event`]), each counted in the metrics.
     pub events: Vec<PlannedEvent>,
     pub requeue_after: Option<Duration>,
     /// A stable pod to delete for a restart, after the ReplicaSets are written.
@@ -178,6 +186,11 @@ pub fn plan(rollout: &Rollout, observed: &Observed, now: Timestamp) -> Plan {
     planner.run();
     let mut plan = planner.finish();
     plan.status.updated_weight = updated_weight::updated_weight(&plan.status);
+    plan.status_change = status_write::change(
+        rollout.status.as_ref(),
+        &plan.status,
+        !plan.events.is_empty(),
+    );
     plan
 }
 

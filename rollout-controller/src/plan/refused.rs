@@ -13,7 +13,7 @@ use crate::crd::{Phase, Rollout, RolloutStatus};
 /// The condition (and Event reason) that says a ReplicaSet could not be written.
 pub(crate) const CONDITION: &str = "ReplicaSetCreateError";
 /// Events carry at most 1 KiB of note (events.k8s.io/v1 refuses more).
-const EVENT_NOTE_LIMIT: usize = 1024;
+pub(super) const EVENT_NOTE_LIMIT: usize = 1024;
 /// The apiserver's message can quote the value it refused, which may be large: status carries
 /// the head of it.
 const MESSAGE_LIMIT: usize = 4096;
@@ -121,7 +121,7 @@ fn condition_reason(reason: &str) -> String {
 }
 
 /// `text`, at most `limit` bytes of it, cut on a character boundary and marked.
-fn cut(text: &str, limit: usize) -> String {
+pub(super) fn cut(text: &str, limit: usize) -> String {
     if text.len() <= limit {
         return text.to_owned();
     }

@@ -4,9 +4,13 @@
 
 use k8s_openapi::jiff::Timestamp;
 
+use super::refused::{EVENT_NOTE_LIMIT, cut};
 use super::restart::PodRestart;
 use super::runs::NewAnalysisRun;
-use super::{Plan, PlannedEvent, PodMetadataChange, ReplicaSetTarget, SelectorChange, TrafficPlan};
+use super::status_write::StatusChange;
+use super::{
+    EventType, Plan, PlannedEvent, PodMetadataChange, ReplicaSetTarget, SelectorChange, TrafficPlan,
+};
 use crate::crd::RolloutStatus;
 
 /// One write of a plan, borrowed from it. Listed in the order [`Plan::writes`] gives, which is
@@ -41,10 +45,15 @@ pub(crate) enum Write<'a> {
     TerminateRun(&'a str),
     /// A finished AnalysisRun beyond the history kept.
     DeleteRun(&'a str),
-    /// The whole status; not written when the rollout already has it.
-    Status(&'a RolloutStatus),
-    /// A planned Event; one that cannot be written never stops the rollout.
-    Event(&'a PlannedEvent),
+    /// The whole status, when it differs from the rollout's. `counts_only`: nothing but counts
+    /// changed, and the controller may hold it back a while (`status_write`).
+    Status {
+        status: &'a RolloutStatus,
+        counts_only: bool,
+    },
+    /// The reconcile's Events, written as one ([`transition_event`]): one Event per transition,
+    /// however many things it did. One that cannot be written never stops the rollout.
+    Events(&'a [PlannedEvent]),
 }
 
 impl Plan {
@@ -60,7 +69,8 @@ impl Plan {
     /// - AnalysisRuns are created before the status that names them, so a restart of the
     ///   controller at any write never finds a status pointing at a run that does not exist.
     /// - Status last of the writes that are progress: everything before it is idempotent and
-    ///   is made again from the old status if the process stops in between. Events after it.
+    ///   is made again from the old status if the process stops in between; and only when it
+    ///   changed. Events after it, as one.
     pub(crate) fn writes(&self) -> Vec<Write<'_>> {
         let mut writes = Vec::new();
         writes.extend(self.scale_up.iter().map(|target| Write::ScaleUp {
@@ -84,10 +94,33 @@ impl Plan {
                 .map(|name| Write::TerminateRun(name)),
         );
         writes.extend(self.delete_runs.iter().map(|name| Write::DeleteRun(name)));
-        writes.push(Write::Status(&self.status));
-        writes.extend(self.events.iter().map(Write::Event));
+        if self.status_change != StatusChange::None {
+            writes.push(Write::Status {
+                status: &self.status,
+                counts_only: self.status_change == StatusChange::Counts,
+            });
+        }
+        if !self.events.is_empty() {
+            writes.push(Write::Events(&self.events));
+        }
         writes
     }
+}
+
+/// The one Event a reconcile writes for what it did: the reason of its first Warning, else of
+/// the first thing it did (the step that completed before the promotion it led to), and every
+/// message, in order (as much as an Event's note holds). `None` when it did nothing to tell of.
+pub(crate) fn transition_event(events: &[PlannedEvent]) -> Option<PlannedEvent> {
+    let lead = events
+        .iter()
+        .find(|e| e.type_ == EventType::Warning)
+        .or(events.first())?;
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    Some(PlannedEvent {
+        type_: lead.type_,
+        reason: lead.reason,
+        message: cut(&messages.join("; "), EVENT_NOTE_LIMIT),
+    })
 }
 
 #[cfg(test)]
@@ -95,13 +128,14 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::plan::EventType;
+    use crate::plan::EventReason;
 
     fn target(hash: &str, replicas: i32) -> ReplicaSetTarget {
         ReplicaSetTarget {
             hash: hash.into(),
             replicas,
             revision: None,
+            create: false,
         }
     }
 
@@ -235,6 +269,7 @@ mod tests {
                 uid: "u1".into(),
             }),
             scale_up: vec![target("new", 1)],
+            status_change: StatusChange::Progress,
             ..Plan::default()
         };
         let writes = plan.writes();
@@ -245,32 +280,120 @@ mod tests {
                 Write::CreateRun(&plan.create_runs[0]),
                 Write::TerminateRun("web-new-0-canary"),
                 Write::DeleteRun("web-older-0-canary"),
-                Write::Status(&plan.status),
+                Write::Status {
+                    status: &plan.status,
+                    counts_only: false
+                },
             ]
         );
     }
 
+    fn event(type_: EventType, reason: EventReason, message: &str) -> PlannedEvent {
+        PlannedEvent {
+            type_,
+            reason,
+            message: message.into(),
+        }
+    }
+
     #[test]
-    fn the_status_is_the_last_write_of_progress_and_events_follow_it() {
+    fn the_status_is_the_last_write_of_progress_and_the_events_follow_it_as_one() {
         let plan = Plan {
             scale_up: vec![target("new", 1)],
-            events: vec![PlannedEvent {
-                type_: EventType::Normal,
-                reason: crate::plan::EventReason::NewRevision,
-                message: "started".into(),
-            }],
+            status_change: StatusChange::Progress,
+            events: vec![
+                event(
+                    EventType::Normal,
+                    EventReason::StepCompleted,
+                    "step 2/2 done",
+                ),
+                event(EventType::Normal, EventReason::Promoted, "promoted"),
+            ],
             ..Plan::default()
         };
         let writes = plan.writes();
         assert_eq!(
             &writes[1..],
-            &[Write::Status(&plan.status), Write::Event(&plan.events[0])]
+            &[
+                Write::Status {
+                    status: &plan.status,
+                    counts_only: false
+                },
+                Write::Events(&plan.events),
+            ]
         );
     }
 
     #[test]
-    fn an_empty_plan_writes_only_the_status() {
-        let plan = Plan::default();
-        assert_eq!(plan.writes(), vec![Write::Status(&plan.status)]);
+    fn a_status_the_rollout_has_is_not_written_and_counts_alone_may_wait() {
+        let unchanged = Plan::default();
+        assert_eq!(unchanged.writes(), vec![]);
+        let counts = Plan {
+            status_change: StatusChange::Counts,
+            ..Plan::default()
+        };
+        assert_eq!(
+            counts.writes(),
+            vec![Write::Status {
+                status: &counts.status,
+                counts_only: true
+            }]
+        );
+    }
+
+    #[test]
+    fn one_event_tells_of_a_transition_led_by_its_first_warning_or_first_act() {
+        assert_eq!(transition_event(&[]), None);
+        let promoted = [
+            event(
+                EventType::Normal,
+                EventReason::StepCompleted,
+                "step 2/2 done: pause 5s",
+            ),
+            event(
+                EventType::Normal,
+                EventReason::Promoted,
+                "v2 promoted to stable",
+            ),
+            event(EventType::Normal, EventReason::Healthy, "v2 is healthy"),
+        ];
+        assert_eq!(
+            transition_event(&promoted),
+            Some(event(
+                EventType::Normal,
+                EventReason::StepCompleted,
+                "step 2/2 done: pause 5s; v2 promoted to stable; v2 is healthy"
+            ))
+        );
+        let aborted = [
+            event(
+                EventType::Normal,
+                EventReason::StepCompleted,
+                "step 1/3 done",
+            ),
+            event(
+                EventType::Warning,
+                EventReason::AnalysisFailed,
+                "run failed",
+            ),
+        ];
+        assert_eq!(
+            transition_event(&aborted),
+            Some(event(
+                EventType::Warning,
+                EventReason::AnalysisFailed,
+                "step 1/3 done; run failed"
+            ))
+        );
+        let many = vec![
+            event(
+                EventType::Normal,
+                EventReason::StepCompleted,
+                &"x".repeat(600)
+            );
+            3
+        ];
+        let note = transition_event(&many).unwrap().message;
+        assert!(note.len() <= EVENT_NOTE_LIMIT, "{}", note.len());
     }
 }

@@ -1,6 +1,7 @@
 //! Carrying a plan out: one small adapter per [`Write`], each idempotent, under one field
 //! manager.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -21,21 +22,48 @@ use crate::metrics::reason;
 use crate::plan::refused;
 use crate::plan::restart::PodRestart;
 use crate::plan::runs::NewAnalysisRun;
-use crate::plan::writes::Write;
-use crate::plan::{EventType, Plan, PodMetadataChange, ReplicaSetTarget, TrafficPlan};
+use crate::plan::status_write::{self, StatusChange, counts_due};
+use crate::plan::writes::{Write, transition_event};
+use crate::plan::{
+    EventType, Plan, PlannedEvent, PodMetadataChange, ReplicaSetTarget, TrafficPlan,
+};
 
-/// Carries out `plan`, one write at a time in the order [`Plan::writes`] decides.
+/// Carries out `plan`, one write at a time in the order [`Plan::writes`] decides. A status whose
+/// counts alone changed is held back until it is due (`status_write::counts_due`, from when it
+/// was first held); then the time it is due is returned, for the requeue.
 pub(super) async fn act(
     rollout: &Rollout,
     namespace: &str,
     plan: &Plan,
+    now: Timestamp,
     ctx: &Context,
-) -> Result<(), ReconcileError> {
+) -> Result<Option<Timestamp>, ReconcileError> {
+    let uid = rollout.uid().unwrap_or_default();
+    if plan.status_change == StatusChange::None {
+        held_counts(ctx).remove(&uid);
+    }
     let mut created = Vec::new();
+    let mut held_until = None;
     for write in plan.writes() {
+        if let Write::Status {
+            counts_only: true, ..
+        } = write
+        {
+            let due = counts_due(*held_counts(ctx).entry(uid.clone()).or_insert(now));
+            if now < due {
+                held_until = Some(due);
+                continue;
+            }
+        }
         execute(rollout, namespace, write, &mut created, ctx).await?;
     }
-    Ok(())
+    Ok(held_until)
+}
+
+fn held_counts(ctx: &Context) -> std::sync::MutexGuard<'_, HashMap<String, Timestamp>> {
+    ctx.counts_held_since
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 /// Makes one write. `created`: the pod-template hashes of the ReplicaSets this reconcile
@@ -85,12 +113,8 @@ async fn execute<'a>(
         Write::CreateRun(new) => create_run(rollout, namespace, new, ctx).await?,
         Write::TerminateRun(name) => terminate_run(namespace, name, ctx).await?,
         Write::DeleteRun(name) => delete_run(namespace, name, ctx).await?,
-        Write::Status(status) => {
-            if rollout.status.as_ref() != Some(status) {
-                write_status(rollout, namespace, status, ctx).await?;
-            }
-        }
-        Write::Event(event) => publish(rollout, event, ctx).await,
+        Write::Status { status, .. } => write_status(rollout, namespace, status, ctx).await?,
+        Write::Events(events) => publish_transition(rollout, events, ctx).await,
     }
     Ok(())
 }
@@ -134,6 +158,9 @@ async fn write_status(
         .await
         .map_err(kube_err("writing status"))?;
     wrote(ctx, "RolloutStatus");
+    if let Some(uid) = rollout.uid() {
+        held_counts(ctx).remove(&uid);
+    }
     if let (Some(uid), Some(version)) = (rollout.uid(), rollout.resource_version()) {
         ctx.status_written_over
             .lock()
@@ -143,9 +170,19 @@ async fn write_status(
     Ok(())
 }
 
-/// Publishes a planned Event on the rollout, counting it in the metrics.
-async fn publish(rollout: &Rollout, event: &crate::plan::PlannedEvent, ctx: &Context) {
-    let reference = rollout.object_ref(&());
+/// Counts and logs each thing a reconcile did, then publishes them as one Event on the rollout
+/// ([`transition_event`]).
+async fn publish_transition(rollout: &Rollout, events: &[PlannedEvent], ctx: &Context) {
+    for event in events {
+        count_and_log(event, ctx);
+    }
+    if let Some(event) = transition_event(events) {
+        publish(rollout, &event, ctx).await;
+    }
+}
+
+/// What happened, in the metrics and the log.
+fn count_and_log(event: &PlannedEvent, ctx: &Context) {
     ctx.metrics
         .transitions
         .get_or_create(&reason(event.reason.as_str()))
@@ -156,14 +193,19 @@ async fn publish(rollout: &Rollout, event: &crate::plan::PlannedEvent, ctx: &Con
             .get_or_create(&reason(event.reason.as_str()))
             .inc();
     }
-    let type_ = match event.type_ {
-        EventType::Normal => KubeEventType::Normal,
-        EventType::Warning => KubeEventType::Warning,
-    };
     match event.type_ {
         EventType::Normal => info!(reason = event.reason.as_str(), "{}", event.message),
         EventType::Warning => warn!(reason = event.reason.as_str(), "{}", event.message),
     }
+}
+
+/// Publishes an Event on the rollout.
+async fn publish(rollout: &Rollout, event: &PlannedEvent, ctx: &Context) {
+    let reference = rollout.object_ref(&());
+    let type_ = match event.type_ {
+        EventType::Normal => KubeEventType::Normal,
+        EventType::Warning => KubeEventType::Warning,
+    };
     let published = ctx
         .recorder
         .publish(
@@ -199,12 +241,14 @@ pub(super) async fn report_refusal(
         return;
     };
     let (status, event) = refused::refused(rollout, refusal, now);
-    if rollout.status.as_ref() != Some(&status)
+    let current = rollout.status.clone().unwrap_or_default();
+    if !status_write::same(&current, &status)
         && let Err(e) = write_status(rollout, namespace, &status, ctx).await
     {
         warn!(namespace, rollout = %rollout.name_any(), error = %e, "could not report a refused ReplicaSet");
     }
     if let Some(event) = event {
+        count_and_log(&event, ctx);
         publish(rollout, &event, ctx).await;
     }
 }
@@ -374,7 +418,10 @@ async fn move_role_metadata(
 
 /// Creates the new version's ReplicaSet with server-side apply, its pods carrying `role`
 /// metadata from the start, or changes the size (and, for an undo, the revision) of an existing
-/// one with a merge patch that touches nothing else. True when it created one.
+/// one with a merge patch that touches nothing else. Which of the two the plan says, from the
+/// store: a store that lags behind a create makes the apply run again, which changes nothing;
+/// one that still holds a deleted ReplicaSet makes the patch fail with 404, and the retry
+/// plans from a store that has caught up. True when it created one.
 async fn write_replica_set(
     rollout: &Rollout,
     namespace: &str,
@@ -388,34 +435,25 @@ async fn write_replica_set(
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    let existing = api
-        .get_opt(&name)
-        .await
-        .map_err(kube_err(format!("reading ReplicaSet {name}")))?;
-    match existing {
-        Some(_) => {
-            let mut patch = json!({"spec": {"replicas": target.replicas}});
-            if let Some(revision) = target.revision {
-                patch["metadata"] =
-                    json!({"annotations": {REVISION_ANNOTATION: revision.to_string()}});
-            }
-            api.patch(&name, &params, &Patch::Merge(&patch))
-                .await
-                .map_err(kube_err(format!("scaling ReplicaSet {name}")))?;
-            info!(replica_set = %name, replicas = target.replicas, "ReplicaSet scaled");
-            Ok(false)
+    if !target.create {
+        let mut patch = json!({"spec": {"replicas": target.replicas}});
+        if let Some(revision) = target.revision {
+            patch["metadata"] = json!({"annotations": {REVISION_ANNOTATION: revision.to_string()}});
         }
-        None => {
-            let replica_set = new_replica_set(rollout, target, &name, role)?;
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&replica_set),
-            )
+        api.patch(&name, &params, &Patch::Merge(&patch))
             .await
-            .map_err(replica_set_err(format!("creating ReplicaSet {name}")))?;
-            info!(replica_set = %name, replicas = target.replicas, "ReplicaSet created");
-            Ok(true)
-        }
+            .map_err(kube_err(format!("scaling ReplicaSet {name}")))?;
+        info!(replica_set = %name, replicas = target.replicas, "ReplicaSet scaled");
+        return Ok(false);
     }
+    let replica_set = new_replica_set(rollout, target, &name, role)?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&replica_set),
+    )
+    .await
+    .map_err(replica_set_err(format!("creating ReplicaSet {name}")))?;
+    info!(replica_set = %name, replicas = target.replicas, "ReplicaSet created");
+    Ok(true)
 }

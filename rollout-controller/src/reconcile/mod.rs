@@ -4,6 +4,7 @@
 mod act;
 mod objects;
 mod observe;
+mod requeue;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,10 +33,6 @@ pub(crate) use objects::new_replica_set;
 pub(crate) const FIELD_MANAGER: &str = "sluice";
 /// How long a store may lag behind our own status write before we plan from it anyway.
 const STORE_LAG_LIMIT: Duration = Duration::from_secs(5);
-/// How often a quiet rollout is looked at again, in case a watch event was missed.
-const RESYNC: Duration = Duration::from_secs(300);
-/// How often a rollout whose router carries canary traffic is looked at again.
-const ROUTER_RESYNC: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReconcileError {
@@ -123,6 +120,10 @@ pub(crate) struct Context {
     /// and planning from it would repeat the step just taken. (A cache of what is in flight,
     /// not progress: a restarted process lists afresh and needs none of it.)
     pub status_written_over: Mutex<HashMap<String, (String, Instant)>>,
+    /// For each Rollout (by uid) whose planned status differs from its own in counts alone:
+    /// since when this process holds that write back (`plan::status_write`). A cache too: a
+    /// restarted process holds such a write back once more, no longer.
+    pub counts_held_since: Mutex<HashMap<String, Timestamp>>,
     /// Failed reconciles in a row, by Rollout uid, for the error policy's backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     pub replica_sets: Store<ReplicaSet>,
@@ -164,6 +165,10 @@ pub(crate) async fn reconcile(
     }
     if rollout.metadata.deletion_timestamp.is_some() {
         ctx.metrics.forget_rollout(&namespace, &name);
+        ctx.counts_held_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&uid);
         return Ok(Action::await_change());
     }
     let mut observed = observe::from_stores(&rollout, &namespace, &ctx);
@@ -175,10 +180,13 @@ pub(crate) async fn reconcile(
         observed.pods = Some(observe::stable_pods(&rollout, &namespace, &ctx).await?);
     }
     let plan = plan(&rollout, &observed, now);
-    if let Err(error) = act::act(&rollout, &namespace, &plan, &ctx).await {
-        act::report_refusal(&rollout, &namespace, &error, now, &ctx).await;
-        return Err(error);
-    }
+    let counts_held_until = match act::act(&rollout, &namespace, &plan, now, &ctx).await {
+        Ok(held) => held,
+        Err(error) => {
+            act::report_refusal(&rollout, &namespace, &error, now, &ctx).await;
+            return Err(error);
+        }
+    };
     ctx.failures
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -201,13 +209,17 @@ pub(crate) async fn reconcile(
     // weight or rule Sluice owns is put back within ROUTER_RESYNC. (Ingresses and HTTPRoutes
     // are read on demand, not watched: the HTTPRoute CRD may not be installed at all.)
     let resync = if plan.traffic.as_ref().is_some_and(|t| t.state.is_some()) {
-        ROUTER_RESYNC
+        requeue::ROUTER_RESYNC
     } else {
-        RESYNC
+        requeue::RESYNC
     };
-    Ok(Action::requeue(plan.requeue_after.map_or(resync, |d| {
-        d.min(resync).max(Duration::from_millis(100))
-    })))
+    let counts_due = counts_held_until
+        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO));
+    Ok(Action::requeue(requeue::after_success(
+        [plan.requeue_after, counts_due],
+        resync,
+        &uid,
+    )))
 }
 
 /// The error policy runs outside the reconcile's span, so its line names the namespace itself:
@@ -221,7 +233,7 @@ pub(crate) fn log_reconcile_failure(rollout: &Rollout, error: &ReconcileError) {
     );
 }
 
-/// Retries a failed reconcile after 0.5 s, doubling with each failure in a row up to a minute.
+/// Retries a failed reconcile with backoff (`requeue::after_failure`).
 pub(crate) fn error_policy(
     rollout: Arc<Rollout>,
     error: &ReconcileError,
@@ -232,34 +244,9 @@ pub(crate) fn error_policy(
         .reconcile_errors
         .get_or_create(&reason(error.reason()))
         .inc();
+    let uid = rollout.uid().unwrap_or_default();
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-    let count = failures
-        .entry(rollout.uid().unwrap_or_default())
-        .or_insert(0);
+    let count = failures.entry(uid.clone()).or_insert(0);
     *count = (*count + 1).min(8);
-    Action::requeue(retry_after(*count))
-}
-
-/// How long after its `failures`-th failure in a row (from 1) a reconcile is tried again: 0.5 s,
-/// doubling, at most a minute. A ReplicaSet the apiserver refuses fails every time, and must
-/// not be asked for again and again.
-fn retry_after(failures: u32) -> Duration {
-    let doublings = failures.clamp(1, 8) - 1;
-    Duration::from_millis(500 * (1 << doublings)).min(Duration::from_secs(60))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failed_reconciles_back_off_doubling_to_a_minute() {
-        let waits: Vec<u64> = (1..=9).map(|n| retry_after(n).as_millis() as u64).collect();
-        assert_eq!(
-            waits,
-            [
-                500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000
-            ]
-        );
-    }
+    Action::requeue(requeue::after_failure(*count, &uid))
 }

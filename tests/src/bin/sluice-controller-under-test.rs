@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
             api_addr: None,
             api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
             leader_election: None,
+            ..Options::default()
         },
     )
     .await?;

@@ -474,3 +474,52 @@ fn the_status_message_describes_the_step_as_the_rest_view_does() {
     assert_eq!(describe_step(&steps[1]), "pause (until promoted)");
     assert_eq!(describe_step(&steps[2]), "setCanaryScale 2 replicas");
 }
+
+/// The scale benchmark's rollout: one replica, `setWeight 50`, `pause 5s`, updated. Pods are
+/// created, then become ready a reconcile later, one ReplicaSet at a time, as they do in a
+/// cluster; every count that changes on the way is held for the next transition.
+#[test]
+fn a_one_replica_canary_update_takes_at_most_three_writes_per_step_transition() {
+    let steps = json!([{"setWeight": 50}, {"pause": {"duration": "5s"}}]);
+    let mut sim = deployed(rollout(json!({"canary": {"steps": steps}}), 1));
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    let before = sim.writes;
+    let state = |sim: &Sim| (sim.status().current_step_index, sim.status().phase);
+    let mut states = vec![state(&sim)];
+    for _ in 0..40 {
+        sim.reconcile();
+        if let Some(rs) = sim
+            .replica_sets
+            .iter_mut()
+            .find(|rs| rs.ready < rs.replicas)
+        {
+            rs.ready += 1;
+        }
+        sim.advance(1);
+        if states.last() != Some(&state(&sim)) {
+            states.push(state(&sim));
+        }
+        if sim.status().phase == Phase::Healthy
+            && sim.status().stable_revision.as_deref() == Some(canary.as_str())
+        {
+            break;
+        }
+    }
+    let transitions = states.len() - 1;
+    let writes = sim.writes - before;
+    assert_eq!(
+        states,
+        [
+            (Some(2), Phase::Healthy),
+            (Some(0), Phase::Progressing),
+            (Some(1), Phase::Paused),
+            (Some(2), Phase::Healthy),
+        ]
+    );
+    assert!(
+        writes <= 3 * transitions,
+        "{writes} writes over {transitions} transitions: {states:?}"
+    );
+    sim.assert_ok();
+}

@@ -100,6 +100,8 @@ struct Sim {
     replica_sets: Vec<SimReplicaSet>,
     services: BTreeMap<String, BTreeMap<String, String>>,
     now: Timestamp,
+    /// API writes, as the controller makes them: a router write only where it differs, a status
+    /// only when it changed (counts alone held back), the Events of a reconcile as one.
     writes: usize,
     /// The most pods that existed at once.
     peak_pods: i32,
@@ -224,6 +226,19 @@ impl Sim {
 
     fn write_replicas(&mut self, target: &ReplicaSetTarget, aborting: bool) {
         self.writes += 1;
+        // The controller creates or patches as the plan says, asking the apiserver nothing.
+        if target.create == self.rs(&target.hash).is_some() {
+            self.violate(format!(
+                "ReplicaSet {} planned with create: {} while it {}",
+                target.hash,
+                target.create,
+                if target.create {
+                    "exists"
+                } else {
+                    "does not exist"
+                }
+            ));
+        }
         let replicas = self.rollout.spec.replicas;
         let bounds = self.bounds();
         let before_available = self.total_available();
@@ -320,6 +335,7 @@ impl Sim {
                         .retain(|rs| format!("web-{}", rs.hash) != name);
                 }
                 Write::CreateRun(new) => {
+                    self.writes += 1;
                     assert!(
                         !self.runs.contains_key(&new.name),
                         "{} created twice",
@@ -337,22 +353,30 @@ impl Sim {
                     );
                 }
                 Write::TerminateRun(name) => {
+                    self.writes += 1;
                     if let Some(run) = self.runs.get_mut(name) {
                         run.terminating = true;
                         run.phase = RunPhase::Successful;
                     }
                 }
                 Write::DeleteRun(name) => {
+                    self.writes += 1;
                     self.runs.remove(name);
                 }
-                Write::Status(status) => {
+                // Held back, as the controller holds it until a transition or
+                // COUNTS_WRITE_DELAY: the planner decides nothing from counts, so planning on
+                // from the status without them is planning from what the cluster has.
+                Write::Status {
+                    counts_only: true, ..
+                } => {}
+                Write::Status { status, .. } => {
                     self.writes += 1;
                     self.check_status(status);
                     self.rollout.status = Some(status.clone());
                 }
-                // Not simulated: the abort latency metric, restarts (pods are counts here) and
-                // Events.
-                Write::TrafficOnStable { .. } | Write::RestartPod(_) | Write::Event(_) => {}
+                Write::Events(_) => self.writes += 1,
+                // Not simulated: the abort latency metric and restarts (pods are counts here).
+                Write::TrafficOnStable { .. } | Write::RestartPod(_) => {}
             }
         }
         plan
@@ -437,25 +461,20 @@ impl Sim {
         self.now += SignedDuration::from_secs(seconds);
     }
 
-    /// Reconciles with every pod becoming ready in between, until nothing changes.
+    /// Reconciles with every pod becoming ready in between, until nothing changes. (Pods that
+    /// became ready are a change even when the status holds their counts back.)
     fn settle(&mut self) {
+        let pods = |sim: &Sim| {
+            sim.replica_sets
+                .iter()
+                .map(|r| (r.replicas, r.ready))
+                .collect::<Vec<_>>()
+        };
         for _ in 0..50 {
-            let before = (
-                self.status(),
-                self.replica_sets
-                    .iter()
-                    .map(|r| r.replicas)
-                    .collect::<Vec<_>>(),
-            );
+            let before = (self.status(), pods(self));
             self.reconcile();
             self.pods_ready();
-            let after = (
-                self.status(),
-                self.replica_sets
-                    .iter()
-                    .map(|r| r.replicas)
-                    .collect::<Vec<_>>(),
-            );
+            let after = (self.status(), pods(self));
             if before == after {
                 return;
             }
