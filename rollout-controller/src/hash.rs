@@ -15,11 +15,7 @@ pub fn pod_template_hash(template: &PodTemplateSpec) -> String {
     let canonical = serde_json::to_value(template)
         .map(|value| value.to_string())
         .unwrap_or_default();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in canonical.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut hash = fnv1a(canonical.as_bytes());
     let base = ALPHABET.len() as u64;
     let mut out = String::with_capacity(LENGTH);
     for _ in 0..LENGTH {
@@ -27,6 +23,17 @@ pub fn pod_template_hash(template: &PodTemplateSpec) -> String {
         hash /= base;
     }
     out
+}
+
+/// FNV-1a, 64 bit: stable across processes, platforms and Rust versions (unlike std's
+/// randomly seeded hasher), which is what a value every replica must agree on needs.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod plan;
 pub(crate) mod reconcile;
 pub(crate) mod rest;
 pub(crate) mod runner;
+pub mod shard;
 pub(crate) mod undecodable;
 pub mod view;
 

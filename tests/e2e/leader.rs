@@ -32,17 +32,20 @@ pub(crate) fn trials() -> Vec<Trial> {
 }
 
 /// Short, so that the test waits seconds, not client-go's 15 s.
-const LEASE_DURATION: Duration = Duration::from_secs(4);
+pub(crate) const LEASE_DURATION: Duration = Duration::from_secs(4);
+/// Each replica's `--renew-deadline` and `--retry-period`.
+pub(crate) const RENEW_DEADLINE: Duration = Duration::from_secs(3);
+pub(crate) const RETRY_PERIOD: Duration = Duration::from_secs(1);
 const LEASE_NAME: &str = "sluice-controller";
 /// The steps: four weights, each followed by a short pause.
 const WEIGHTS: [i32; 4] = [20, 40, 60, 80];
 
 /// `rollout-controller` as a process of its own, named `identity`; SIGKILLed when dropped.
-struct Replica {
-    identity: String,
-    child: Child,
+pub(crate) struct Replica {
+    pub(crate) identity: String,
+    pub(crate) child: Child,
     health: SocketAddr,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -51,6 +54,16 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 impl Replica {
     fn start(identity: &str, kubeconfig: &Path, ns: &str) -> anyhow::Result<Self> {
+        Self::start_with(identity, kubeconfig, ns, &[])
+    }
+
+    /// As [`Replica::start`], with more flags.
+    pub(crate) fn start_with(
+        identity: &str,
+        kubeconfig: &Path,
+        ns: &str,
+        flags: &[String],
+    ) -> anyhow::Result<Self> {
         let (health, api) = (free_port()?, free_port()?);
         let log = std::env::temp_dir().join(format!("sluice-leader-{ns}-{identity}.log"));
         let out = std::fs::File::create(&log)?;
@@ -65,7 +78,13 @@ impl Replica {
                 "--lease-duration",
                 &format!("{}s", LEASE_DURATION.as_secs()),
             ])
-            .args(["--renew-deadline", "3s", "--retry-period", "1s"])
+            .args([
+                "--renew-deadline",
+                &format!("{}s", RENEW_DEADLINE.as_secs()),
+                "--retry-period",
+                &format!("{}s", RETRY_PERIOD.as_secs()),
+            ])
+            .args(flags)
             .env("POD_NAME", identity)
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
@@ -83,7 +102,7 @@ impl Replica {
     }
 
     /// The sum of the samples of `metric` on its `/metrics`.
-    async fn metric(&self, metric: &str) -> anyhow::Result<f64> {
+    pub(crate) async fn metric(&self, metric: &str) -> anyhow::Result<f64> {
         let text = reqwest::get(format!("http://{}/metrics", self.health))
             .await?
             .error_for_status()?
@@ -103,7 +122,7 @@ impl Replica {
     }
 
     /// `kill -9`, and waits until it is gone.
-    async fn kill_9(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn kill_9(&mut self) -> anyhow::Result<()> {
         self.signal(Signal::SIGKILL)?;
         self.child.wait().await?;
         Ok(())
@@ -320,7 +339,7 @@ async fn failover(
         );
         let refused = log
             .lines()
-            .filter(|l| l.contains("does not hold the leader lease"))
+            .filter(|l| l.contains("does not hold the lease"))
             .count();
         let unnamed: Vec<&str> = log
             .lines()

@@ -372,6 +372,8 @@ impl RunningController {
             api_addr,
             api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
             leader_election: None,
+            shards: rollout_controller::shard::ShardCount::ONE,
+            write_log: None,
         };
         let namespace = namespace.to_owned();
         let task = tokio::spawn(async move {

@@ -56,6 +56,8 @@ async fn measure(cluster: &ControlPlane, changes: usize) -> anyhow::Result<()> {
             api_addr: None,
             api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
             leader_election: None,
+            shards: rollout_controller::shard::ShardCount::ONE,
+            write_log: None,
         },
     ));
 

@@ -39,6 +39,8 @@ async fn main() -> anyhow::Result<()> {
             api_addr: None,
             api_auth: rollout_controller::controller::ApiAuth::Kubernetes,
             leader_election: None,
+            shards: rollout_controller::shard::ShardCount::ONE,
+            write_log: None,
         },
     )
     .await?;
