@@ -227,7 +227,11 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
             gauge("ClusterAnalysisTemplate"),
         );
 
-    let controller = Controller::for_stream(decoded(rollout_stream), rollout_store.clone());
+    // Whenever this replica starts acting on a shard: every object is looked at again (those of
+    // shards it does not act on return at once), as a reconcile of a shard not held did nothing.
+    let started_acting = Arc::new(watch::Sender::new(0u64));
+    let controller = Controller::for_stream(decoded(rollout_stream), rollout_store.clone())
+        .reconcile_all_on(acting_started(started_acting.subscribe()));
     if let Some(addr) = options.api_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -370,7 +374,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     let runner_registry = Registry::new(Default::default());
     let (runner_store, runner_stream) =
         tolerant_watcher(runs, all(), runner_registry.clone(), None);
-    let runner_controller = Controller::for_stream(decoded(runner_stream), runner_store.clone());
+    let runner_controller = Controller::for_stream(decoded(runner_stream), runner_store.clone())
+        .reconcile_all_on(acting_started(started_acting.subscribe()));
     if elected {
         let caches = Caches {
             client: client.clone(),
@@ -388,6 +393,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         tokio::spawn(follow_leases(
             leases.clone(),
             Arc::downgrade(&acting),
+            started_acting.clone(),
             ready.clone(),
             caches,
         ));
@@ -410,15 +416,9 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
                         namespace = run.namespace().unwrap_or_default(),
                         %shard
                     );
-                    let may_act = sharded.acting[shard.index()].subscribe();
-                    let (store, rollout_store) = (runner_store.clone(), rollout_store.clone());
                     async move {
-                        let Some(run) = when_acting(may_act, &store, run).await else {
+                        if !sharded.acts_on(shard) {
                             return Ok(Action::await_change());
-                        };
-                        // Its rollout may have moved to another shard while it waited.
-                        if shard::of_run(&run, &rollout_store, count) != shard {
-                            return Ok(Action::requeue(Duration::ZERO));
                         }
                         reconcile_run(run, sharded.contexts[shard.index()].clone()).await
                     }
@@ -449,17 +449,11 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
             move |rollout, sharded: Arc<Sharded<Context>>| {
                 let shard = shard::of_rollout(&rollout, count).shard();
                 let span = info_span!("reconcile", rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default(), %shard);
-                let may_act = sharded.acting[shard.index()].subscribe();
-                let store = rollout_store.clone();
                 async move {
-                    let Some(rollout) = when_acting(may_act, &store, rollout).await else {
+                    if !sharded.acts_on(shard) {
                         return Ok(Action::await_change());
-                    };
-                    let assignment = shard::of_rollout(&rollout, count);
-                    // Its label may have moved it to another shard while it waited.
-                    if assignment.shard() != shard {
-                        return Ok(Action::requeue(Duration::ZERO));
                     }
+                    let assignment = shard::of_rollout(&rollout, count);
                     let ctx = sharded.contexts[shard.index()].clone();
                     if let Assignment::Invalid { label, .. } = &assignment {
                         sharded.report_invalid_label(&rollout, label, &ctx).await;
@@ -524,6 +518,12 @@ struct Sharded<C> {
     acting: Arc<Vec<watch::Sender<bool>>>,
     /// (uid, label) of the rollouts whose invalid shard label this process reported.
     reported: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+impl<C> Sharded<C> {
+    fn acts_on(&self, shard: shard::Shard) -> bool {
+        *self.acting[shard.index()].borrow()
+    }
 }
 
 impl Sharded<Context> {
@@ -632,6 +632,7 @@ impl Caches {
 async fn follow_leases(
     leases: Arc<ShardLeases>,
     acting: std::sync::Weak<Vec<watch::Sender<bool>>>,
+    started_acting: Arc<watch::Sender<u64>>,
     ready: Arc<AtomicBool>,
     caches: Caches,
 ) {
@@ -656,6 +657,7 @@ async fn follow_leases(
             for shard in &newly_held {
                 acting[*shard].send_replace(true);
             }
+            started_acting.send_modify(|generation| *generation += 1);
             if leases.count() == 1 {
                 info!("leading, and the caches have caught up: reconciling");
             } else {
@@ -667,21 +669,12 @@ async fn follow_leases(
     }
 }
 
-/// The object to reconcile: at once while this replica acts; else, once it does, the object as
-/// the store holds it then (the one handed over may be long stale), or `None` if it is gone.
-async fn when_acting<K>(
-    mut may_act: watch::Receiver<bool>,
-    store: &reflector::Store<K>,
-    object: Arc<K>,
-) -> Option<Arc<K>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    if *may_act.borrow() {
-        return Some(object);
-    }
-    may_act.wait_for(|acting| *acting).await.ok()?;
-    store.get(&ObjectRef::from_obj(object.as_ref()))
+/// A tick each time `started` moves on: when this replica starts acting on a shard.
+fn acting_started(started: watch::Receiver<u64>) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold(started, |mut started| async move {
+        started.changed().await.ok()?;
+        Some(((), started))
+    })
 }
 
 /// Returns once `store` holds every object a fresh list returns, at the listed resourceVersion

@@ -59,7 +59,8 @@ pub struct Metrics {
     pub measurements: Family<MeasurementLabels, Counter>,
     /// From the Fail verdict (the run's end) to traffic on stable.
     pub abort_latency: Histogram,
-    /// 1 while this replica holds the leader lease (or runs without election), 0 otherwise.
+    /// 1 while this replica holds the leader lease, or with shards any shard's lease (or runs
+    /// without election), 0 otherwise.
     pub leader: Gauge,
     /// Watched objects the controller cannot decode, by kind.
     pub undecodable_objects: Family<KindLabels, Gauge>,
@@ -134,7 +135,7 @@ impl Default for Metrics {
         );
         registry.register(
             "leader",
-            "1 on the replica that holds the leader lease, 0 on the others",
+            "1 on a replica that holds the leader lease (with shards: a shard lease), 0 on the others",
             leader.clone(),
         );
         registry.register(

@@ -32,10 +32,20 @@ pub(crate) fn trials() -> Vec<Trial> {
 }
 
 /// Short, so that the test waits seconds, not client-go's 15 s.
-pub(crate) const LEASE_DURATION: Duration = Duration::from_secs(4);
-/// Each replica's `--renew-deadline` and `--retry-period`.
-pub(crate) const RENEW_DEADLINE: Duration = Duration::from_secs(3);
-pub(crate) const RETRY_PERIOD: Duration = Duration::from_secs(1);
+const LEASE_DURATION: Duration = Duration::from_secs(4);
+const TIMING: Timing = Timing {
+    lease: LEASE_DURATION,
+    renew_deadline: Duration::from_secs(3),
+    retry_period: Duration::from_secs(1),
+};
+
+/// A replica's `--lease-duration`, `--renew-deadline` and `--retry-period`.
+#[derive(Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) lease: Duration,
+    pub(crate) renew_deadline: Duration,
+    pub(crate) retry_period: Duration,
+}
 const LEASE_NAME: &str = "sluice-controller";
 /// The steps: four weights, each followed by a short pause.
 const WEIGHTS: [i32; 4] = [20, 40, 60, 80];
@@ -54,14 +64,15 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 impl Replica {
     fn start(identity: &str, kubeconfig: &Path, ns: &str) -> anyhow::Result<Self> {
-        Self::start_with(identity, kubeconfig, ns, &[])
+        Self::start_with(identity, kubeconfig, ns, TIMING, &[])
     }
 
-    /// As [`Replica::start`], with more flags.
+    /// As [`Replica::start`], with this timing and more flags.
     pub(crate) fn start_with(
         identity: &str,
         kubeconfig: &Path,
         ns: &str,
+        timing: Timing,
         flags: &[String],
     ) -> anyhow::Result<Self> {
         let (health, api) = (free_port()?, free_port()?);
@@ -76,13 +87,11 @@ impl Replica {
             .args(["--leader-election-namespace", ns])
             .args([
                 "--lease-duration",
-                &format!("{}s", LEASE_DURATION.as_secs()),
-            ])
-            .args([
+                &format!("{}ms", timing.lease.as_millis()),
                 "--renew-deadline",
-                &format!("{}s", RENEW_DEADLINE.as_secs()),
+                &format!("{}ms", timing.renew_deadline.as_millis()),
                 "--retry-period",
-                &format!("{}s", RETRY_PERIOD.as_secs()),
+                &format!("{}ms", timing.retry_period.as_millis()),
             ])
             .args(flags)
             .env("POD_NAME", identity)

@@ -25,7 +25,7 @@ use rollout_controller::shard::{ShardCount, hashed};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::leader::{LEASE_DURATION, RETRY_PERIOD, Replica};
+use crate::leader::{Replica, Timing};
 use crate::rollouts::{create_rollout, rollout_manifest, set_image};
 use crate::support::{Env, TestNamespace};
 
@@ -41,9 +41,18 @@ const LEASE: &str = "sluice-controller";
 /// Six steps, three of them pauses: long enough that the rollouts are still in flight while a
 /// replica dies and two join.
 const WEIGHTS: [i32; 3] = [25, 50, 75];
-const PAUSE: &str = "6s";
+const PAUSE: &str = "10s";
 /// Creates and updates in flight at once.
 const PARALLEL: usize = 16;
+/// Short, but with room for an apiserver that 300 rollouts and three controllers keep busy on
+/// two cores: a renew deadline of 3 s (the leader test's) was missed there.
+const LEASE_DURATION: Duration = Duration::from_secs(8);
+const RETRY_PERIOD: Duration = Duration::from_secs(1);
+const TIMING: Timing = Timing {
+    lease: LEASE_DURATION,
+    renew_deadline: Duration::from_secs(6),
+    retry_period: RETRY_PERIOD,
+};
 /// A dead replica's shards are taken once its lease has gone unrenewed for the lease duration
 /// as each survivor sees it: up to one retry period after its last renew for the survivor to see
 /// it, one more for the survivor's next look, and a second for the API calls.
@@ -122,7 +131,7 @@ impl Fleet {
             "--write-log".to_owned(),
             log.display().to_string(),
         ];
-        let replica = Replica::start_with(identity, &self.kubeconfig, &self.ns, &flags)?;
+        let replica = Replica::start_with(identity, &self.kubeconfig, &self.ns, TIMING, &flags)?;
         self.replicas.push(replica);
         self.write_logs.push(log);
         Ok(())

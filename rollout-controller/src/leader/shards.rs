@@ -183,13 +183,11 @@ impl ShardElector {
     }
 
     async fn round(&mut self) -> Result<(), LeaderError> {
+        self.renew().await?;
         let listed = self.read().await;
         if listed && self.membership.current.is_some() {
             self.registered = true;
         }
-        // Membership first, shards after: a replica that dies stops renewing both in the same
-        // round, so the others see its membership lapse no later than its shards.
-        self.renew_membership().await;
         let now = Instant::now();
         let timing = self.election.timing;
         let me = self.election.identity.as_str();
@@ -225,27 +223,59 @@ impl ShardElector {
         for shard in &plan.release {
             self.hand_back(*shard).await;
         }
-        let writes: Vec<(usize, LeaseAction)> = actions
-            .into_iter()
-            .enumerate()
-            .filter(|(i, action)| {
-                (*action == LeaseAction::Renew && !plan.release.contains(i))
-                    || plan.take.contains(i)
-            })
-            .collect();
         let sent = futures::future::join_all(
-            writes
+            plan.take
                 .iter()
-                .map(|(shard, action)| self.send(*shard, *action)),
+                .map(|shard| self.send(*shard, actions[*shard])),
         )
         .await;
         for (shard, action, at, written) in sent {
             self.wrote(shard, action, at, written);
         }
+        let held = self.leases.held();
         self.metrics
             .shards_held
-            .set(i64::try_from(self.leases.held()).unwrap_or(i64::MAX));
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+        self.metrics.leader.set(i64::from(held > 0));
         self.forget_lapsed_members(now).await;
+        Ok(())
+    }
+
+    /// Renews the membership and every held shard at once, first thing in a round and from our
+    /// own last writes: a slow list must not eat the time a renew has before its deadline. A
+    /// replica that dies stops renewing both in the same round, so the others see its
+    /// membership lapse with its shards.
+    async fn renew(&mut self) -> Result<(), LeaderError> {
+        let now = Instant::now();
+        let timing = self.election.timing;
+        let mut held = Vec::new();
+        for (i, tracked) in self.shards.iter().enumerate() {
+            let Some(until) = self.leases.get(i).until() else {
+                continue;
+            };
+            let me = self.election.identity.as_str();
+            match decide(tracked.seen.as_ref(), me, Some(until), now, &timing) {
+                LeaseAction::StepDown(why) => return Err(self.lost(i, why)),
+                action => held.push((i, action)),
+            }
+        }
+        let (membership, renewed) = futures::join!(
+            self.send_membership(),
+            futures::future::join_all(held.iter().map(|(i, action)| self.send(*i, *action)))
+        );
+        match membership {
+            Some(Ok(Ok(lease))) => self.membership.saw(Some(lease), Instant::now()),
+            // Conflict, or deleted by a replica that judged it lapsed: read it again next round.
+            Some(Ok(Err(kube::Error::Api(status)))) if matches!(status.code, 404 | 409) => {
+                self.membership = Tracked::default();
+            }
+            Some(Ok(Err(e))) => warn!(error = %e, "shards: renewing the membership Lease"),
+            Some(Err(_)) => warn!("shards: renewing the membership Lease timed out"),
+            None => {}
+        }
+        for (shard, action, at, written) in renewed {
+            self.wrote(shard, action, at, written);
+        }
         Ok(())
     }
 
@@ -286,46 +316,29 @@ impl ShardElector {
         true
     }
 
-    async fn renew_membership(&mut self) {
+    async fn send_membership(&self) -> Option<Written> {
         let action = if self.membership.current.is_some() {
             LeaseAction::Acquire
         } else {
             LeaseAction::Create
         };
         let name = self.member_name();
-        let Some(lease) = claim(
+        let lease = claim(
             action,
             self.membership.current.as_ref(),
             &self.election.namespace,
             &name,
             &self.election.identity,
             &self.election.timing,
-        ) else {
-            return;
-        };
+        )?;
         let params = PostParams::default();
-        let written = match action {
+        let deadline = self.call_deadline();
+        Some(match action {
             LeaseAction::Create => {
-                tokio::time::timeout_at(self.call_deadline(), self.api.create(&params, &lease))
-                    .await
+                tokio::time::timeout_at(deadline, self.api.create(&params, &lease)).await
             }
-            _ => {
-                tokio::time::timeout_at(
-                    self.call_deadline(),
-                    self.api.replace(&name, &params, &lease),
-                )
-                .await
-            }
-        };
-        match written {
-            Ok(Ok(lease)) => self.membership.saw(Some(lease), Instant::now()),
-            // Conflict, or deleted by a replica that judged it lapsed: read it again next round.
-            Ok(Err(kube::Error::Api(status))) if matches!(status.code, 404 | 409) => {
-                self.membership = Tracked::default();
-            }
-            Ok(Err(e)) => warn!(error = %e, "shards: renewing the membership Lease"),
-            Err(_) => warn!("shards: renewing the membership Lease timed out"),
-        }
+            _ => tokio::time::timeout_at(deadline, self.api.replace(&name, &params, &lease)).await,
+        })
     }
 
     async fn send(
@@ -441,6 +454,7 @@ impl ShardElector {
             self.leases.get(i).stop();
         }
         self.metrics.shards_held.set(0);
+        self.metrics.leader.set(0);
         let name = self.shard_name(shard);
         error!(
             identity = %self.election.identity,
@@ -496,6 +510,7 @@ impl ShardElector {
             self.hand_back(shard).await;
         }
         self.metrics.shards_held.set(0);
+        self.metrics.leader.set(0);
         let deleted = tokio::time::timeout(
             self.election.timing.retry_period(),
             self.api
