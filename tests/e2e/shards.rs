@@ -61,8 +61,9 @@ const TAKEOVER_BOUND: Duration = LEASE_DURATION
     .saturating_add(RETRY_PERIOD)
     .saturating_add(Duration::from_secs(1));
 /// A shard handed back is free at once and taken at the taker's next look: one retry period,
-/// and a second for the release, the acquire and the writes in flight being drained.
-const HANDBACK_GAP_BOUND: Duration = RETRY_PERIOD.saturating_add(Duration::from_secs(1));
+/// and four API calls of up to a second each on a busy apiserver (the release, the taker's
+/// renews and list before it decides, its acquire).
+const HANDBACK_GAP_BOUND: Duration = RETRY_PERIOD.saturating_add(Duration::from_secs(4));
 /// How long the whole update may take.
 const ALL_DONE: Duration = Duration::from_secs(300);
 
