@@ -7,6 +7,10 @@
 //! replica leads and its caches have caught up with the cluster, and every write they send goes
 //! through [`leader_only_client`], which refuses it once the lease may have lapsed. Losing the
 //! lease ends [`run`] with an error, and the binary exits (Kubernetes restarts it as a standby).
+//!
+//! With `--shards N` the same holds per shard: each rollout (and its AnalysisRuns) belongs to
+//! one shard ([`crate::shard`]), its reconcile waits until this replica holds that shard's lease
+//! and has caught up since, and writes through that shard's gate. One shard is the leader lease.
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -34,7 +38,8 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use crate::decode::{Registry, Tolerant, decoded, tolerant_watcher};
-use crate::leader::{Elector, LeaderElection, LeaderError, Leadership, leader_only_client};
+use crate::leader::shards::{ShardElector, ShardLeases};
+use crate::leader::{Elector, LeaderElection, LeaderError, WriteLog, leader_only_client};
 use crate::metrics::Metrics;
 use crate::plan::runs::{TemplateKey, referenced_templates};
 use crate::plan::services::referenced_services;
@@ -42,6 +47,7 @@ use crate::rate_limit::{ApiRate, RateLimit};
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::rest::{KubeAuthorizer, KubeControl};
 use crate::runner::{RunnerContext, reconcile_run, run_error_policy};
+use crate::shard::{self, Assignment, ShardCount};
 use crate::undecodable::{self, Undecodables};
 
 /// What to watch and where to serve.
@@ -64,6 +70,11 @@ pub struct Options {
     /// Elect a leader among replicas with this Lease; `None`: this process is the only one and
     /// always acts.
     pub leader_election: Option<LeaderElection>,
+    /// Shards the rollouts are spread over, each a Lease of its own (more than one needs
+    /// leader election).
+    pub shards: ShardCount,
+    /// Where every write and every change of write permission is logged, one JSON line each.
+    pub write_log: Option<std::path::PathBuf>,
 }
 
 /// How the REST API checks callers.
@@ -94,6 +105,8 @@ impl Default for Options {
             api_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
             api_auth: ApiAuth::default(),
             leader_election: None,
+            shards: ShardCount::ONE,
+            write_log: None,
         }
     }
 }
@@ -104,6 +117,10 @@ pub enum RunError {
     Bind(SocketAddr, #[source] std::io::Error),
     #[error(transparent)]
     Leadership(#[from] LeaderError),
+    #[error("--shards {0} needs leader election: the shards are Leases")]
+    ShardsWithoutElection(usize),
+    #[error("opening the write log {0}: {1}")]
+    WriteLog(std::path::PathBuf, #[source] std::io::Error),
 }
 
 #[derive(Clone)]
@@ -127,31 +144,56 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let elected = options.leader_election.is_some();
-    let leadership = Arc::new(if elected {
-        Leadership::elected()
-    } else {
-        metrics.leader.set(1);
-        Leadership::always()
+    let count = options.shards;
+    let log = match &options.write_log {
+        None => None,
+        Some(path) => {
+            let identity = options
+                .leader_election
+                .as_ref()
+                .map_or_else(crate::leader::default_identity, |e| e.identity.clone());
+            let log = WriteLog::create(path, &identity)
+                .map_err(|e| RunError::WriteLog(path.clone(), e))?;
+            Some(Arc::new(log))
+        }
+    };
+    let leases = Arc::new(match &options.leader_election {
+        Some(election) => ShardLeases::elected(count, &election.lease_name, log),
+        None if count == ShardCount::ONE => {
+            metrics.leader.set(1);
+            metrics.shards_held.set(1);
+            ShardLeases::always()
+        }
+        None => return Err(RunError::ShardsWithoutElection(count.get())),
     });
-    // The controllers write through the gate. The watches read, and the REST API's writes are
-    // spec writes its callers ask for, which every replica may serve: they use the plain client.
-    // The controllers' requests, their watches' too, wait for the rate limit first; the gate
-    // checks a write after that wait, as it leaves. The Lease's and the REST API's do not wait.
+    // The controllers write through their shard's gate. The watches read, and the REST API's
+    // writes are spec writes its callers ask for, which every replica may serve: they use the
+    // plain client. The controllers' requests, their watches' too, wait for the rate limit first;
+    // the gate checks a write after that wait, as it leaves. The Leases' and the REST API's
+    // requests do not wait.
     let rate_limit = options.api_rate.map(RateLimit::new);
     let limited = |client: &Client| match &rate_limit {
         Some(limit) => limit.client(client),
         None => client.clone(),
     };
     let unlimited = client.clone();
-    let writer = if elected {
-        limited(&leader_only_client(&client, leadership.clone()))
-    } else {
-        limited(&client)
-    };
+    let writers: Vec<Client> = (0..count.get())
+        .map(|shard| {
+            if elected {
+                limited(&leader_only_client(&client, leases.get(shard)))
+            } else {
+                limited(&client)
+            }
+        })
+        .collect();
     let client = limited(&client);
-    // Whether the controllers act: at once without election, else once this replica leads and
-    // its caches have caught up (see `caught_up`).
-    let (acting, may_act) = watch::channel(!elected);
+    // Whether the controllers act on each shard: at once without election, else once this
+    // replica holds the shard and its caches have caught up since (see `caught_up`).
+    let acting: Arc<Vec<watch::Sender<bool>>> = Arc::new(
+        (0..count.get())
+            .map(|_| watch::Sender::new(!elected))
+            .collect(),
+    );
     let listener = tokio::net::TcpListener::bind(options.health_addr)
         .await
         .map_err(|e| RunError::Bind(options.health_addr, e))?;
@@ -221,7 +263,11 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
             gauge("ClusterAnalysisTemplate"),
         );
 
-    let controller = Controller::for_stream(decoded(rollout_stream), rollout_store.clone());
+    // Whenever this replica starts acting on a shard: every object is looked at again (those of
+    // shards it does not act on return at once), as a reconcile of a shard not held did nothing.
+    let started_acting = Arc::new(watch::Sender::new(0u64));
+    let controller = Controller::for_stream(decoded(rollout_stream), rollout_store.clone())
+        .reconcile_all_on(acting_started(started_acting.subscribe()));
     if let Some(addr) = options.api_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -251,7 +297,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
             }
         });
     }
-    let ctx = Arc::new(Context {
+    let context = |writer: &Client| Context {
         client: writer.clone(),
         writes: Default::default(),
         synced: ready.clone(),
@@ -272,6 +318,12 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
                 instance: std::env::var("POD_NAME").ok(),
             },
         ),
+    };
+    let ctx = Arc::new(Sharded {
+        count,
+        contexts: writers.iter().map(|w| Arc::new(context(w))).collect(),
+        acting: acting.clone(),
+        reported: Default::default(),
     });
 
     let readiness = {
@@ -338,87 +390,50 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         }
     };
 
-    let runner_ctx = Arc::new(RunnerContext {
-        client: writer.clone(),
-        rollouts: rollout_store.clone(),
-        metrics: metrics.clone(),
-        synced: ready.clone(),
+    let runner_ctx = Arc::new(Sharded {
+        count,
+        contexts: writers
+            .iter()
+            .map(|writer| {
+                Arc::new(RunnerContext {
+                    client: writer.clone(),
+                    rollouts: rollout_store.clone(),
+                    metrics: metrics.clone(),
+                    synced: ready.clone(),
+                })
+            })
+            .collect(),
+        acting: acting.clone(),
+        reported: Default::default(),
     });
     // The runner's own watch of the runs; the rollouts' registry of undecodable runs is the one
     // reported and planned from, this one only tells when the cache has caught up.
     let runner_registry = Registry::new(Default::default());
     let (runner_store, runner_stream) =
         tolerant_watcher(runs, all(), runner_registry.clone(), None);
-    let runner_controller = Controller::for_stream(decoded(runner_stream), runner_store.clone());
+    let runner_controller = Controller::for_stream(decoded(runner_stream), runner_store.clone())
+        .reconcile_all_on(acting_started(started_acting.subscribe()));
     if elected {
-        let stores_caught_up = {
-            let (leadership, ready) = (leadership.clone(), ready.clone());
-            let (client, namespace) = (client.clone(), options.namespace.clone());
-            let (rollout_store, rs_store, svc_store) =
-                (rollout_store.clone(), rs_store.clone(), svc_store.clone());
-            let (run_store, runner_store, template_store, cluster_template_store) = (
-                run_store.clone(),
-                runner_store.clone(),
-                template_store.clone(),
-                cluster_template_store.clone(),
-            );
-            let (undecodable, runner_registry) = (undecodable.clone(), runner_registry.clone());
-            async move {
-                leadership.acquired().await;
-                while !ready.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                let all = ListParams::default();
-                let u = &undecodable;
-                futures::join!(
-                    caught_up(
-                        api(&client, &namespace),
-                        all.clone(),
-                        rollout_store,
-                        &u.rollouts
-                    ),
-                    caught_up(
-                        api(&client, &namespace),
-                        ListParams::default().labels(POD_TEMPLATE_HASH_LABEL),
-                        rs_store,
-                        &u.replica_sets
-                    ),
-                    caught_up(
-                        api(&client, &namespace),
-                        all.clone(),
-                        svc_store,
-                        &u.services
-                    ),
-                    caught_up(
-                        api(&client, &namespace),
-                        all.clone(),
-                        run_store,
-                        &u.analysis_runs
-                    ),
-                    caught_up(
-                        api(&client, &namespace),
-                        all.clone(),
-                        runner_store,
-                        &runner_registry
-                    ),
-                    caught_up(
-                        api(&client, &namespace),
-                        all.clone(),
-                        template_store,
-                        &u.templates
-                    ),
-                    caught_up(
-                        Api::all(client.clone()),
-                        all.clone(),
-                        cluster_template_store,
-                        &u.cluster_templates
-                    ),
-                );
-                info!("leading, and the caches have caught up: reconciling");
-                acting.send_replace(true);
-            }
+        let caches = Caches {
+            client: client.clone(),
+            namespace: options.namespace.clone(),
+            rollouts: rollout_store.clone(),
+            replica_sets: rs_store.clone(),
+            services: svc_store.clone(),
+            runs: run_store.clone(),
+            runner_runs: runner_store.clone(),
+            templates: template_store.clone(),
+            cluster_templates: cluster_template_store.clone(),
+            undecodable: undecodable.clone(),
+            runner_registry: runner_registry.clone(),
         };
-        tokio::spawn(stores_caught_up);
+        tokio::spawn(follow_leases(
+            leases.clone(),
+            Arc::downgrade(&acting),
+            started_acting.clone(),
+            ready.clone(),
+            caches,
+        ));
     }
     let runner = runner_controller
         .with_config(
@@ -428,30 +443,38 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         .shutdown_on_signal()
         .run(
             {
-                let may_act = may_act.clone();
-                move |run, ctx| {
+                let rollout_store = rollout_store.clone();
+                move |run, sharded: Arc<Sharded<RunnerContext>>| {
+                    let shard = shard::of_run(&run, &rollout_store, count);
                     let span = info_span!(
                         "measure",
                         analysis_run = %run.name_any(),
                         rollout = run.labels().get(crate::crd::analysis::ROLLOUT_LABEL).cloned().unwrap_or_default(),
-                        namespace = run.namespace().unwrap_or_default()
+                        namespace = run.namespace().unwrap_or_default(),
+                        %shard
                     );
-                    let (may_act, store) = (may_act.clone(), runner_store.clone());
                     async move {
-                        match when_acting(may_act, &store, run).await {
-                            Some(run) => reconcile_run(run, ctx).await,
-                            None => Ok(Action::await_change()),
+                        if !sharded.acts_on(shard) {
+                            return Ok(Action::await_change());
                         }
+                        reconcile_run(run, sharded.contexts[shard.index()].clone()).await
                     }
                     .instrument(span)
                 }
             },
-            run_error_policy,
+            {
+                let rollout_store = rollout_store.clone();
+                move |run, error, sharded: Arc<Sharded<RunnerContext>>| {
+                    let shard = shard::of_run(&run, &rollout_store, count);
+                    run_error_policy(run, error, sharded.contexts[shard.index()].clone())
+                }
+            },
             runner_ctx,
         )
         .for_each(|_| futures::future::ready(()));
 
-    let reporter = undecodable::report(ctx.clone(), may_act.clone());
+    // Undecodable objects have no shard to speak of: the holder of the first reports them all.
+    let reporter = undecodable::report(ctx.contexts[0].clone(), acting[0].subscribe());
     let rollouts = controller
         .with_config(
             kube::runtime::controller::Config::default()
@@ -464,18 +487,26 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         .watches_stream(cluster_template_stream, cluster_templates_to_rollouts)
         .shutdown_on_signal()
         .run(
-            move |rollout, ctx| {
-                let span = info_span!("reconcile", rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default());
-                let (may_act, store) = (may_act.clone(), rollout_store.clone());
+            move |rollout, sharded: Arc<Sharded<Context>>| {
+                let shard = shard::of_rollout(&rollout, count).shard();
+                let span = info_span!("reconcile", rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default(), %shard);
                 async move {
-                    match when_acting(may_act, &store, rollout).await {
-                        Some(rollout) => reconcile(rollout, ctx).await,
-                        None => Ok(Action::await_change()),
+                    if !sharded.acts_on(shard) {
+                        return Ok(Action::await_change());
                     }
+                    let assignment = shard::of_rollout(&rollout, count);
+                    let ctx = sharded.contexts[shard.index()].clone();
+                    if let Assignment::Invalid { label, .. } = &assignment {
+                        sharded.report_invalid_label(&rollout, label, &ctx).await;
+                    }
+                    reconcile(rollout, ctx).await
                 }
                 .instrument(span)
             },
-            error_policy,
+            |rollout, error, sharded: Arc<Sharded<Context>>| {
+                let shard = shard::of_rollout(&rollout, count).shard();
+                error_policy(rollout, error, sharded.contexts[shard.index()].clone())
+            },
             ctx,
         )
         .for_each(|_| futures::future::ready(()));
@@ -492,8 +523,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     };
     match options.leader_election {
         None => controllers.await,
-        Some(election) => {
-            let mut elector = Elector::new(unlimited, election, leadership, metrics);
+        Some(election) if count == ShardCount::ONE => {
+            let mut elector = Elector::new(unlimited, election, leases.get(0), metrics);
             let lost = tokio::select! {
                 () = controllers => None,
                 lost = elector.run() => Some(lost),
@@ -505,26 +536,186 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
             }
             elector.release().await;
         }
+        Some(election) => {
+            let mut elector = ShardElector::new(unlimited, election, count, leases, metrics);
+            let lost = tokio::select! {
+                () = controllers => None,
+                lost = elector.run() => Some(lost),
+            };
+            if let Some(lost) = lost {
+                return Err(lost.into());
+            }
+            elector.release().await;
+        }
     }
     info!("controller stopped");
     Ok(())
 }
 
-/// The object to reconcile: at once while this replica acts; else, once it does, the object as
-/// the store holds it then (the one handed over may be long stale), or `None` if it is gone.
-async fn when_acting<K>(
-    mut may_act: watch::Receiver<bool>,
-    store: &reflector::Store<K>,
-    object: Arc<K>,
-) -> Option<Arc<K>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    if *may_act.borrow() {
-        return Some(object);
+/// The per-shard contexts of one controller, and whether this replica acts on each shard.
+struct Sharded<C> {
+    count: ShardCount,
+    contexts: Vec<Arc<C>>,
+    acting: Arc<Vec<watch::Sender<bool>>>,
+    /// (uid, label) of the rollouts whose invalid shard label this process reported.
+    reported: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+impl<C> Sharded<C> {
+    fn acts_on(&self, shard: shard::Shard) -> bool {
+        *self.acting[shard.index()].borrow()
     }
-    may_act.wait_for(|acting| *acting).await.ok()?;
-    store.get(&ObjectRef::from_obj(object.as_ref()))
+}
+
+impl Sharded<Context> {
+    /// A Warning Event, once per rollout and label value: the label is never silently ignored.
+    async fn report_invalid_label(&self, rollout: &Rollout, label: &str, ctx: &Context) {
+        let key = (rollout.uid().unwrap_or_default(), label.to_owned());
+        {
+            let reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+            if reported.contains(&key) {
+                return;
+            }
+        }
+        let event = kube::runtime::events::Event {
+            type_: kube::runtime::events::EventType::Warning,
+            reason: "InvalidShardLabel".into(),
+            note: Some(format!(
+                "label {}={label:?} names no shard of {}: reconciled on its hashed shard {} \
+                 instead",
+                shard::SHARD_LABEL,
+                self.count.get(),
+                shard::of_rollout(rollout, self.count).shard()
+            )),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let reference = kube::Resource::object_ref(rollout, &());
+        match ctx.recorder.publish(&event, &reference).await {
+            Ok(()) => {
+                let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+                reported.insert(key);
+            }
+            Err(e) => warn!(error = %e, "publishing the invalid shard label Event"),
+        }
+    }
+}
+
+/// Every store and what is needed to check it against the cluster.
+struct Caches {
+    client: Client,
+    namespace: Option<String>,
+    rollouts: reflector::Store<Rollout>,
+    replica_sets: reflector::Store<ReplicaSet>,
+    services: reflector::Store<Service>,
+    runs: reflector::Store<AnalysisRun>,
+    runner_runs: reflector::Store<AnalysisRun>,
+    templates: reflector::Store<AnalysisTemplate>,
+    cluster_templates: reflector::Store<ClusterAnalysisTemplate>,
+    undecodable: Undecodables,
+    runner_registry: Registry<AnalysisRun>,
+}
+
+impl Caches {
+    async fn caught_up(&self) {
+        let (client, namespace) = (&self.client, &self.namespace);
+        let all = ListParams::default;
+        let u = &self.undecodable;
+        futures::join!(
+            caught_up(
+                api(client, namespace),
+                all(),
+                self.rollouts.clone(),
+                &u.rollouts
+            ),
+            caught_up(
+                api(client, namespace),
+                all().labels(POD_TEMPLATE_HASH_LABEL),
+                self.replica_sets.clone(),
+                &u.replica_sets
+            ),
+            caught_up(
+                api(client, namespace),
+                all(),
+                self.services.clone(),
+                &u.services
+            ),
+            caught_up(
+                api(client, namespace),
+                all(),
+                self.runs.clone(),
+                &u.analysis_runs
+            ),
+            caught_up(
+                api(client, namespace),
+                all(),
+                self.runner_runs.clone(),
+                &self.runner_registry
+            ),
+            caught_up(
+                api(client, namespace),
+                all(),
+                self.templates.clone(),
+                &u.templates
+            ),
+            caught_up(
+                Api::all(client.clone()),
+                all(),
+                self.cluster_templates.clone(),
+                &u.cluster_templates
+            ),
+        );
+    }
+}
+
+/// Lets the controllers act on each shard once this replica holds it and its caches have caught
+/// up since, and stops them when it no longer does. Ends when the controllers are gone.
+async fn follow_leases(
+    leases: Arc<ShardLeases>,
+    acting: std::sync::Weak<Vec<watch::Sender<bool>>>,
+    started_acting: Arc<watch::Sender<u64>>,
+    ready: Arc<AtomicBool>,
+    caches: Caches,
+) {
+    loop {
+        let Some(acting) = acting.upgrade() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut newly_held = Vec::new();
+        for (shard, act) in acting.iter().enumerate() {
+            let held = leases.get(shard).may_write(now);
+            if held && !*act.borrow() {
+                newly_held.push(shard);
+            } else if !held && *act.borrow() {
+                act.send_replace(false);
+            }
+        }
+        if !newly_held.is_empty() && ready.load(Ordering::SeqCst) {
+            caches.caught_up().await;
+            let now = std::time::Instant::now();
+            newly_held.retain(|shard| leases.get(*shard).may_write(now));
+            for shard in &newly_held {
+                acting[*shard].send_replace(true);
+            }
+            started_acting.send_modify(|generation| *generation += 1);
+            if leases.count() == 1 {
+                info!("leading, and the caches have caught up: reconciling");
+            } else {
+                info!(shards = ?newly_held, "holding, and the caches have caught up: reconciling");
+            }
+        }
+        drop(acting);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A tick each time `started` moves on: when this replica starts acting on a shard.
+fn acting_started(started: watch::Receiver<u64>) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold(started, |mut started| async move {
+        started.changed().await.ok()?;
+        Some(((), started))
+    })
 }
 
 /// Returns once `store` holds every object a fresh list returns, at the listed resourceVersion

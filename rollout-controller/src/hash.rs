@@ -25,7 +25,8 @@ pub fn pod_template_hash(template: &PodTemplateSpec) -> String {
     out
 }
 
-/// FNV-1a, 64 bit: the same for the same bytes in every process and every release.
+/// FNV-1a, 64 bit: stable across processes, platforms and Rust versions (unlike std's
+/// randomly seeded hasher), which is what a value every replica must agree on needs.
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {

@@ -17,6 +17,7 @@ pub mod rate_limit;
 pub(crate) mod reconcile;
 pub(crate) mod rest;
 pub(crate) mod runner;
+pub mod shard;
 pub(crate) mod undecodable;
 pub mod view;
 

@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ use rollout_controller::leader::{
 };
 use rollout_controller::log_colour::log_colour;
 use rollout_controller::rate_limit::{ApiRate, DEFAULT_API_BURST, DEFAULT_API_QPS};
+use rollout_controller::shard::ShardCount;
 
 #[derive(Parser)]
 #[command(about = "Sluice: progressive delivery for Kubernetes")]
@@ -74,6 +76,15 @@ struct Cli {
     /// How often the leader renews and the others look.
     #[arg(long, default_value_t = DEFAULT_RETRY_PERIOD.into())]
     retry_period: humantime::Duration,
+    /// Spread the rollouts over this many shards, each a Lease (`<id>-shard-<i>`) that one
+    /// replica holds at a time; the replicas share them out evenly. 1: one leader for all, the
+    /// Lease named `--leader-election-id`.
+    #[arg(long, env = "SLUICE_SHARDS", default_value_t = NonZeroU16::MIN)]
+    shards: NonZeroU16,
+    /// Append every API write the controllers make, and every change of what this replica's
+    /// leases let it write, to this file (one JSON line each): a witness for tests and audits.
+    #[arg(long, env = "SLUICE_WRITE_LOG")]
+    write_log: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -176,6 +187,8 @@ async fn main() -> anyhow::Result<()> {
                 ApiAuthArg::None => ApiAuth::None,
             },
             leader_election,
+            shards: ShardCount::new(cli.shards),
+            write_log: cli.write_log,
         },
     )
     .await?;

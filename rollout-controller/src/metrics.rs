@@ -36,6 +36,12 @@ pub struct MeasurementLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoverLabels {
+    /// `acquired` or `released`.
+    pub transition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -53,10 +59,15 @@ pub struct Metrics {
     pub measurements: Family<MeasurementLabels, Counter>,
     /// From the Fail verdict (the run's end) to traffic on stable.
     pub abort_latency: Histogram,
-    /// 1 while this replica holds the leader lease (or runs without election), 0 otherwise.
+    /// 1 while this replica holds the leader lease, or with shards any shard's lease (or runs
+    /// without election), 0 otherwise.
     pub leader: Gauge,
     /// Watched objects the controller cannot decode, by kind.
     pub undecodable_objects: Family<KindLabels, Gauge>,
+    /// Shard leases this replica holds (with `--shards`).
+    pub shards_held: Gauge,
+    /// Shard leases this replica acquired or released.
+    pub shard_handovers: Family<HandoverLabels, Counter>,
     /// The info series each rollout has now, so that a phase change replaces it.
     current_info: Mutex<HashMap<RolloutLabels, InfoLabels>>,
 }
@@ -78,6 +89,8 @@ impl Default for Metrics {
         let abort_latency = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]);
         let leader = Gauge::default();
         let undecodable_objects = Family::<KindLabels, Gauge>::default();
+        let shards_held = Gauge::default();
+        let shard_handovers = Family::<HandoverLabels, Counter>::default();
         registry.register(
             "rollout_info",
             "Each rollout, with its strategy and phase",
@@ -122,13 +135,23 @@ impl Default for Metrics {
         );
         registry.register(
             "leader",
-            "1 on the replica that holds the leader lease, 0 on the others",
+            "1 on a replica that holds the leader lease (with shards: a shard lease), 0 on the others",
             leader.clone(),
         );
         registry.register(
             "undecodable_objects",
             "Watched objects the controller cannot decode, by kind; rollouts that use one are Degraded",
             undecodable_objects.clone(),
+        );
+        registry.register(
+            "shards_held",
+            "Shard leases this replica holds",
+            shards_held.clone(),
+        );
+        registry.register(
+            "shard_handovers",
+            "Shard leases this replica acquired or released, by transition",
+            shard_handovers.clone(),
         );
         Self {
             registry,
@@ -144,6 +167,8 @@ impl Default for Metrics {
             abort_latency,
             leader,
             undecodable_objects,
+            shards_held,
+            shard_handovers,
             current_info: Mutex::new(HashMap::new()),
         }
     }
@@ -185,6 +210,12 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+pub fn handover(transition: &str) -> HandoverLabels {
+    HandoverLabels {
+        transition: transition.to_owned(),
     }
 }
 

@@ -375,6 +375,10 @@ async fn the_chart_renders_objects_the_apiserver_accepts(env: &'static Env) -> a
         ensure!(flag(&defaults, name) == Some(value), "{defaults:?}");
     }
     ensure!(
+        flag(&defaults, "--shards").is_none(),
+        "one shard is the default, not a flag: {defaults:?}"
+    );
+    ensure!(
         container(deployment)?["image"] == "ghcr.io/sluice-dev/sluice:0.1.0",
         "{}",
         container(deployment)?["image"]
@@ -428,6 +432,7 @@ async fn the_chart_renders_objects_the_apiserver_accepts(env: &'static Env) -> a
         .template(Some(json!({
             "image": {"tag": "0.2.0"},
             "replicas": 3,
+            "shards": 8,
             "watchNamespaces": ["shop"],
             "apiAuth": "none",
             "commonLabels": {"team": "platform"},
@@ -451,6 +456,12 @@ async fn the_chart_renders_objects_the_apiserver_accepts(env: &'static Env) -> a
     let custom = args(deployment)?;
     ensure!(flag(&custom, "--namespace") == Some("shop"), "{custom:?}");
     ensure!(flag(&custom, "--api-auth") == Some("none"), "{custom:?}");
+    ensure!(flag(&custom, "--shards") == Some("8"), "{custom:?}");
+    let verbs = &one(&applied, "Role", "sluice-leader-election")?["rules"][0]["verbs"];
+    ensure!(
+        *verbs == json!(["get", "list", "create", "update", "delete"]),
+        "with shards the replicas list and delete Leases: {verbs}"
+    );
     ensure!(
         flag(&custom, "--kube-api-qps") == Some("20")
             && flag(&custom, "--kube-api-burst") == Some("30"),
@@ -503,6 +514,7 @@ async fn the_chart_refuses_values_the_controller_cannot_honour(
             "watchNamespaces",
         ),
         (json!({"apiAuth": "basic"}), "apiAuth"),
+        (json!({"shards": 0}), "shards"),
     ] {
         match helm.template(Some(values.clone())).await {
             Ok(_) => bail!("helm rendered {values} (the controller cannot honour it)"),

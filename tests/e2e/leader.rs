@@ -33,16 +33,29 @@ pub(crate) fn trials() -> Vec<Trial> {
 
 /// Short, so that the test waits seconds, not client-go's 15 s.
 const LEASE_DURATION: Duration = Duration::from_secs(4);
+const TIMING: Timing = Timing {
+    lease: LEASE_DURATION,
+    renew_deadline: Duration::from_secs(3),
+    retry_period: Duration::from_secs(1),
+};
+
+/// A replica's `--lease-duration`, `--renew-deadline` and `--retry-period`.
+#[derive(Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) lease: Duration,
+    pub(crate) renew_deadline: Duration,
+    pub(crate) retry_period: Duration,
+}
 const LEASE_NAME: &str = "sluice-controller";
 /// The steps: four weights, each followed by a short pause.
 const WEIGHTS: [i32; 4] = [20, 40, 60, 80];
 
 /// `rollout-controller` as a process of its own, named `identity`; SIGKILLed when dropped.
-struct Replica {
-    identity: String,
-    child: Child,
+pub(crate) struct Replica {
+    pub(crate) identity: String,
+    pub(crate) child: Child,
     health: SocketAddr,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -51,6 +64,17 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 impl Replica {
     fn start(identity: &str, kubeconfig: &Path, ns: &str) -> anyhow::Result<Self> {
+        Self::start_with(identity, kubeconfig, ns, TIMING, &[])
+    }
+
+    /// As [`Replica::start`], with this timing and more flags.
+    pub(crate) fn start_with(
+        identity: &str,
+        kubeconfig: &Path,
+        ns: &str,
+        timing: Timing,
+        flags: &[String],
+    ) -> anyhow::Result<Self> {
         let (health, api) = (free_port()?, free_port()?);
         let log = std::env::temp_dir().join(format!("sluice-leader-{ns}-{identity}.log"));
         let out = std::fs::File::create(&log)?;
@@ -63,9 +87,13 @@ impl Replica {
             .args(["--leader-election-namespace", ns])
             .args([
                 "--lease-duration",
-                &format!("{}s", LEASE_DURATION.as_secs()),
+                &format!("{}ms", timing.lease.as_millis()),
+                "--renew-deadline",
+                &format!("{}ms", timing.renew_deadline.as_millis()),
+                "--retry-period",
+                &format!("{}ms", timing.retry_period.as_millis()),
             ])
-            .args(["--renew-deadline", "3s", "--retry-period", "1s"])
+            .args(flags)
             .env("POD_NAME", identity)
             .env("RUST_LOG", "info,kube=warn")
             .stdin(Stdio::null())
@@ -83,7 +111,7 @@ impl Replica {
     }
 
     /// The sum of the samples of `metric` on its `/metrics`.
-    async fn metric(&self, metric: &str) -> anyhow::Result<f64> {
+    pub(crate) async fn metric(&self, metric: &str) -> anyhow::Result<f64> {
         let text = reqwest::get(format!("http://{}/metrics", self.health))
             .await?
             .error_for_status()?
@@ -103,7 +131,7 @@ impl Replica {
     }
 
     /// `kill -9`, and waits until it is gone.
-    async fn kill_9(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn kill_9(&mut self) -> anyhow::Result<()> {
         self.signal(Signal::SIGKILL)?;
         self.child.wait().await?;
         Ok(())
@@ -320,7 +348,7 @@ async fn failover(
         );
         let refused = log
             .lines()
-            .filter(|l| l.contains("does not hold the leader lease"))
+            .filter(|l| l.contains("does not hold the lease"))
             .count();
         let unnamed: Vec<&str> = log
             .lines()

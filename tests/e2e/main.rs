@@ -31,6 +31,7 @@ mod rollout_analysis;
 mod rollouts;
 mod routers;
 mod scrape;
+mod shards;
 mod smoke;
 mod support;
 mod traffic;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         bad_templates::trials(),
         restart::trials(),
         leader::trials(),
+        shards::trials(),
         scrape::trials(),
         prometheus_analysis::trials(),
         rollout_analysis::trials(),

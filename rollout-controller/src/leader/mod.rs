@@ -15,12 +15,21 @@
 //!
 //! What to do with the Lease is decided by pure functions (`observe`, `decide`); `Elector` is
 //! the thin loop that reads and writes the Lease; `Leadership` is the guard every controller
-//! write checks (`leader_only_client`).
+//! write checks (`leader_only_client`). With `--shards N` (N > 1) there is one such Lease per
+//! shard, held by [`shards::ShardElector`] with the same decisions and the same guard per shard,
+//! and a fair share of them per replica ([`balance`]).
+
+mod balance;
+pub(crate) mod shards;
+mod write_log;
+
+pub use write_log::WriteLog;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -53,8 +62,12 @@ pub enum LeaderError {
         identity: String,
         why: StepDown,
     },
-    #[error("{method} {path}: refused, this replica does not hold the leader lease")]
-    NotLeading { method: String, path: String },
+    #[error("{method} {path}: refused, this replica does not hold the lease {lease}")]
+    NotLeading {
+        method: String,
+        path: String,
+        lease: String,
+    },
 }
 
 /// How long a lease lasts, how long its holder keeps trying to renew it, and how often
@@ -107,6 +120,10 @@ impl Timing {
         })
     }
 
+    pub(crate) fn retry_period(&self) -> Duration {
+        self.retry_period
+    }
+
     /// `leaseDurationSeconds` as written: rounded up, so that others wait at least as long as
     /// we mean.
     fn lease_seconds(&self) -> i32 {
@@ -145,11 +162,16 @@ pub fn default_identity() -> String {
     format!("{host}_{}", std::process::id())
 }
 
-/// Whether this process may write, shared by the elector (which sets it) and every write
-/// (which checks it).
+/// Whether this process may write under one Lease, shared by the elector (which sets it) and
+/// every write fenced on it (which checks it).
 #[derive(Debug)]
 pub(crate) struct Leadership {
     state: watch::Sender<Lead>,
+    /// The Lease's name, for refusals and the write log.
+    lease: String,
+    log: Option<Arc<WriteLog>>,
+    /// Writes let through and not answered yet: a lease is handed back only once none is left.
+    in_flight: AtomicUsize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,15 +186,20 @@ enum Lead {
 impl Leadership {
     /// Always leading: for a single replica without election.
     pub(crate) fn always() -> Self {
-        Self {
-            state: watch::Sender::new(Lead::Always),
-        }
+        Self::new(Lead::Always, String::new(), None)
     }
 
-    /// Not leading until an [`Elector`] acquires the lease.
-    pub(crate) fn elected() -> Self {
+    /// Not leading until an elector acquires the lease `lease`.
+    pub(crate) fn elected(lease: &str, log: Option<Arc<WriteLog>>) -> Self {
+        Self::new(Lead::Not, lease.to_owned(), log)
+    }
+
+    fn new(lead: Lead, lease: String, log: Option<Arc<WriteLog>>) -> Self {
         Self {
-            state: watch::Sender::new(Lead::Not),
+            state: watch::Sender::new(lead),
+            lease,
+            log,
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -193,19 +220,48 @@ impl Leadership {
         }
     }
 
-    /// Returns once this process leads (at once when it always does).
-    pub(crate) async fn acquired(&self) {
-        let mut state = self.state.subscribe();
-        // The sender lives in `self`, so the channel cannot close while we wait.
-        let _ = state.wait_for(|lead| *lead != Lead::Not).await;
-    }
-
     fn lead_until(&self, until: Instant) {
         self.state.send_replace(Lead::Until(until));
+        if let Some(log) = &self.log {
+            log.hold(&self.lease, Instant::now(), until);
+        }
     }
 
     fn stop(&self) {
-        self.state.send_replace(Lead::Not);
+        let was = self.state.send_replace(Lead::Not);
+        if let (Some(log), Lead::Until(_)) = (&self.log, was) {
+            log.stop(&self.lease, Instant::now());
+        }
+    }
+
+    /// Returns true once every write let through has been answered, false if that has not
+    /// happened by `until`.
+    async fn drained(&self, until: Instant) -> bool {
+        loop {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Counts a write in flight until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -313,21 +369,22 @@ pub(crate) fn decide(
         // Our identity is our pod's name: the process that held the lease under it before a
         // restart is gone (client-go takes such a lease back at once too).
         Some(holder) if holder == identity => LeaseAction::Acquire,
-        Some(_) => {
-            let duration = seen
-                .record
-                .lease_duration_seconds
-                .filter(|s| *s > 0)
-                .map_or(timing.lease_duration, |s| {
-                    Duration::from_secs(u64::from(s.unsigned_abs()))
-                });
-            if now >= seen.observed_at + duration {
-                LeaseAction::Acquire
-            } else {
-                LeaseAction::StandBy
-            }
-        }
+        Some(_) if expired(seen, now, timing) => LeaseAction::Acquire,
+        Some(_) => LeaseAction::StandBy,
     }
+}
+
+/// Whether a lease has gone unchanged for its duration (the record's own, else ours) since we
+/// first saw it so.
+pub(crate) fn expired(seen: &Seen, now: Instant, timing: &Timing) -> bool {
+    let duration = seen
+        .record
+        .lease_duration_seconds
+        .filter(|s| *s > 0)
+        .map_or(timing.lease_duration, |s| {
+            Duration::from_secs(u64::from(s.unsigned_abs()))
+        });
+    now >= seen.observed_at + duration
 }
 
 /// Holds the Lease for this process: acquires it, renews it, and says when it was lost.
@@ -414,6 +471,7 @@ impl Elector {
             LeaseAction::StepDown(why) => {
                 self.leadership.stop();
                 self.metrics.leader.set(0);
+                self.metrics.shards_held.set(0);
                 error!(
                     identity = %self.election.identity,
                     lease = %format!("{}/{}", self.election.namespace, self.election.lease_name),
@@ -465,41 +523,15 @@ impl Elector {
     }
 
     async fn write(&mut self, action: LeaseAction) {
-        let identity = self.election.identity.clone();
-        let timing = self.election.timing;
-        let now = MicroTime(Timestamp::now());
-        let lease = match (action, &self.current) {
-            (LeaseAction::Create, _) => Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.election.lease_name.clone()),
-                    namespace: Some(self.election.namespace.clone()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(identity.clone()),
-                    lease_duration_seconds: Some(timing.lease_seconds()),
-                    acquire_time: Some(now.clone()),
-                    renew_time: Some(now),
-                    lease_transitions: Some(0),
-                    ..LeaseSpec::default()
-                }),
-            },
-            (_, None) => return,
-            (_, Some(current)) => {
-                let mut lease = current.clone();
-                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                if action == LeaseAction::Acquire {
-                    let previous = spec.holder_identity.clone().filter(|h| !h.is_empty());
-                    if previous.is_some() && previous.as_deref() != Some(identity.as_str()) {
-                        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-                    }
-                    spec.holder_identity = Some(identity.clone());
-                    spec.acquire_time = Some(now.clone());
-                }
-                spec.lease_duration_seconds = Some(timing.lease_seconds());
-                spec.renew_time = Some(now);
-                lease
-            }
+        let Some(lease) = claim(
+            action,
+            self.current.as_ref(),
+            &self.election.namespace,
+            &self.election.lease_name,
+            &self.election.identity,
+            &self.election.timing,
+        ) else {
+            return;
         };
         let deadline = self.call_deadline();
         // Taken before the request leaves: everyone else sees the write later than this.
@@ -542,6 +574,7 @@ impl Elector {
 
     fn became_leader(&mut self, lease: &Lease) {
         self.metrics.leader.set(1);
+        self.metrics.shards_held.set(1);
         self.logged_holder = Some(self.election.identity.clone());
         info!(
             identity = %self.election.identity,
@@ -582,18 +615,15 @@ impl Elector {
         let was_leading = self.leadership.until().is_some();
         self.leadership.stop();
         self.metrics.leader.set(0);
-        let Some(mut lease) = self.current.clone().filter(|_| was_leading) else {
+        self.metrics.shards_held.set(0);
+        let Some(lease) = self
+            .current
+            .as_ref()
+            .filter(|_| was_leading)
+            .and_then(|l| released(l, &self.election.identity))
+        else {
             return;
         };
-        let now = MicroTime(Timestamp::now());
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        if spec.holder_identity.as_deref() != Some(self.election.identity.as_str()) {
-            return;
-        }
-        spec.holder_identity = None;
-        spec.lease_duration_seconds = Some(1);
-        spec.acquire_time = Some(now.clone());
-        spec.renew_time = Some(now);
         let released = tokio::time::timeout(
             self.election.timing.retry_period,
             self.api
@@ -608,6 +638,67 @@ impl Elector {
             Err(_) => warn!("leader election: releasing the lease timed out"),
         }
     }
+}
+
+/// The Lease to write for `action` (create, acquire or renew, by `identity`), from the Lease as
+/// last read or written; `None` when there is nothing to base a replace on.
+pub(crate) fn claim(
+    action: LeaseAction,
+    current: Option<&Lease>,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+    timing: &Timing,
+) -> Option<Lease> {
+    let now = MicroTime(Timestamp::now());
+    match (action, current) {
+        (LeaseAction::Create, _) => Some(Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(identity.to_owned()),
+                lease_duration_seconds: Some(timing.lease_seconds()),
+                acquire_time: Some(now.clone()),
+                renew_time: Some(now),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        }),
+        (_, None) => None,
+        (_, Some(current)) => {
+            let mut lease = current.clone();
+            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+            if action == LeaseAction::Acquire {
+                let previous = spec.holder_identity.clone().filter(|h| !h.is_empty());
+                if previous.is_some() && previous.as_deref() != Some(identity) {
+                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                }
+                spec.holder_identity = Some(identity.to_owned());
+                spec.acquire_time = Some(now.clone());
+            }
+            spec.lease_duration_seconds = Some(timing.lease_seconds());
+            spec.renew_time = Some(now);
+            Some(lease)
+        }
+    }
+}
+
+/// `lease` handed back (no holder, a one-second duration), if `identity` holds it.
+pub(crate) fn released(lease: &Lease, identity: &str) -> Option<Lease> {
+    let mut lease = lease.clone();
+    let now = MicroTime(Timestamp::now());
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return None;
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.acquire_time = Some(now.clone());
+    spec.renew_time = Some(now);
+    Some(lease)
 }
 
 /// A client whose writes (anything but GET, HEAD and OPTIONS) are refused unless `leadership`
@@ -649,17 +740,41 @@ impl tower_service::Service<http::Request<kube::client::Body>> for LeaderOnly {
                 *request.method(),
                 http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
             );
+            if read {
+                return client
+                    .send(request)
+                    .await
+                    .map_err(|e| Box::new(e) as BoxError);
+            }
+            let (method, path) = (
+                request.method().to_string(),
+                request.uri().path().to_owned(),
+            );
+            // Counted before the check, so that a lease handed back after the gate closed sees
+            // every write that passed it.
+            let _in_flight = InFlight::start(&leadership.in_flight);
             // Checked when the request is about to leave, not when it was built.
-            if !read && !leadership.may_write(Instant::now()) {
+            let sent = Instant::now();
+            if !leadership.may_write(sent) {
                 return Err(Box::new(LeaderError::NotLeading {
-                    method: request.method().to_string(),
-                    path: request.uri().path().to_owned(),
+                    method,
+                    path,
+                    lease: leadership.lease.clone(),
                 }) as BoxError);
             }
-            client
-                .send(request)
-                .await
-                .map_err(|e| Box::new(e) as BoxError)
+            let answer = client.send(request).await;
+            if let Some(log) = &leadership.log {
+                let code = answer.as_ref().map_or(0, |r| r.status().as_u16());
+                log.write(
+                    &leadership.lease,
+                    &method,
+                    &path,
+                    sent,
+                    Instant::now(),
+                    code,
+                );
+            }
+            answer.map_err(|e| Box::new(e) as BoxError)
         })
     }
 }

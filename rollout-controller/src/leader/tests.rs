@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn timing() -> Timing {
     Timing::default()
@@ -226,7 +227,7 @@ fn timing_is_checked() {
 #[test]
 fn the_guard_follows_the_deadline() {
     let t0 = Instant::now();
-    let leadership = Leadership::elected();
+    let leadership = Leadership::elected("sluice-controller", None);
     assert!(!leadership.may_write(t0));
     leadership.lead_until(t0 + Duration::from_secs(10));
     assert!(leadership.may_write(t0 + Duration::from_secs(9)));
@@ -237,4 +238,120 @@ fn the_guard_follows_the_deadline() {
     leadership.stop();
     assert!(!leadership.may_write(t0));
     assert!(Leadership::always().may_write(t0 + Duration::from_secs(3600)));
+}
+
+/// Answers every request 200, counting them; a write is held until `release` is notified, so
+/// that a test can see it in flight.
+#[derive(Clone, Default)]
+struct Cluster {
+    answered: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::Notify>,
+    hold_writes: bool,
+}
+
+impl tower_service::Service<http::Request<kube::client::Body>> for Cluster {
+    type Response = http::Response<kube::client::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        let cluster = self.clone();
+        Box::pin(async move {
+            if cluster.hold_writes && request.method() != http::Method::GET {
+                cluster.release.notified().await;
+            }
+            cluster.answered.fetch_add(1, Ordering::SeqCst);
+            Ok(http::Response::new(kube::client::Body::from(Vec::new())))
+        })
+    }
+}
+
+fn request(method: http::Method) -> http::Request<kube::client::Body> {
+    let mut request = http::Request::new(kube::client::Body::from(Vec::new()));
+    *request.method_mut() = method;
+    *request.uri_mut() = http::Uri::from_static("/api/v1/namespaces/ns/configmaps");
+    request
+}
+
+#[tokio::test]
+async fn the_gate_lets_writes_through_only_while_the_lease_does() {
+    let path = std::env::temp_dir().join(format!("sluice-gate-test-{}.log", std::process::id()));
+    let log = Arc::new(WriteLog::create(&path, "me").unwrap());
+    let cluster = Cluster::default();
+    let leadership = Arc::new(Leadership::elected("lease-a", Some(log)));
+    let gated = leader_only_client(&Client::new(cluster.clone(), "ns"), leadership.clone());
+    let refused = gated.send(request(http::Method::POST)).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("does not hold the lease lease-a"),
+        "{refused}"
+    );
+    assert!(
+        gated.send(request(http::Method::GET)).await.is_ok(),
+        "reads pass"
+    );
+    leadership.lead_until(Instant::now() + Duration::from_secs(10));
+    assert!(gated.send(request(http::Method::PATCH)).await.is_ok());
+    leadership.stop();
+    assert!(gated.send(request(http::Method::DELETE)).await.is_err());
+    assert_eq!(
+        cluster.answered.load(Ordering::SeqCst),
+        2,
+        "one read, one write"
+    );
+
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["hold", "write", "stop"],
+        "refused writes are not logged"
+    );
+    let (hold, write, stop) = (&lines[0], &lines[1], &lines[2]);
+    assert_eq!(write["method"], "PATCH");
+    assert_eq!(write["lease"], "lease-a");
+    assert_eq!(write["replica"], "me");
+    let at = |v: &serde_json::Value, k: &str| v[k].as_i64().unwrap();
+    assert!(at(hold, "from_us") <= at(write, "sent_us"));
+    assert!(at(write, "sent_us") < at(hold, "until_us"));
+    assert!(at(write, "answered_us") <= at(stop, "at_us"));
+}
+
+#[tokio::test]
+async fn a_lease_is_drained_before_it_is_handed_back() {
+    let cluster = Cluster {
+        hold_writes: true,
+        ..Cluster::default()
+    };
+    let leadership = Arc::new(Leadership::elected("lease-a", None));
+    let gated = leader_only_client(&Client::new(cluster.clone(), "ns"), leadership.clone());
+    let until = Instant::now() + Duration::from_secs(10);
+    leadership.lead_until(until);
+    let write = tokio::spawn({
+        let gated = gated.clone();
+        async move { gated.send(request(http::Method::POST)).await.is_ok() }
+    });
+    while leadership.in_flight.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    leadership.stop();
+    // Still unanswered: not drained by a deadline already passed.
+    assert!(!leadership.drained(Instant::now()).await);
+    cluster.release.notify_one();
+    assert!(leadership.drained(until).await);
+    assert!(
+        write.await.unwrap(),
+        "a write that passed the gate completes"
+    );
+    assert!(gated.send(request(http::Method::POST)).await.is_err());
 }
