@@ -345,14 +345,14 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// One admitted request, logged when it ends.
-pub(crate) struct Admitted {
+struct Admitted {
     id: u64,
     caller: String,
     started: Instant,
 }
 
 impl Admitted {
-    pub(crate) fn log(&self, what: &str, status: StatusCode) {
+    fn log(&self, what: &str, status: StatusCode) {
         info!(
             request = self.id,
             caller = %self.caller,
@@ -365,7 +365,7 @@ impl Admitted {
 }
 
 /// Gives the request an id and checks its caller; a refusal is logged here.
-pub(crate) async fn admit<C: RolloutControl, A: Authorizer>(
+async fn admit<C: RolloutControl, A: Authorizer>(
     state: &AppState<C, A>,
     headers: &HeaderMap,
     namespace: Option<&str>,
@@ -395,14 +395,14 @@ pub(crate) async fn admit<C: RolloutControl, A: Authorizer>(
 }
 
 /// Authorizes, runs and logs one request with an id, the caller and the outcome.
-pub(crate) async fn handle<C, A, T, F>(
+pub(crate) async fn admitted<C, A, T, F>(
     state: &AppState<C, A>,
     headers: &HeaderMap,
     namespace: Option<&str>,
     verb: Verb,
     what: &str,
     run: F,
-) -> Result<axum::Json<T>, ApiError>
+) -> Result<T, ApiError>
 where
     C: RolloutControl,
     A: Authorizer,
@@ -417,7 +417,7 @@ where
             Err(e) => e.status,
         },
     );
-    outcome.map(axum::Json)
+    outcome
 }
 
 fn bad_request(message: String) -> ApiError {
@@ -498,7 +498,7 @@ async fn list<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<Vec<RolloutView>>, ApiError> {
     let namespace = query.namespace.as_deref();
     let control = state.control.clone();
-    handle(
+    admitted(
         &state,
         &headers,
         namespace,
@@ -507,6 +507,7 @@ async fn list<C: RolloutControl, A: Authorizer>(
         async move { Ok(control.list(namespace).await?) },
     )
     .await
+    .map(axum::Json)
 }
 
 /// One rollout: phase, steps, weights, revisions and its analysis verdicts with their evidence.
@@ -528,10 +529,11 @@ async fn get_one<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<RolloutView>, ApiError> {
     let control = state.control.clone();
     let what = format!("get {ns}/{name}");
-    handle(&state, &headers, Some(&ns), Verb::Get, &what, async {
+    admitted(&state, &headers, Some(&ns), Verb::Get, &what, async {
         Ok(control.get(&ns, &name).await?)
     })
     .await
+    .map(axum::Json)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -568,7 +570,7 @@ async fn wait<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<RolloutView>, ApiError> {
     let control = state.control.clone();
     let what = format!("wait {ns}/{name}");
-    handle(&state, &headers, Some(&ns), Verb::Get, &what, async {
+    admitted(&state, &headers, Some(&ns), Verb::Get, &what, async {
         let phase = query.phase.unwrap_or_else(|| "Healthy".into());
         if !PHASES.contains(&phase.as_str()) {
             return Err(bad_request(format!(
@@ -609,6 +611,7 @@ async fn wait<C: RolloutControl, A: Authorizer>(
         }
     })
     .await
+    .map(axum::Json)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -648,22 +651,13 @@ async fn events<C: RolloutControl, A: Authorizer>(
     Query(query): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let what = format!("events {ns}/{name}");
-    let admitted = admit(&state, &headers, Some(&ns), Verb::Get, &what).await?;
-    let opened = async {
+    let (timeout, first) = admitted(&state, &headers, Some(&ns), Verb::Get, &what, async {
         let timeout = parse_timeout(query.timeout.as_deref(), MAX_WAIT)?;
         // Refuse a stream about a rollout that does not exist, with a status code, not an event.
         let first = state.control.get(&ns, &name).await?;
-        Ok::<_, ApiError>((timeout, first))
-    }
-    .await;
-    let (timeout, first) = match opened {
-        Ok(opened) => opened,
-        Err(e) => {
-            admitted.log(&what, e.status);
-            return Err(e);
-        }
-    };
-    admitted.log(&what, StatusCode::OK);
+        Ok((timeout, first))
+    })
+    .await?;
     let watching = Watching {
         control: state.control.clone(),
         namespace: ns,
@@ -769,11 +763,12 @@ async fn act_on_body<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<RolloutView>, ApiError> {
     let control = state.control.clone();
     let what = format!("{what} {ns}/{name}");
-    handle(&state, &headers, Some(&ns), Verb::Update, &what, async {
+    admitted(&state, &headers, Some(&ns), Verb::Update, &what, async {
         let action = parse(&read_body(body).await?)?;
         Ok(control.act(&ns, &name, action).await?)
     })
     .await
+    .map(axum::Json)
 }
 
 /// Approve the paused step (`fromStep` must be it), or with `full` skip all remaining steps.

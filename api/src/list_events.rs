@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    ApiError, AppState, Authorizer, ErrorBody, MAX_WAIT, RolloutControl, RolloutView, Verb, admit,
-    error_event, parse_timeout,
+    ApiError, AppState, Authorizer, ErrorBody, MAX_WAIT, RolloutControl, RolloutView, Verb,
+    admitted, error_event, parse_timeout,
 };
 
 #[derive(Deserialize, IntoParams)]
@@ -106,21 +106,12 @@ pub(crate) async fn list_events<C: RolloutControl, A: Authorizer>(
         "list events {}",
         namespace.as_deref().unwrap_or("(all namespaces)")
     );
-    let admitted = admit(&state, &headers, namespace.as_deref(), Verb::List, &what).await?;
-    let opened = async {
+    let scope = namespace.as_deref();
+    let (timeout, first) = admitted(&state, &headers, scope, Verb::List, &what, async {
         let timeout = parse_timeout(query.timeout.as_deref(), MAX_WAIT)?;
-        let first = state.control.list(namespace.as_deref()).await?;
-        Ok::<_, ApiError>((timeout, first))
-    }
-    .await;
-    let (timeout, first) = match opened {
-        Ok(opened) => opened,
-        Err(e) => {
-            admitted.log(&what, e.status);
-            return Err(e);
-        }
-    };
-    admitted.log(&what, StatusCode::OK);
+        Ok((timeout, state.control.list(scope).await?))
+    })
+    .await?;
     let listing = Listing {
         control: state.control.clone(),
         namespace,

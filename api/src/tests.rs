@@ -605,12 +605,20 @@ async fn a_body_over_the_limit_is_a_413_in_the_documented_error_shape() {
     );
 }
 
-/// A request's status, headers and body as text.
+/// A GET's status, headers and body as text.
 async fn raw(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, HeaderMap, String) {
     let mut request = Request::get(uri);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
+    respond(app, request).await
+}
+
+/// The status, headers and body as text of a request without a body.
+pub(crate) async fn respond(
+    app: &Router,
+    request: axum::http::request::Builder,
+) -> (StatusCode, HeaderMap, String) {
     let response = app
         .clone()
         .oneshot(request.body(Body::empty()).unwrap())

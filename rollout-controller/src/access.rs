@@ -1,0 +1,28 @@
+//! What a caller is asked permission for on rollouts, by the REST API (a SubjectAccessReview for
+//! a token's user) and by `kubectl sluice dashboard` (a SelfSubjectAccessReview for the
+//! kubeconfig's): the same attributes and the same refusal, so both check one rule.
+
+use api::{AuthError, Verb};
+use serde_json::{Value, json};
+
+use crate::crd::GROUP;
+
+/// The `resourceAttributes` of an access review: `verb` on rollouts.sluice.dev in `namespace`
+/// (all namespaces when `None`).
+pub fn rollout_attributes(namespace: Option<&str>, verb: Verb) -> Value {
+    json!({
+        "namespace": namespace,
+        "verb": verb.as_str(),
+        "group": GROUP,
+        "resource": "rollouts",
+    })
+}
+
+/// The refusal of an access review that did not allow `user` to.
+pub fn refused(user: &str, namespace: Option<&str>, verb: Verb) -> AuthError {
+    AuthError::Forbidden(format!(
+        "{user} may not {} rollouts.{GROUP} in {}",
+        verb.as_str(),
+        namespace.unwrap_or("all namespaces")
+    ))
+}
