@@ -26,6 +26,7 @@ mod dashboard;
 mod list_events;
 pub mod loopback;
 mod session;
+mod still_allowed;
 mod views;
 pub use dashboard::CONTENT_SECURITY_POLICY;
 pub use session::{Permissions, SessionMode, SessionView};
@@ -146,7 +147,15 @@ pub trait Authorizer: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<String>, AuthError>> + Send;
     /// How a dashboard user proves who they are to this server.
     fn mode(&self) -> SessionMode;
+    /// How often a long event stream checks its caller again.
+    fn recheck_interval(&self) -> Duration {
+        RECHECK
+    }
 }
+
+/// A minute: a revoked caller stops seeing rollouts within one, and a stream costs one review a
+/// minute.
+const RECHECK: Duration = Duration::from_secs(60);
 
 /// For local use only: everyone may do everything, and every request says so in the log.
 pub struct NoAuth;
@@ -183,7 +192,7 @@ pub struct ErrorBody {
 #[derive(Debug)]
 pub struct ApiError {
     pub(crate) status: StatusCode,
-    error: &'static str,
+    pub(crate) error: &'static str,
     pub(crate) message: String,
 }
 
@@ -623,8 +632,9 @@ struct EventsQuery {
 }
 
 /// What the `events` stream is at, between looks.
-struct Watching<C> {
+struct Watching<C, A> {
     control: Arc<C>,
+    allowed: still_allowed::StillAllowed<A>,
     namespace: String,
     name: String,
     last: Option<RolloutView>,
@@ -633,8 +643,9 @@ struct Watching<C> {
 }
 
 /// Server-sent events: a `status` event with the rollout's view at once and on every change,
-/// `error` when the Kubernetes API cannot be read (the stream goes on), and a final `deleted` or
-/// `timeout`.
+/// `error` when the Kubernetes API cannot be read (the stream goes on), and a final `deleted`,
+/// `timeout`, or `error` (`Unauthorized`, `Forbidden`) once the caller, checked again each minute,
+/// may no longer read it.
 #[utoipa::path(
     get,
     path = "/api/v1/namespaces/{ns}/rollouts/{name}/events",
@@ -660,6 +671,12 @@ async fn events<C: RolloutControl, A: Authorizer>(
     .await?;
     let watching = Watching {
         control: state.control.clone(),
+        allowed: still_allowed::StillAllowed::new(
+            state.auth.clone(),
+            &headers,
+            Some(&ns),
+            Verb::Get,
+        ),
         namespace: ns,
         name,
         last: None,
@@ -681,6 +698,10 @@ async fn events<C: RolloutControl, A: Authorizer>(
                 return Some((Event::default().event("timeout").data("{}"), (w, None)));
             }
             tokio::time::sleep(w.control.poll_interval()).await;
+            if let Some(refusal) = w.allowed.refusal().await {
+                w.done = true;
+                return Some((refusal, (w, None)));
+            }
             match w.control.get(&w.namespace, &w.name).await {
                 Ok(view) if w.last.as_ref() == Some(&view) => continue,
                 Ok(view) => {

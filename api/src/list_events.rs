@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::still_allowed::StillAllowed;
 use crate::{
     ApiError, AppState, Authorizer, ErrorBody, MAX_WAIT, RolloutControl, RolloutView, Verb,
     admitted, error_event, parse_timeout,
@@ -73,8 +74,9 @@ fn keyed(views: Vec<RolloutView>) -> BTreeMap<Key, RolloutView> {
 }
 
 /// Where the stream is at, between looks.
-struct Listing<C> {
+struct Listing<C, A> {
     control: Arc<C>,
+    allowed: StillAllowed<A>,
     namespace: Option<String>,
     last: BTreeMap<Key, RolloutView>,
     pending: Vec<Event>,
@@ -85,7 +87,8 @@ struct Listing<C> {
 /// Server-sent events of the list: `list` (every rollout, as `GET /api/v1/rollouts` answers)
 /// at once, then `upsert` with a rollout's view when it is new or changed and `deleted` with its
 /// namespace and name when it is gone; `error` when the Kubernetes API cannot be read (the
-/// stream goes on), and a final `timeout`.
+/// stream goes on), and a final `timeout`, or `error` (`Unauthorized`, `Forbidden`) once the
+/// caller, checked again each minute, may no longer list them.
 #[utoipa::path(
     get,
     path = "/api/v1/rollouts/events",
@@ -114,6 +117,7 @@ pub(crate) async fn list_events<C: RolloutControl, A: Authorizer>(
     .await?;
     let listing = Listing {
         control: state.control.clone(),
+        allowed: StillAllowed::new(state.auth.clone(), &headers, scope, Verb::List),
         namespace,
         pending: vec![json_event("list", &first)],
         last: keyed(first),
@@ -134,6 +138,10 @@ pub(crate) async fn list_events<C: RolloutControl, A: Authorizer>(
                 return Some((Event::default().event("timeout").data("{}"), l));
             }
             tokio::time::sleep(l.control.poll_interval()).await;
+            if let Some(refusal) = l.allowed.refusal().await {
+                l.done = true;
+                return Some((refusal, l));
+            }
             match l.control.list(l.namespace.as_deref()).await {
                 Ok(views) => {
                     let now = keyed(views);
