@@ -16,7 +16,7 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use rollout_controller::access::{refused, rollout_attributes};
+use rollout_controller::access::{own_verb, refused, rollout_attributes};
 use rollout_controller::action::read_error;
 use serde_json::json;
 
@@ -80,6 +80,8 @@ impl Authorizer for UserAuthorizer {
         namespace: Option<&str>,
         verb: Verb,
     ) -> Result<String, AuthError> {
+        // What the apiserver will check of the user's own requests.
+        let verb = own_verb(verb);
         let review: SelfSubjectAccessReview = serde_json::from_value(json!({"spec": {
             "resourceAttributes": rollout_attributes(namespace, verb),
         }}))

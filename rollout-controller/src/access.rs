@@ -9,20 +9,29 @@ use crate::crd::GROUP;
 
 /// The `resourceAttributes` of an access review: `verb` on rollouts.sluice.dev in `namespace`
 /// (all namespaces when `None`).
-pub fn rollout_attributes(namespace: Option<&str>, verb: Verb) -> Value {
+pub fn rollout_attributes(namespace: Option<&str>, verb: &str) -> Value {
     json!({
         "namespace": namespace,
-        "verb": verb.as_str(),
+        "verb": verb,
         "group": GROUP,
         "resource": "rollouts",
     })
 }
 
 /// The refusal of an access review that did not allow `user` to.
-pub fn refused(user: &str, namespace: Option<&str>, verb: Verb) -> AuthError {
+pub fn refused(user: &str, namespace: Option<&str>, verb: &str) -> AuthError {
     AuthError::Forbidden(format!(
-        "{user} may not {} rollouts.{GROUP} in {}",
-        verb.as_str(),
+        "{user} may not {verb} rollouts.{GROUP} in {}",
         namespace.unwrap_or("all namespaces")
     ))
+}
+
+/// The verb the user's own client needs for `verb`: an action is a merge patch, which the
+/// apiserver authorizes as `patch` (the REST API asks `update` of its callers, and patches with
+/// the controller's own rights).
+pub fn own_verb(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Update => "patch",
+        other => other.as_str(),
+    }
 }

@@ -67,7 +67,7 @@ impl KubeAuthorizer {
             "groups": user.groups,
             "uid": user.uid,
             "extra": user.extra,
-            "resourceAttributes": rollout_attributes(namespace, verb),
+            "resourceAttributes": rollout_attributes(namespace, verb.as_str()),
         }}))
         .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let sars: Api<SubjectAccessReview> = Api::all(self.client.clone());
@@ -78,7 +78,7 @@ impl KubeAuthorizer {
         if decided.status.is_some_and(|s| s.allowed) {
             Ok(username)
         } else {
-            Err(refused(&username, namespace, verb))
+            Err(refused(&username, namespace, verb.as_str()))
         }
     }
 }
