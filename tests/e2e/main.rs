@@ -14,6 +14,7 @@ macro_rules! trial {
 mod bad_templates;
 mod cli;
 mod cluster_cleanup;
+mod dashboard_server;
 mod decisions;
 mod deploy;
 mod examples;
@@ -68,6 +69,7 @@ fn main() -> ExitCode {
         proxy::trials(),
         traffic::trials(),
         releases::trials(),
+        dashboard_server::trials(),
     ]
     .into_iter()
     .flatten()
