@@ -22,9 +22,17 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+mod dashboard;
+mod list_events;
+pub mod loopback;
+mod session;
+mod still_allowed;
 mod views;
+pub use dashboard::CONTENT_SECURITY_POLICY;
+pub use session::{Permissions, SessionMode, SessionView};
 pub use views::{
-    AnalysisRunView, MeasurementView, MetricView, RevisionView, RolloutView, StepView,
+    ActionsView, AnalysisRunView, Applies, LookView, MeasurementView, MetricView, RevisionView,
+    RolloutView, StepView,
 };
 
 /// What a caller asks of a rollout.
@@ -88,6 +96,11 @@ pub trait RolloutControl: Send + Sync + 'static {
         name: &str,
         action: Action,
     ) -> impl Future<Output = Result<RolloutView, ControlError>> + Send;
+    /// How often `wait` and the event streams look again. The controller reads an in-memory
+    /// store; a control that asks the apiserver each time looks less often.
+    fn poll_interval(&self) -> Duration {
+        WAIT_POLL
+    }
 }
 
 /// What a caller wants to do, for authorization.
@@ -127,7 +140,22 @@ pub trait Authorizer: Send + Sync + 'static {
         namespace: Option<&str>,
         verb: Verb,
     ) -> impl Future<Output = Result<String, AuthError>> + Send;
+    /// Who `token` belongs to (`None` without one), for the dashboard's session.
+    fn identify(
+        &self,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>, AuthError>> + Send;
+    /// How a dashboard user proves who they are to this server.
+    fn mode(&self) -> SessionMode;
+    /// How often a long event stream checks its caller again.
+    fn recheck_interval(&self) -> Duration {
+        RECHECK
+    }
 }
+
+/// A minute: a revoked caller stops seeing rollouts within one, and a stream costs one review a
+/// minute.
+const RECHECK: Duration = Duration::from_secs(60);
 
 /// For local use only: everyone may do everything, and every request says so in the log.
 pub struct NoAuth;
@@ -140,9 +168,19 @@ impl Authorizer for NoAuth {
         _: Verb,
     ) -> Result<String, AuthError> {
         warn!("--api-auth=none: request not authenticated");
-        Ok("anonymous (--api-auth=none)".into())
+        Ok(NO_AUTH_CALLER.into())
+    }
+
+    async fn identify(&self, _: Option<&str>) -> Result<Option<String>, AuthError> {
+        Ok(Some(NO_AUTH_CALLER.into()))
+    }
+
+    fn mode(&self) -> SessionMode {
+        SessionMode::None
     }
 }
+
+const NO_AUTH_CALLER: &str = "anonymous (--api-auth=none)";
 
 /// The body of every error.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
@@ -153,13 +191,13 @@ pub struct ErrorBody {
 
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    error: &'static str,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) error: &'static str,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             error,
@@ -213,19 +251,19 @@ impl IntoResponse for ApiError {
 /// Longest `wait` or `events` stream a caller may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 const DEFAULT_WAIT: Duration = Duration::from_secs(600);
-/// How often `wait` and `events` look at the rollout. The controller's store is in memory, so a
-/// look is cheap; a quarter second is well below any step's length.
+/// How often `wait` and `events` look at the rollout by default. The controller's store is in
+/// memory, so a look is cheap; a quarter second is well below any step's length.
 const WAIT_POLL: Duration = Duration::from_millis(250);
 /// Request bodies are small JSON objects; a larger one is a 413 ([`read_body`]).
 const BODY_LIMIT: usize = 16 * 1024;
 
-struct Shared<C, A> {
-    control: Arc<C>,
-    auth: Arc<A>,
+pub(crate) struct Shared<C, A> {
+    pub(crate) control: Arc<C>,
+    pub(crate) auth: Arc<A>,
     requests: AtomicU64,
 }
 
-type AppState<C, A> = Arc<Shared<C, A>>;
+pub(crate) type AppState<C, A> = Arc<Shared<C, A>>;
 
 /// The OpenAPI document: every route, its parameters, bodies and answers.
 #[derive(OpenApi)]
@@ -238,7 +276,10 @@ type AppState<C, A> = Arc<Shared<C, A>>;
     ),
     paths(
         list,
+        list_events::list_events,
+        session::session,
         get_one,
+        session::permissions,
         wait,
         events,
         promote,
@@ -249,13 +290,22 @@ type AppState<C, A> = Arc<Shared<C, A>>;
         undo,
         openapi_json
     ),
-    components(schemas(ErrorBody, PromoteBody, UndoBody))
+    components(schemas(ErrorBody, PromoteBody, UndoBody, list_events::Deleted))
 )]
 pub struct ApiDoc;
 
-/// The API's routes, served by the controller. Each path comes from its handler's OpenAPI
-/// annotation, so the document and the router cannot name different paths.
+/// The API's routes and the dashboard, served by the controller and by `kubectl sluice
+/// dashboard`. Each path comes from its handler's OpenAPI annotation, so the document and the
+/// router cannot name different paths.
 pub fn router<C: RolloutControl, A: Authorizer>(control: Arc<C>, auth: Arc<A>) -> Router {
+    router_with(control, auth, dashboard::EMBEDDED)
+}
+
+fn router_with<C: RolloutControl, A: Authorizer>(
+    control: Arc<C>,
+    auth: Arc<A>,
+    assets: &'static [dashboard::Asset],
+) -> Router {
     use utoipa::Path as _;
     let state: AppState<C, A> = Arc::new(Shared {
         control,
@@ -264,7 +314,19 @@ pub fn router<C: RolloutControl, A: Authorizer>(control: Arc<C>, auth: Arc<A>) -
     });
     Router::new()
         .route(&__path_list::path(), get(list::<C, A>))
+        .route(
+            &list_events::__path_list_events::path(),
+            get(list_events::list_events::<C, A>),
+        )
+        .route(
+            &session::__path_session::path(),
+            get(session::session::<C, A>),
+        )
         .route(&__path_get_one::path(), get(get_one::<C, A>))
+        .route(
+            &session::__path_permissions::path(),
+            get(session::permissions::<C, A>),
+        )
         .route(&__path_wait::path(), get(wait::<C, A>))
         .route(&__path_events::path(), get(events::<C, A>))
         .route(&__path_promote::path(), post(promote::<C, A>))
@@ -275,9 +337,13 @@ pub fn router<C: RolloutControl, A: Authorizer>(control: Arc<C>, auth: Arc<A>) -
         .route(&__path_undo::path(), post(undo::<C, A>))
         .route(&__path_openapi_json::path(), get(openapi_json))
         .with_state(state)
+        .merge(dashboard::routes(assets))
+        .layer(axum::middleware::map_response(|r: Response| async move {
+            dashboard::secure(r)
+        }))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -338,14 +404,14 @@ async fn admit<C: RolloutControl, A: Authorizer>(
 }
 
 /// Authorizes, runs and logs one request with an id, the caller and the outcome.
-async fn handle<C, A, T, F>(
+pub(crate) async fn admitted<C, A, T, F>(
     state: &AppState<C, A>,
     headers: &HeaderMap,
     namespace: Option<&str>,
     verb: Verb,
     what: &str,
     run: F,
-) -> Result<axum::Json<T>, ApiError>
+) -> Result<T, ApiError>
 where
     C: RolloutControl,
     A: Authorizer,
@@ -360,7 +426,7 @@ where
             Err(e) => e.status,
         },
     );
-    outcome.map(axum::Json)
+    outcome
 }
 
 fn bad_request(message: String) -> ApiError {
@@ -368,7 +434,10 @@ fn bad_request(message: String) -> ApiError {
 }
 
 /// A humantime `timeout` parameter, at most [`MAX_WAIT`].
-fn parse_timeout(timeout: Option<&str>, default: Duration) -> Result<Duration, ApiError> {
+pub(crate) fn parse_timeout(
+    timeout: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ApiError> {
     let timeout = match timeout {
         Some(t) => {
             humantime::parse_duration(t).map_err(|e| bad_request(format!("timeout: {t:?}: {e}")))?
@@ -438,7 +507,7 @@ async fn list<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<Vec<RolloutView>>, ApiError> {
     let namespace = query.namespace.as_deref();
     let control = state.control.clone();
-    handle(
+    admitted(
         &state,
         &headers,
         namespace,
@@ -447,6 +516,7 @@ async fn list<C: RolloutControl, A: Authorizer>(
         async move { Ok(control.list(namespace).await?) },
     )
     .await
+    .map(axum::Json)
 }
 
 /// One rollout: phase, steps, weights, revisions and its analysis verdicts with their evidence.
@@ -468,10 +538,11 @@ async fn get_one<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<RolloutView>, ApiError> {
     let control = state.control.clone();
     let what = format!("get {ns}/{name}");
-    handle(&state, &headers, Some(&ns), Verb::Get, &what, async {
+    admitted(&state, &headers, Some(&ns), Verb::Get, &what, async {
         Ok(control.get(&ns, &name).await?)
     })
     .await
+    .map(axum::Json)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -508,7 +579,7 @@ async fn wait<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<RolloutView>, ApiError> {
     let control = state.control.clone();
     let what = format!("wait {ns}/{name}");
-    handle(&state, &headers, Some(&ns), Verb::Get, &what, async {
+    admitted(&state, &headers, Some(&ns), Verb::Get, &what, async {
         let phase = query.phase.unwrap_or_else(|| "Healthy".into());
         if !PHASES.contains(&phase.as_str()) {
             return Err(bad_request(format!(
@@ -544,11 +615,12 @@ async fn wait<C: RolloutControl, A: Authorizer>(
                     ),
                 ));
             }
-            tokio::time::sleep(WAIT_POLL.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
+            let poll = control.poll_interval();
+            tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
     })
     .await
+    .map(axum::Json)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -560,8 +632,9 @@ struct EventsQuery {
 }
 
 /// What the `events` stream is at, between looks.
-struct Watching<C> {
+struct Watching<C, A> {
     control: Arc<C>,
+    allowed: still_allowed::StillAllowed<A>,
     namespace: String,
     name: String,
     last: Option<RolloutView>,
@@ -570,8 +643,9 @@ struct Watching<C> {
 }
 
 /// Server-sent events: a `status` event with the rollout's view at once and on every change,
-/// `error` when the Kubernetes API cannot be read (the stream goes on), and a final `deleted` or
-/// `timeout`.
+/// `error` when the Kubernetes API cannot be read (the stream goes on), and a final `deleted`,
+/// `timeout`, or `error` (`Unauthorized`, `Forbidden`) once the caller, checked again each minute,
+/// may no longer read it.
 #[utoipa::path(
     get,
     path = "/api/v1/namespaces/{ns}/rollouts/{name}/events",
@@ -588,24 +662,21 @@ async fn events<C: RolloutControl, A: Authorizer>(
     Query(query): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let what = format!("events {ns}/{name}");
-    let admitted = admit(&state, &headers, Some(&ns), Verb::Get, &what).await?;
-    let opened = async {
+    let (timeout, first) = admitted(&state, &headers, Some(&ns), Verb::Get, &what, async {
         let timeout = parse_timeout(query.timeout.as_deref(), MAX_WAIT)?;
         // Refuse a stream about a rollout that does not exist, with a status code, not an event.
         let first = state.control.get(&ns, &name).await?;
-        Ok::<_, ApiError>((timeout, first))
-    }
-    .await;
-    let (timeout, first) = match opened {
-        Ok(opened) => opened,
-        Err(e) => {
-            admitted.log(&what, e.status);
-            return Err(e);
-        }
-    };
-    admitted.log(&what, StatusCode::OK);
+        Ok((timeout, first))
+    })
+    .await?;
     let watching = Watching {
         control: state.control.clone(),
+        allowed: still_allowed::StillAllowed::new(
+            state.auth.clone(),
+            &headers,
+            Some(&ns),
+            Verb::Get,
+        ),
         namespace: ns,
         name,
         last: None,
@@ -626,7 +697,11 @@ async fn events<C: RolloutControl, A: Authorizer>(
                 w.done = true;
                 return Some((Event::default().event("timeout").data("{}"), (w, None)));
             }
-            tokio::time::sleep(WAIT_POLL).await;
+            tokio::time::sleep(w.control.poll_interval()).await;
+            if let Some(refusal) = w.allowed.refusal().await {
+                w.done = true;
+                return Some((refusal, (w, None)));
+            }
             match w.control.get(&w.namespace, &w.name).await {
                 Ok(view) if w.last.as_ref() == Some(&view) => continue,
                 Ok(view) => {
@@ -638,19 +713,22 @@ async fn events<C: RolloutControl, A: Authorizer>(
                     w.done = true;
                     return Some((Event::default().event("deleted").data("{}"), (w, None)));
                 }
-                Err(e) => {
-                    let body = ErrorBody {
-                        error: "Unavailable".into(),
-                        message: e.to_string(),
-                    };
-                    let data = serde_json::to_string(&body).unwrap_or_default();
-                    return Some((Event::default().event("error").data(data), (w, None)));
-                }
+                Err(e) => return Some((error_event(&e), (w, None))),
             }
         }
     })
     .map(Ok);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The Kubernetes API could not be read; the stream goes on.
+pub(crate) fn error_event(e: &ControlError) -> Event {
+    let body = ErrorBody {
+        error: "Unavailable".into(),
+        message: e.to_string(),
+    };
+    let data = serde_json::to_string(&body).unwrap_or_default();
+    Event::default().event("error").data(data)
 }
 
 fn status_event(view: &RolloutView) -> Event {
@@ -706,11 +784,12 @@ async fn act_on_body<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<RolloutView>, ApiError> {
     let control = state.control.clone();
     let what = format!("{what} {ns}/{name}");
-    handle(&state, &headers, Some(&ns), Verb::Update, &what, async {
+    admitted(&state, &headers, Some(&ns), Verb::Update, &what, async {
         let action = parse(&read_body(body).await?)?;
         Ok(control.act(&ns, &name, action).await?)
     })
     .await
+    .map(axum::Json)
 }
 
 /// Approve the paused step (`fromStep` must be it), or with `full` skip all remaining steps.

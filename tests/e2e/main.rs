@@ -14,6 +14,7 @@ macro_rules! trial {
 mod bad_templates;
 mod cli;
 mod cluster_cleanup;
+mod dashboard_server;
 mod decisions;
 mod deploy;
 mod examples;
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
         traffic::trials(),
         releases::trials(),
         writes::trials(),
+        dashboard_server::trials(),
     ]
     .into_iter()
     .flatten()

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use api::{AuthError, Authorizer, Verb};
-use k8s_openapi::api::authentication::v1::TokenReview;
+use api::{AuthError, Authorizer, SessionMode, Verb};
+use k8s_openapi::api::authentication::v1::{TokenReview, UserInfo};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use crate::crd::GROUP;
+use crate::access::{refused, rollout_attributes};
 
 /// How long an authorization decision is reused.
 const AUTH_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -34,12 +34,8 @@ impl KubeAuthorizer {
         }
     }
 
-    async fn review(
-        &self,
-        token: &str,
-        namespace: Option<&str>,
-        verb: Verb,
-    ) -> Result<String, AuthError> {
+    /// Who the token belongs to, by TokenReview.
+    async fn user(&self, token: &str) -> Result<UserInfo, AuthError> {
         let unavailable = |e: kube::Error| AuthError::Unavailable(e.to_string());
         let reviews: Api<TokenReview> = Api::all(self.client.clone());
         let review: TokenReview = serde_json::from_value(json!({"spec": {"token": token}}))
@@ -54,19 +50,24 @@ impl KubeAuthorizer {
                 status.error.unwrap_or_else(|| "token not valid".into()),
             ));
         }
-        let user = status.user.unwrap_or_default();
+        Ok(status.user.unwrap_or_default())
+    }
+
+    async fn review(
+        &self,
+        token: &str,
+        namespace: Option<&str>,
+        verb: Verb,
+    ) -> Result<String, AuthError> {
+        let unavailable = |e: kube::Error| AuthError::Unavailable(e.to_string());
+        let user = self.user(token).await?;
         let username = user.username.clone().unwrap_or_default();
         let access: SubjectAccessReview = serde_json::from_value(json!({"spec": {
             "user": user.username,
             "groups": user.groups,
             "uid": user.uid,
             "extra": user.extra,
-            "resourceAttributes": {
-                "namespace": namespace,
-                "verb": verb.as_str(),
-                "group": GROUP,
-                "resource": "rollouts",
-            },
+            "resourceAttributes": rollout_attributes(namespace, verb.as_str()),
         }}))
         .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let sars: Api<SubjectAccessReview> = Api::all(self.client.clone());
@@ -77,11 +78,7 @@ impl KubeAuthorizer {
         if decided.status.is_some_and(|s| s.allowed) {
             Ok(username)
         } else {
-            Err(AuthError::Forbidden(format!(
-                "{username} may not {} rollouts.{GROUP} in {}",
-                verb.as_str(),
-                namespace.unwrap_or("all namespaces")
-            )))
+            Err(refused(&username, namespace, verb.as_str()))
         }
     }
 }
@@ -117,5 +114,16 @@ impl Authorizer for KubeAuthorizer {
             cache.insert(key, (decision.clone(), Instant::now()));
         }
         decision
+    }
+
+    async fn identify(&self, token: Option<&str>) -> Result<Option<String>, AuthError> {
+        match token {
+            None => Ok(None),
+            Some(token) => Ok(Some(self.user(token).await?.username.unwrap_or_default())),
+        }
+    }
+
+    fn mode(&self) -> SessionMode {
+        SessionMode::Token
     }
 }
