@@ -14,6 +14,7 @@ macro_rules! trial {
 mod bad_templates;
 mod cli;
 mod cluster_cleanup;
+mod dashboard;
 mod decisions;
 mod deploy;
 mod examples;
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         rollout_analysis::trials(),
         routers::trials(),
         rest_api::trials(),
+        dashboard::trials(),
         cli::trials(),
         decisions::trials(),
         examples::trials(),

@@ -43,7 +43,7 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--no-pings",
     "--metrics-recording-only",
     "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
     "--proxy-server=127.0.0.1:9",
     "--hide-scrollbars",
 ];
