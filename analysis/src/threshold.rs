@@ -8,7 +8,7 @@ use cel::extractors::Arguments;
 use cel::{Context, Env, ExecutionError, Program, Value};
 
 use crate::SpecError;
-use crate::verdict::{Evidence, Judgement, Verdict, format_values};
+use crate::verdict::{Evidence, Judgement, Verdict, finite, format_values};
 
 /// Compiled conditions of a threshold metric.
 #[derive(Clone)]
@@ -77,6 +77,10 @@ impl ThresholdJudge {
             values: Some(format_values(values)),
             test: Some("cel".to_owned()),
             canary_samples: Some(values.len() as u64),
+            // The value a chart of the looks draws: the result's mean, most often its one value.
+            canary_mean: (!values.is_empty())
+                .then(|| values.iter().sum::<f64>() / values.len() as f64)
+                .and_then(finite),
             ..Evidence::default()
         };
         let no_data_reason = if values.is_empty() {

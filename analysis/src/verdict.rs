@@ -47,7 +47,7 @@ pub struct Evidence {
     /// Baseline sample size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_samples: Option<u64>,
-    /// Canary mean (or event rate).
+    /// Canary mean (or event rate; a threshold's mean result).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_mean: Option<f64>,
     /// Baseline mean (or event rate).

@@ -22,9 +22,16 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+mod dashboard;
+mod list_events;
+pub mod loopback;
+mod session;
 mod views;
+pub use dashboard::CONTENT_SECURITY_POLICY;
+pub use session::{Permissions, SessionMode, SessionView};
 pub use views::{
-    AnalysisRunView, MeasurementView, MetricView, RevisionView, RolloutView, StepView,
+    ActionsView, AnalysisRunView, Applies, LookView, MeasurementView, MetricView, RevisionView,
+    RolloutView, StepView,
 };
 
 /// What a caller asks of a rollout.
@@ -88,6 +95,11 @@ pub trait RolloutControl: Send + Sync + 'static {
         name: &str,
         action: Action,
     ) -> impl Future<Output = Result<RolloutView, ControlError>> + Send;
+    /// How often `wait` and the event streams look again. The controller reads an in-memory
+    /// store; a control that asks the apiserver each time looks less often.
+    fn poll_interval(&self) -> Duration {
+        WAIT_POLL
+    }
 }
 
 /// What a caller wants to do, for authorization.
@@ -127,6 +139,13 @@ pub trait Authorizer: Send + Sync + 'static {
         namespace: Option<&str>,
         verb: Verb,
     ) -> impl Future<Output = Result<String, AuthError>> + Send;
+    /// Who `token` belongs to (`None` without one), for the dashboard's session.
+    fn identify(
+        &self,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>, AuthError>> + Send;
+    /// How a dashboard user proves who they are to this server.
+    fn mode(&self) -> SessionMode;
 }
 
 /// For local use only: everyone may do everything, and every request says so in the log.
@@ -140,9 +159,19 @@ impl Authorizer for NoAuth {
         _: Verb,
     ) -> Result<String, AuthError> {
         warn!("--api-auth=none: request not authenticated");
-        Ok("anonymous (--api-auth=none)".into())
+        Ok(NO_AUTH_CALLER.into())
+    }
+
+    async fn identify(&self, _: Option<&str>) -> Result<Option<String>, AuthError> {
+        Ok(Some(NO_AUTH_CALLER.into()))
+    }
+
+    fn mode(&self) -> SessionMode {
+        SessionMode::None
     }
 }
+
+const NO_AUTH_CALLER: &str = "anonymous (--api-auth=none)";
 
 /// The body of every error.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
@@ -153,13 +182,13 @@ pub struct ErrorBody {
 
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
+    pub(crate) status: StatusCode,
     error: &'static str,
-    message: String,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             error,
@@ -213,19 +242,19 @@ impl IntoResponse for ApiError {
 /// Longest `wait` or `events` stream a caller may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 const DEFAULT_WAIT: Duration = Duration::from_secs(600);
-/// How often `wait` and `events` look at the rollout. The controller's store is in memory, so a
-/// look is cheap; a quarter second is well below any step's length.
+/// How often `wait` and `events` look at the rollout by default. The controller's store is in
+/// memory, so a look is cheap; a quarter second is well below any step's length.
 const WAIT_POLL: Duration = Duration::from_millis(250);
 /// Request bodies are small JSON objects; a larger one is a 413 ([`read_body`]).
 const BODY_LIMIT: usize = 16 * 1024;
 
-struct Shared<C, A> {
-    control: Arc<C>,
-    auth: Arc<A>,
+pub(crate) struct Shared<C, A> {
+    pub(crate) control: Arc<C>,
+    pub(crate) auth: Arc<A>,
     requests: AtomicU64,
 }
 
-type AppState<C, A> = Arc<Shared<C, A>>;
+pub(crate) type AppState<C, A> = Arc<Shared<C, A>>;
 
 /// The OpenAPI document: every route, its parameters, bodies and answers.
 #[derive(OpenApi)]
@@ -238,7 +267,10 @@ type AppState<C, A> = Arc<Shared<C, A>>;
     ),
     paths(
         list,
+        list_events::list_events,
+        session::session,
         get_one,
+        session::permissions,
         wait,
         events,
         promote,
@@ -249,13 +281,22 @@ type AppState<C, A> = Arc<Shared<C, A>>;
         undo,
         openapi_json
     ),
-    components(schemas(ErrorBody, PromoteBody, UndoBody))
+    components(schemas(ErrorBody, PromoteBody, UndoBody, list_events::Deleted))
 )]
 pub struct ApiDoc;
 
-/// The API's routes, served by the controller. Each path comes from its handler's OpenAPI
-/// annotation, so the document and the router cannot name different paths.
+/// The API's routes and the dashboard, served by the controller and by `kubectl sluice
+/// dashboard`. Each path comes from its handler's OpenAPI annotation, so the document and the
+/// router cannot name different paths.
 pub fn router<C: RolloutControl, A: Authorizer>(control: Arc<C>, auth: Arc<A>) -> Router {
+    router_with(control, auth, dashboard::EMBEDDED)
+}
+
+fn router_with<C: RolloutControl, A: Authorizer>(
+    control: Arc<C>,
+    auth: Arc<A>,
+    assets: &'static [dashboard::Asset],
+) -> Router {
     use utoipa::Path as _;
     let state: AppState<C, A> = Arc::new(Shared {
         control,
@@ -264,7 +305,19 @@ pub fn router<C: RolloutControl, A: Authorizer>(control: Arc<C>, auth: Arc<A>) -
     });
     Router::new()
         .route(&__path_list::path(), get(list::<C, A>))
+        .route(
+            &list_events::__path_list_events::path(),
+            get(list_events::list_events::<C, A>),
+        )
+        .route(
+            &session::__path_session::path(),
+            get(session::session::<C, A>),
+        )
         .route(&__path_get_one::path(), get(get_one::<C, A>))
+        .route(
+            &session::__path_permissions::path(),
+            get(session::permissions::<C, A>),
+        )
         .route(&__path_wait::path(), get(wait::<C, A>))
         .route(&__path_events::path(), get(events::<C, A>))
         .route(&__path_promote::path(), post(promote::<C, A>))
@@ -275,9 +328,13 @@ pub fn router<C: RolloutControl, A: Authorizer>(control: Arc<C>, auth: Arc<A>) -
         .route(&__path_undo::path(), post(undo::<C, A>))
         .route(&__path_openapi_json::path(), get(openapi_json))
         .with_state(state)
+        .merge(dashboard::routes(assets))
+        .layer(axum::middleware::map_response(|r: Response| async move {
+            dashboard::secure(r)
+        }))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -288,14 +345,14 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// One admitted request, logged when it ends.
-struct Admitted {
+pub(crate) struct Admitted {
     id: u64,
     caller: String,
     started: Instant,
 }
 
 impl Admitted {
-    fn log(&self, what: &str, status: StatusCode) {
+    pub(crate) fn log(&self, what: &str, status: StatusCode) {
         info!(
             request = self.id,
             caller = %self.caller,
@@ -308,7 +365,7 @@ impl Admitted {
 }
 
 /// Gives the request an id and checks its caller; a refusal is logged here.
-async fn admit<C: RolloutControl, A: Authorizer>(
+pub(crate) async fn admit<C: RolloutControl, A: Authorizer>(
     state: &AppState<C, A>,
     headers: &HeaderMap,
     namespace: Option<&str>,
@@ -338,7 +395,7 @@ async fn admit<C: RolloutControl, A: Authorizer>(
 }
 
 /// Authorizes, runs and logs one request with an id, the caller and the outcome.
-async fn handle<C, A, T, F>(
+pub(crate) async fn handle<C, A, T, F>(
     state: &AppState<C, A>,
     headers: &HeaderMap,
     namespace: Option<&str>,
@@ -368,7 +425,10 @@ fn bad_request(message: String) -> ApiError {
 }
 
 /// A humantime `timeout` parameter, at most [`MAX_WAIT`].
-fn parse_timeout(timeout: Option<&str>, default: Duration) -> Result<Duration, ApiError> {
+pub(crate) fn parse_timeout(
+    timeout: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ApiError> {
     let timeout = match timeout {
         Some(t) => {
             humantime::parse_duration(t).map_err(|e| bad_request(format!("timeout: {t:?}: {e}")))?
@@ -544,8 +604,8 @@ async fn wait<C: RolloutControl, A: Authorizer>(
                     ),
                 ));
             }
-            tokio::time::sleep(WAIT_POLL.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
+            let poll = control.poll_interval();
+            tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
     })
     .await
@@ -626,7 +686,7 @@ async fn events<C: RolloutControl, A: Authorizer>(
                 w.done = true;
                 return Some((Event::default().event("timeout").data("{}"), (w, None)));
             }
-            tokio::time::sleep(WAIT_POLL).await;
+            tokio::time::sleep(w.control.poll_interval()).await;
             match w.control.get(&w.namespace, &w.name).await {
                 Ok(view) if w.last.as_ref() == Some(&view) => continue,
                 Ok(view) => {
@@ -638,19 +698,22 @@ async fn events<C: RolloutControl, A: Authorizer>(
                     w.done = true;
                     return Some((Event::default().event("deleted").data("{}"), (w, None)));
                 }
-                Err(e) => {
-                    let body = ErrorBody {
-                        error: "Unavailable".into(),
-                        message: e.to_string(),
-                    };
-                    let data = serde_json::to_string(&body).unwrap_or_default();
-                    return Some((Event::default().event("error").data(data), (w, None)));
-                }
+                Err(e) => return Some((error_event(&e), (w, None))),
             }
         }
     })
     .map(Ok);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// The Kubernetes API could not be read; the stream goes on.
+pub(crate) fn error_event(e: &ControlError) -> Event {
+    let body = ErrorBody {
+        error: "Unavailable".into(),
+        message: e.to_string(),
+    };
+    let data = serde_json::to_string(&body).unwrap_or_default();
+    Event::default().event("error").data(data)
 }
 
 fn status_event(view: &RolloutView) -> Event {

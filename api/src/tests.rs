@@ -117,6 +117,18 @@ impl Authorizer for Tokens {
             (Some(_), _) => Err(AuthError::Unauthenticated("token not valid".into())),
         }
     }
+
+    async fn identify(&self, token: Option<&str>) -> Result<Option<String>, AuthError> {
+        match token {
+            None => Ok(None),
+            Some(t @ ("reader" | "writer")) => Ok(Some(t.into())),
+            Some(_) => Err(AuthError::Unauthenticated("token not valid".into())),
+        }
+    }
+
+    fn mode(&self) -> SessionMode {
+        SessionMode::Token
+    }
 }
 
 fn paused_at(step: i32) -> RolloutView {
@@ -333,8 +345,11 @@ async fn wait_answers_for_the_generation_current_at_the_call() {
 }
 
 /// Every route docs/API.md names, as (method, path).
-const API_MD_ROUTES: [(&str, &str); 11] = [
+const API_MD_ROUTES: [(&str, &str); 14] = [
     ("get", "/api/v1/rollouts"),
+    ("get", "/api/v1/rollouts/events"),
+    ("get", "/api/v1/session"),
+    ("get", "/api/v1/namespaces/{ns}/rollouts/{name}/permissions"),
     ("get", "/api/v1/namespaces/{ns}/rollouts/{name}"),
     ("get", "/api/v1/namespaces/{ns}/rollouts/{name}/wait"),
     ("get", "/api/v1/namespaces/{ns}/rollouts/{name}/events"),
@@ -587,5 +602,228 @@ async fn a_body_over_the_limit_is_a_413_in_the_documented_error_shape() {
     assert_eq!(
         memory.get("shop", "web").await.unwrap().current_step,
         Some(2)
+    );
+}
+
+/// A request's status, headers and body as text.
+async fn raw(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, HeaderMap, String) {
+    let mut request = Request::get(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+static ASSETS: &[dashboard::Asset] = &[
+    ("index.html", b"<!doctype html><title>Sluice</title>"),
+    ("app.js", b"'use strict';"),
+    ("css/app.css", b"body {}"),
+];
+
+fn assert_secure(headers: &HeaderMap, what: &str) {
+    assert_eq!(
+        headers["content-security-policy"], CONTENT_SECURITY_POLICY,
+        "{what}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
+    assert_eq!(headers["referrer-policy"], "no-referrer", "{what}");
+    assert_eq!(headers["x-frame-options"], "DENY", "{what}");
+    assert!(headers.contains_key("cache-control"), "{what}");
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_its_files_with_strict_headers() {
+    let app = router_with(Memory::with(paused_at(1)), Arc::new(Tokens), ASSETS);
+    let (status, headers, body) = raw(&app, "/dashboard/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(body, "<!doctype html><title>Sluice</title>");
+    assert_secure(&headers, "index");
+    for (uri, content_type) in [
+        ("/dashboard/app.js", "text/javascript; charset=utf-8"),
+        ("/dashboard/css/app.css", "text/css; charset=utf-8"),
+    ] {
+        let (status, headers, _) = raw(&app, uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(headers["content-type"], content_type, "{uri}");
+        assert_secure(&headers, uri);
+    }
+    let (status, headers, _) = raw(&app, "/dashboard", None).await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(headers["location"], "/dashboard/");
+    // Nothing outside the embedded files, and a miss does not echo what was asked for.
+    for uri in [
+        "/dashboard/nope.js",
+        "/dashboard/../Cargo.toml",
+        "/dashboard/%3Cscript%3E",
+    ] {
+        let (status, headers, body) = raw(&app, uri, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(body, "not found\n", "{uri}");
+        assert_secure(&headers, uri);
+    }
+    // The API's answers carry the same headers, and are never cached.
+    let (status, headers, _) = raw(&app, WEB, Some("reader")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_secure(&headers, "API");
+    let (_, headers, _) = raw(&app, WEB, None).await;
+    assert_secure(&headers, "401");
+}
+
+/// The server builds no HTML from the cluster: a rollout whose name, annotation and messages
+/// hold markup is answered as JSON, where the markup is a string, from every route that shows
+/// it, and nothing of it lands in a non-JSON answer.
+#[tokio::test]
+async fn markup_from_the_cluster_only_ever_leaves_as_json() {
+    let evil = "<script>alert(1)</script>";
+    let mut view = paused_at(1);
+    view.name = evil.into();
+    view.message = format!("paused {evil}");
+    view.annotations.insert("note".into(), evil.into());
+    view.analysis_runs = vec![AnalysisRunView {
+        name: "run".into(),
+        message: evil.into(),
+        ..AnalysisRunView::default()
+    }];
+    let app = router_with(Memory::with(view), Arc::new(Tokens), ASSETS);
+    let one = "/api/v1/namespaces/shop/rollouts/%3Cscript%3Ealert(1)%3C%2Fscript%3E";
+    for uri in [
+        "/api/v1/rollouts?namespace=shop".to_owned(),
+        one.to_owned(),
+        format!("{one}/events?timeout=1ms"),
+        "/api/v1/rollouts/events?namespace=shop&timeout=1ms".to_owned(),
+    ] {
+        let (status, headers, body) = raw(&app, &uri, Some("reader")).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        let content_type = headers["content-type"].to_str().unwrap();
+        assert!(
+            content_type == "application/json" || content_type == "text/event-stream",
+            "{uri}: {content_type}"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert!(body.contains(evil), "{uri}: the markup is shown as data");
+    }
+    let (status, headers, body) = raw(&app, &format!("{one}/nope"), Some("reader")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!body.contains("<script"), "{body}");
+    assert!(
+        headers
+            .get("content-type")
+            .is_none_or(|t| !t.to_str().unwrap().contains("html"))
+    );
+}
+
+#[tokio::test]
+async fn the_session_says_how_to_sign_in_and_who_the_caller_is() {
+    let app = router(Memory::with(paused_at(1)), Arc::new(Tokens));
+    let (status, body) = call(&app, "GET", "/api/v1/session", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        serde_json::json!({"mode": "token", "user": null, "csrfToken": null, "namespace": null})
+    );
+    let (status, body) = call(&app, "GET", "/api/v1/session", Some("reader"), "").await;
+    assert_eq!(
+        (status, body["user"].as_str()),
+        (StatusCode::OK, Some("reader"))
+    );
+    let (status, body) = call(&app, "GET", "/api/v1/session", Some("garbage"), "").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("Unauthorized"))
+    );
+    let open = router(Memory::with(paused_at(1)), Arc::new(NoAuth));
+    let (_, body) = call(&open, "GET", "/api/v1/session", None, "").await;
+    assert_eq!(body["mode"], "none");
+}
+
+#[tokio::test]
+async fn permissions_say_whether_the_caller_may_act() {
+    let app = router(Memory::with(paused_at(1)), Arc::new(Tokens));
+    let uri = format!("{WEB}/permissions");
+    let (status, body) = call(&app, "GET", &uri, Some("reader"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"update": false}));
+    let (_, body) = call(&app, "GET", &uri, Some("writer"), "").await;
+    assert_eq!(body, serde_json::json!({"update": true}));
+    assert_eq!(
+        call(&app, "GET", &uri, None, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // And what it says holds: the reader's action is refused.
+    let (status, _) = call(&app, "POST", &format!("{WEB}/abort"), Some("reader"), "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_list_stream_sends_the_list_then_each_change_and_each_deletion() {
+    let memory = Memory::with(paused_at(1));
+    let app = router(memory.clone(), Arc::new(Tokens));
+    let uri = "/api/v1/rollouts/events?namespace=shop";
+    assert_eq!(
+        call(&app, "GET", uri, None, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let request = Request::get(uri)
+        .header("authorization", "Bearer reader")
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let changes = {
+        let memory = memory.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let mut api = paused_at(0);
+            api.name = "api".into();
+            memory
+                .rollouts
+                .lock()
+                .unwrap()
+                .insert(("shop".into(), "api".into()), api);
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            memory
+                .rollouts
+                .lock()
+                .unwrap()
+                .get_mut(&("shop".to_owned(), "web".to_owned()))
+                .unwrap()
+                .phase = "Healthy".into();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            memory
+                .rollouts
+                .lock()
+                .unwrap()
+                .remove(&("shop".to_owned(), "api".to_owned()));
+        })
+    };
+    let events = read_events(response.into_body(), 4).await;
+    changes.await.unwrap();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["list", "upsert", "upsert", "deleted"], "{events:?}");
+    assert_eq!(events[0].1.as_array().unwrap().len(), 1);
+    assert_eq!(events[0].1[0]["name"], "web");
+    assert_eq!(events[1].1["name"], "api");
+    assert_eq!(
+        (events[2].1["name"].as_str(), events[2].1["phase"].as_str()),
+        (Some("web"), Some("Healthy"))
+    );
+    assert_eq!(
+        events[3].1,
+        serde_json::json!({"namespace": "shop", "name": "api"})
     );
 }

@@ -294,6 +294,7 @@ mod tests {
                 .map(|(d, index)| StepView {
                     index,
                     description: (*d).into(),
+                    ..StepView::default()
                 })
                 .collect(),
             weight: Some(25),
@@ -309,6 +310,7 @@ mod tests {
                     desired: 1,
                     ready: 1,
                     available: 1,
+                    ..RevisionView::default()
                 },
                 RevisionView {
                     revision: Some(1),
@@ -318,6 +320,7 @@ mod tests {
                     desired: 4,
                     ready: 4,
                     available: 4,
+                    ..RevisionView::default()
                 },
             ],
             analysis_runs: vec![AnalysisRunView {
@@ -337,6 +340,7 @@ mod tests {
                     }),
                     ..MetricView::default()
                 }],
+                ..AnalysisRunView::default()
             }],
             ..RolloutView::default()
         }

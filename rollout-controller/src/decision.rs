@@ -248,6 +248,22 @@ pub(crate) fn action_patch(
     }
 }
 
+/// Whether `action` applies to `rollout` now: decided by [`action_patch`], so that what the
+/// dashboard offers is what the action would do, and a pause of a paused rollout (or a resume
+/// of one that is not), which would change nothing, is not offered either.
+pub(crate) fn applies(
+    rollout: &Rollout,
+    replica_sets: &[ReplicaSet],
+    action: &Action,
+) -> Result<(), String> {
+    let paused = rollout.spec.paused == Some(true);
+    match action {
+        Action::Pause if paused => Err("the rollout is paused already".into()),
+        Action::Resume if !paused => Err("the rollout is not paused".into()),
+        _ => action_patch(rollout, replica_sets, action).map(|_| ()),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

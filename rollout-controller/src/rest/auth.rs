@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use api::{AuthError, Authorizer, Verb};
-use k8s_openapi::api::authentication::v1::TokenReview;
+use api::{AuthError, Authorizer, SessionMode, Verb};
+use k8s_openapi::api::authentication::v1::{TokenReview, UserInfo};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use kube::Client;
 use kube::api::{Api, PostParams};
@@ -34,12 +34,8 @@ impl KubeAuthorizer {
         }
     }
 
-    async fn review(
-        &self,
-        token: &str,
-        namespace: Option<&str>,
-        verb: Verb,
-    ) -> Result<String, AuthError> {
+    /// Who the token belongs to, by TokenReview.
+    async fn user(&self, token: &str) -> Result<UserInfo, AuthError> {
         let unavailable = |e: kube::Error| AuthError::Unavailable(e.to_string());
         let reviews: Api<TokenReview> = Api::all(self.client.clone());
         let review: TokenReview = serde_json::from_value(json!({"spec": {"token": token}}))
@@ -54,7 +50,17 @@ impl KubeAuthorizer {
                 status.error.unwrap_or_else(|| "token not valid".into()),
             ));
         }
-        let user = status.user.unwrap_or_default();
+        Ok(status.user.unwrap_or_default())
+    }
+
+    async fn review(
+        &self,
+        token: &str,
+        namespace: Option<&str>,
+        verb: Verb,
+    ) -> Result<String, AuthError> {
+        let unavailable = |e: kube::Error| AuthError::Unavailable(e.to_string());
+        let user = self.user(token).await?;
         let username = user.username.clone().unwrap_or_default();
         let access: SubjectAccessReview = serde_json::from_value(json!({"spec": {
             "user": user.username,
@@ -117,5 +123,16 @@ impl Authorizer for KubeAuthorizer {
             cache.insert(key, (decision.clone(), Instant::now()));
         }
         decision
+    }
+
+    async fn identify(&self, token: Option<&str>) -> Result<Option<String>, AuthError> {
+        match token {
+            None => Ok(None),
+            Some(token) => Ok(Some(self.user(token).await?.username.unwrap_or_default())),
+        }
+    }
+
+    fn mode(&self) -> SessionMode {
+        SessionMode::Token
     }
 }
