@@ -48,7 +48,7 @@ function lookAxis(n, x) {
   return [
     s("line", { class: "axis", x1: M.left, x2: W - M.right, y1: H - M.bottom, y2: H - M.bottom }),
     labels,
-    s("text", { class: "tick", x: W - M.right, y: H - 2, "text-anchor": "end" }, "look"),
+    s("text", { class: "tick", x: M.left - 6, y: H - M.bottom + 15, "text-anchor": "end" }, "look"),
   ];
 }
 
