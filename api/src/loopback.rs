@@ -168,7 +168,12 @@ impl Loopback {
 
 /// `inner` (the API and the dashboard), behind the checks of [`Loopback`].
 pub fn guard(inner: Router, loopback: Arc<Loopback>) -> Router {
-    inner.layer(axum::middleware::from_fn_with_state(loopback, check))
+    inner
+        .layer(axum::middleware::from_fn_with_state(loopback, check))
+        // The guard's own answers (the login, its refusals) carry the page's headers too.
+        .layer(axum::middleware::map_response(|r: Response| async move {
+            crate::dashboard::secure(r)
+        }))
 }
 
 fn host_of(request: &Request) -> Option<String> {
@@ -271,6 +276,11 @@ mod tests {
         let (status, headers, _) = send(app, get_on(ADDR, path)).await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         assert_eq!(headers["location"], "/dashboard/");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
+        assert_eq!(
+            headers["content-security-policy"],
+            crate::CONTENT_SECURITY_POLICY
+        );
         let set = headers["set-cookie"].to_str().unwrap().to_owned();
         assert!(
             set.contains("HttpOnly") && set.contains("SameSite=Strict"),
@@ -307,8 +317,9 @@ mod tests {
             let request = get_on(host, "/api/v1/rollouts").header("cookie", &cookie);
             let (status, _, _) = send(&app, request).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{host}");
-            let (status, _, _) = send(&app, get_on(host, "/dashboard/")).await;
+            let (status, headers, _) = send(&app, get_on(host, "/dashboard/")).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{host}");
+            assert_eq!(headers["x-content-type-options"], "nosniff");
         }
         let (status, _, _) = send(&app, Request::get("/dashboard/")).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "no Host at all");

@@ -2,6 +2,7 @@
 //! (`list rollouts`, `get rollouts`, `status --watch`, `promote --skip-current-step`,
 //! `retry rollout NAME`, `restart`, `version`) meaning what they mean there.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::bail;
@@ -151,6 +152,19 @@ pub(crate) enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Serve the web dashboard on this machine, acting with your kubeconfig's credentials:
+    /// prints a one-time login link and opens it.
+    Dashboard {
+        /// Port on the loopback address (0: any free one; the link says which).
+        #[arg(long, default_value_t = 3100)]
+        port: u16,
+        /// A loopback address: the server acts with your credentials.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: IpAddr,
+        /// Print the link only; do not start a browser.
+        #[arg(long)]
+        no_open: bool,
+    },
     /// Print this plugin's version.
     Version,
 }
@@ -297,6 +311,14 @@ mod tests {
             Command::Restart { .. }
         ));
         assert!(matches!(parse("version"), Command::Version));
+        assert!(matches!(
+            parse("dashboard --port 0 --no-open"),
+            Command::Dashboard {
+                port: 0,
+                no_open: true,
+                ..
+            }
+        ));
         let version = Cli::try_parse_from(["kubectl-sluice", "--version"]).unwrap_err();
         assert_eq!(version.kind(), clap::error::ErrorKind::DisplayVersion);
     }

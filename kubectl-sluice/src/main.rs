@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
-use rollout_controller::action::{ACT_TRIES, ActError, OwnedReplicaSets, decide_and_write};
+use rollout_controller::action::{ACT_TRIES, ActError, Acted, OwnedReplicaSets, decide_and_write};
 use rollout_controller::crd::analysis::{AnalysisRun, ROLLOUT_LABEL};
 use rollout_controller::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use rollout_controller::decode::Tolerant;
@@ -23,6 +23,7 @@ use rollout_controller::view::{undecodable_view, view};
 use serde_json::json;
 
 mod args;
+mod dashboard;
 mod render;
 
 use args::{Cli, Command, Output};
@@ -135,6 +136,18 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("rollout {name}: restart requested at {at}");
             Ok(0)
         }
+        Command::Dashboard {
+            port,
+            address,
+            no_open,
+        } => {
+            dashboard::serve(
+                namespace,
+                std::net::SocketAddr::new(address, port),
+                !no_open,
+            )
+            .await
+        }
         Command::Version => {
             println!("kubectl-sluice {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
@@ -232,7 +245,7 @@ fn lint(file: &std::path::Path, output: Output, style: Style) -> anyhow::Result<
     Ok(if failed { EXIT_LINT } else { 0 })
 }
 
-/// The rollouts of one namespace, with what they own.
+/// The rollouts of one namespace (or, for reads, of all), with what they own.
 struct Cluster {
     rollouts: Api<Rollout>,
     /// The same rollouts read one by one: one the controller cannot decode is shown with its
@@ -249,15 +262,30 @@ impl Cluster {
             .await
             .context("no kubeconfig (set KUBECONFIG) and not in a cluster")?;
         let namespace = namespace.unwrap_or(client.default_namespace()).to_owned();
-        Ok(Self {
-            rollouts: Api::namespaced(client.clone(), &namespace),
-            readable: Api::namespaced(client.clone(), &namespace),
-            replica_sets: Api::namespaced(client.clone(), &namespace),
-            analysis_runs: Api::namespaced(client, &namespace),
-        })
+        Ok(Self::new(client, Some(&namespace)))
     }
 
-    async fn view_of(&self, rollout: &Rollout) -> anyhow::Result<RolloutView> {
+    /// In `namespace`; in all namespaces when `None`, which serves reads only (a write names
+    /// its namespace).
+    fn new(client: Client, namespace: Option<&str>) -> Self {
+        fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+        where
+            K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        {
+            match namespace {
+                Some(namespace) => Api::namespaced(client.clone(), namespace),
+                None => Api::all(client.clone()),
+            }
+        }
+        Self {
+            rollouts: api(&client, namespace),
+            readable: api(&client, namespace),
+            replica_sets: api(&client, namespace),
+            analysis_runs: api(&client, namespace),
+        }
+    }
+
+    async fn view_of(&self, rollout: &Rollout) -> Result<RolloutView, kube::Error> {
         let replica_sets = self.owned_replica_sets(rollout).await?;
         let selector = format!("{ROLLOUT_LABEL}={}", rollout.name_any());
         let runs = self
@@ -271,24 +299,46 @@ impl Cluster {
         Ok(view(rollout, &replica_sets, &runs))
     }
 
-    async fn shown(&self, rollout: &Tolerant<Rollout>) -> anyhow::Result<RolloutView> {
-        match rollout {
-            Tolerant::Decoded(rollout) => self.view_of(rollout).await,
-            Tolerant::Undecodable(bad) => Ok(undecodable_view(bad)),
+    async fn view(&self, name: &str) -> Result<RolloutView, kube::Error> {
+        match self.readable.get(name).await? {
+            Tolerant::Decoded(rollout) => self.view_of(&rollout).await,
+            Tolerant::Undecodable(bad) => Ok(undecodable_view(&bad)),
         }
     }
 
-    async fn view(&self, name: &str) -> anyhow::Result<RolloutView> {
-        self.shown(&self.readable.get(name).await?).await
-    }
-
-    async fn list(&self) -> anyhow::Result<Vec<RolloutView>> {
-        let rollouts = self.readable.list(&ListParams::default()).await?;
-        let mut views = Vec::with_capacity(rollouts.items.len());
-        for rollout in &rollouts.items {
-            views.push(self.shown(rollout).await?);
-        }
-        views.sort_by(|a, b| a.name.cmp(&b.name));
+    /// Every rollout with what it owns, in three reads however many rollouts there are.
+    async fn list(&self) -> Result<Vec<RolloutView>, kube::Error> {
+        let rollouts = self.readable.list(&ListParams::default()).await?.items;
+        let replica_sets = self
+            .replica_sets
+            .list(&ListParams::default().labels(POD_TEMPLATE_HASH_LABEL))
+            .await?
+            .items;
+        let runs = self
+            .analysis_runs
+            .list(&ListParams::default().labels(ROLLOUT_LABEL))
+            .await?
+            .items;
+        let mut views: Vec<RolloutView> = rollouts
+            .iter()
+            .map(|rollout| match rollout {
+                Tolerant::Decoded(rollout) => {
+                    let owned_rs: Vec<ReplicaSet> = replica_sets
+                        .iter()
+                        .filter(|rs| owned_by(rollout, rs.meta()))
+                        .cloned()
+                        .collect();
+                    let owned_runs: Vec<AnalysisRun> = runs
+                        .iter()
+                        .filter(|r| owned_by(rollout, r.meta()))
+                        .cloned()
+                        .collect();
+                    view(rollout, &owned_rs, &owned_runs)
+                }
+                Tolerant::Undecodable(bad) => undecodable_view(bad),
+            })
+            .collect();
+        views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         Ok(views)
     }
 
@@ -296,21 +346,24 @@ impl Cluster {
     /// merge patch that carries the resourceVersion it was decided on. A refusal because the
     /// rollout moved on (most often the controller's own status write) decides again on what is
     /// there now, so the caller hears a conflict only when the action no longer applies.
-    async fn act(&self, name: &str, action: Action) -> anyhow::Result<u8> {
+    async fn decide(&self, name: &str, action: Action) -> Result<Acted, ActError> {
         // Every action is decided on the typed rollout; one that does not decode has none. Said
         // as the REST API says it, not as a decode error of the client.
-        if let Tolerant::Undecodable(bad) = self.readable.get(name).await? {
-            eprintln!(
-                "rollout {name}: {}; fix it before acting on it",
+        if let Tolerant::Undecodable(bad) = self.readable.get(name).await.map_err(ActError::Read)? {
+            return Err(ActError::Refused(format!(
+                "{}; fix it before acting on it",
                 undecodable_view(&bad).message
-            );
-            return Ok(EXIT_CONFLICT);
+            )));
         }
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        match decide_and_write(&self.rollouts, name, &params, self, action).await {
+        decide_and_write(&self.rollouts, name, &params, self, action).await
+    }
+
+    async fn act(&self, name: &str, action: Action) -> anyhow::Result<u8> {
+        match self.decide(name, action).await {
             Ok(acted) => {
                 println!("rollout {name}: {}", render::requested(&acted.action));
                 Ok(0)
