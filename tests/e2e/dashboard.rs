@@ -6,6 +6,7 @@
 //! printed by the tests, with the page weight and the time from a status change to the page.
 
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,7 @@ use sluice_tests::BackfilledPrometheus;
 use sluice_tests::browser::{Browser, WINDOW};
 use sluice_tests::tokens::service_account_token;
 
+use crate::cli::built_binary;
 use crate::prometheus_analysis::openmetrics;
 use crate::rollouts::{create_rollout, create_service, rollout_manifest, set_image, status_until};
 use crate::support::{DEADLINE, Env, RunningController, TestNamespace, watch_step_history};
@@ -31,6 +33,7 @@ pub(crate) fn trials() -> Vec<Trial> {
         trial!(dashboard::view_models_charts_and_escaping_in_the_browser),
         trial!(dashboard::the_list_follows_a_canary_viewers_cannot_act_and_a_deployer_promotes_one_step),
         trial!(dashboard::an_aborted_canary_shows_the_deciding_look_and_cluster_strings_stay_text),
+        trial!(dashboard::kubectl_sluice_dashboard_acts_with_the_users_own_rights),
     ]
 }
 
@@ -570,6 +573,104 @@ async fn an_aborted_canary_shows_the_deciding_look_and_cluster_strings_stay_text
         .await;
         page.stop().await;
         outcome
+    })
+    .await
+}
+
+/// `kubectl sluice dashboard` as `user`'s kubeconfig runs it: the one-time link it printed, and
+/// the process, stopped when dropped.
+struct LocalDashboard {
+    link: String,
+    _process: tokio::process::Child,
+}
+
+impl LocalDashboard {
+    async fn start(env: &Env, ns: &str, user: &str, token: &str) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let kubeconfig = env
+            .cluster()
+            .await?
+            .token_kubeconfig(&format!("{ns}-{user}"), token)?;
+        let mut process = tokio::process::Command::new(built_binary("kubectl-sluice")?)
+            .args(["-n", ns, "dashboard", "--port", "0", "--no-open"])
+            .env("KUBECONFIG", kubeconfig)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = process.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        tokio::time::timeout(
+            DEADLINE,
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .context("kubectl sluice dashboard printed no link")??;
+        let link = line.trim().to_owned();
+        ensure!(
+            link.starts_with("http://127.0.0.1:") && link.contains("/dashboard/login?code="),
+            "printed {line:?}"
+        );
+        Ok(Self {
+            link,
+            _process: process,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    fn origin(&self) -> String {
+        self.link
+            .split("/dashboard/")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// The plugin serves the page on loopback with the user's kubeconfig: a session cookie from
+/// the printed link, no token prompt; a viewer sees no action, a deployer's promote (a POST with
+/// the CSRF token) moves the rollout one step.
+async fn kubectl_sluice_dashboard_acts_with_the_users_own_rights(
+    env: &'static Env,
+) -> anyhow::Result<()> {
+    env.install_crds().await?;
+    env.in_namespace("dash-local", |ns: TestNamespace| async move {
+        let TestNamespace { name: ns, client } = ns;
+        let _controller = RunningController::start(client.clone(), &ns);
+        let deployer = service_account_token(&client, &ns, "deployer", &["get", "list", "update"]).await?;
+        let viewer = service_account_token(&client, &ns, "viewer", &["get", "list"]).await?;
+        create_service(&client, &ns, "web", "web").await?;
+        let strategy = json!({"canary": {"steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}});
+        create_rollout(&client, &ns, rollout_manifest("web", 4, "web:1", strategy)).await?;
+        status_until(&client, &ns, "web", "v1 Healthy", |s| s.phase == Phase::Healthy).await?;
+        set_image(&client, &ns, "web", "web:2").await?;
+        status_until(&client, &ns, "web", "paused at step 1", |s| s.current_step_index == Some(1) && s.phase == Phase::Paused).await?;
+
+        for (user, token) in [("viewer", &viewer), ("deployer", &deployer)] {
+            let local = LocalDashboard::start(env, &ns, user, token).await?;
+            let page = Page::at(local.origin(), &format!("local-{user}")).await?;
+            let outcome = async {
+                page.client().goto(&local.link).await?;
+                page.until("the list of the kubeconfig's namespace", "document.querySelector('tr.rollout[data-name=\"web\"]')").await?;
+                ensure!(page.eval("document.getElementById('token')").await? == Value::Null, "a token prompt in session mode");
+                page.goto(&format!("/rollouts/{ns}/web")).await?;
+                page.until("the permissions answer", "document.querySelector('.rollout-page[data-may-update]')").await?;
+                let buttons = page.eval("document.querySelectorAll('[data-action]').length").await?;
+                if user == "viewer" {
+                    ensure!(buttons == json!(0), "a viewer sees {buttons} action buttons");
+                    return Ok(());
+                }
+                page.until("the promote button", "document.querySelector('[data-action=\"promote\"]')").await?;
+                page.client().find(Locator::Css("[data-action=\"promote\"]")).await?.click().await?;
+                page.until("the promote's answer", "document.getElementById('action-result')?.textContent.includes('done')").await?;
+                let at_three = status_until(&client, &ns, "web", "the pause at step 3", |s| s.current_step_index == Some(3)).await?;
+                ensure!(at_three.phase == Phase::Paused, "{at_three:?}");
+                Ok(())
+            }
+            .await;
+            page.stop().await;
+            outcome?;
+        }
+        Ok(())
     })
     .await
 }
