@@ -57,6 +57,7 @@ export function rolloutView(container, namespace, name) {
   let mayUpdate = false;
   let busy = false;
   let result = null;
+  // Which <details> the viewer opened, kept across redraws: "annotations", or a run/metric.
   const openLooks = new Set();
   const page = h("div", { class: "rollout-page" });
   const status = h("p", { id: "rollout-status", class: "muted" }, "Loading…");
@@ -296,6 +297,17 @@ export function rolloutView(container, namespace, name) {
     );
   }
 
+  function annotationList(annotations) {
+    const details = h(
+      "details",
+      { class: "annotations", open: openLooks.has("annotations") },
+      h("summary", {}, "Annotations (" + annotations.length + ")"),
+      h("dl", {}, annotations.map(([k, v]) => [h("dt", { class: "mono" }, k), h("dd", { class: "mono" }, v)])),
+    );
+    details.addEventListener("toggle", () => (details.open ? openLooks.add("annotations") : openLooks.delete("annotations")));
+    return details;
+  }
+
   function summary() {
     const facts = [
       ["Strategy", view.strategy],
@@ -313,9 +325,7 @@ export function rolloutView(container, namespace, name) {
       h("p", { class: "message", id: "rollout-message", hidden: Boolean(view.aborted || decidingRun(view)) }, view.message),
       view.undecodable ? h("p", { class: "error" }, "Cannot be decoded: " + view.undecodable) : null,
       h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
-      annotations.length
-        ? h("details", { class: "annotations" }, h("summary", {}, "Annotations (" + annotations.length + ")"), h("dl", {}, annotations.map(([k, v]) => [h("dt", { class: "mono" }, k), h("dd", { class: "mono" }, v)])))
-        : null,
+      annotations.length ? annotationList(annotations) : null,
     );
   }
 
