@@ -126,27 +126,37 @@ impl Page {
         }
     }
 
+    /// Clicks the element `css` selects. The page draws itself again on every event, so an
+    /// element found a moment ago may be gone; it is found again, a few times.
+    async fn click(&self, css: &str) -> anyhow::Result<()> {
+        let mut tries = 0;
+        loop {
+            let clicked = async { self.client().find(Locator::Css(css)).await?.click().await };
+            match clicked.await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    eprintln!("clicking {css} again: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     async fn sign_in(&self, token: &str) -> anyhow::Result<()> {
         self.until("the login prompt", "document.getElementById('token')")
             .await?;
         let input = self.client().find(Locator::Css("#token")).await?;
         input.send_keys(token).await?;
-        self.client()
-            .find(Locator::Css("#login button[type=submit]"))
-            .await?
-            .click()
-            .await?;
+        self.click("#login button[type=submit]").await?;
         self.until("the signed-in user", "document.getElementById('user')")
             .await?;
         Ok(())
     }
 
     async fn sign_out(&self) -> anyhow::Result<()> {
-        self.client()
-            .find(Locator::Css("#sign-out"))
-            .await?
-            .click()
-            .await?;
+        self.click("#sign-out").await?;
         self.until("the login prompt", "document.getElementById('token')")
             .await?;
         Ok(())
@@ -154,8 +164,9 @@ impl Page {
 
     /// A screenshot of the whole page (the window grown to its height), saved as `name`.png.
     async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
+        // The window's height is the page's plus what the browser keeps for itself.
         let height = self
-            .eval("document.documentElement.scrollHeight")
+            .eval("(window.scrollTo(0, 0), document.documentElement.scrollHeight + window.outerHeight - window.innerHeight)")
             .await?
             .as_u64()
             .unwrap_or(u64::from(WINDOW.1));
@@ -427,7 +438,7 @@ async fn the_list_follows_a_canary_viewers_cannot_act_and_a_deployer_promotes_on
             eprintln!("dashboard page weight (rollout page, first load): {weight}");
             page.screenshot("paused-canary").await?;
             let (history, watch) = watch_step_history(&client, &ns, "web");
-            page.client().find(Locator::Css("[data-action=\"promote\"]")).await?.click().await?;
+            page.click("[data-action=\"promote\"]").await?;
             page.until("the promote's answer", "document.getElementById('action-result')?.textContent.includes('done')").await?;
             let at_three = status_until(&client, &ns, "web", "the pause at step 3", |s| s.current_step_index == Some(3)).await?;
             ensure!(at_three.phase == Phase::Paused, "{at_three:?}");
@@ -524,8 +535,8 @@ async fn an_aborted_canary_shows_the_deciding_look_and_cluster_strings_stay_text
             ensure!(deciding_row == json!(2), "the deciding row is {deciding_row}");
             let retry = page.eval("Boolean(document.querySelector('[data-action=\"retry\"]')) && !document.querySelector('[data-action=\"promote\"]')").await?;
             ensure!(retry == json!(true), "an aborted rollout offers retry and no promote");
-            page.client().find(Locator::Css("[data-metric=\"error-rate\"] .looks summary")).await?.click().await?;
-            page.client().find(Locator::Css(".annotations summary")).await?.click().await?;
+            page.click("[data-metric=\"error-rate\"] .looks summary").await?;
+            page.click(".annotations summary").await?;
             page.screenshot("aborted-canary").await?;
 
             // The markup is text: no script ran in this document, which drew it many times, no
@@ -655,11 +666,7 @@ async fn kubectl_sluice_dashboard_acts_with_the_users_own_rights(
                     "document.querySelector('[data-action=\"promote\"]')",
                 )
                 .await?;
-                page.client()
-                    .find(Locator::Css("[data-action=\"promote\"]"))
-                    .await?
-                    .click()
-                    .await?;
+                page.click("[data-action=\"promote\"]").await?;
                 page.until(
                     "the promote's answer",
                     "document.getElementById('action-result')?.textContent.includes('done')",
