@@ -26,6 +26,7 @@ mod dashboard;
 mod list_events;
 pub mod loopback;
 mod session;
+mod still_allowed;
 mod views;
 pub use dashboard::CONTENT_SECURITY_POLICY;
 pub use session::{Permissions, SessionMode, SessionView};
@@ -146,7 +147,15 @@ pub trait Authorizer: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<String>, AuthError>> + Send;
     /// How a dashboard user proves who they are to this server.
     fn mode(&self) -> SessionMode;
+    /// How often a long event stream checks its caller again.
+    fn recheck_interval(&self) -> Duration {
+        RECHECK
+    }
 }
+
+/// A minute: a revoked caller stops seeing rollouts within one, and a stream costs one review a
+/// minute.
+const RECHECK: Duration = Duration::from_secs(60);
 
 /// For local use only: everyone may do everything, and every request says so in the log.
 pub struct NoAuth;
@@ -183,7 +192,7 @@ pub struct ErrorBody {
 #[derive(Debug)]
 pub struct ApiError {
     pub(crate) status: StatusCode,
-    error: &'static str,
+    pub(crate) error: &'static str,
     pub(crate) message: String,
 }
 
@@ -345,14 +354,14 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// One admitted request, logged when it ends.
-pub(crate) struct Admitted {
+struct Admitted {
     id: u64,
     caller: String,
     started: Instant,
 }
 
 impl Admitted {
-    pub(crate) fn log(&self, what: &str, status: StatusCode) {
+    fn log(&self, what: &str, status: StatusCode) {
         info!(
             request = self.id,
             caller = %self.caller,
@@ -365,7 +374,7 @@ impl Admitted {
 }
 
 /// Gives the request an id and checks its caller; a refusal is logged here.
-pub(crate) async fn admit<C: RolloutControl, A: Authorizer>(
+async fn admit<C: RolloutControl, A: Authorizer>(
     state: &AppState<C, A>,
     headers: &HeaderMap,
     namespace: Option<&str>,
@@ -395,14 +404,14 @@ pub(crate) async fn admit<C: RolloutControl, A: Authorizer>(
 }
 
 /// Authorizes, runs and logs one request with an id, the caller and the outcome.
-pub(crate) async fn handle<C, A, T, F>(
+pub(crate) async fn admitted<C, A, T, F>(
     state: &AppState<C, A>,
     headers: &HeaderMap,
     namespace: Option<&str>,
     verb: Verb,
     what: &str,
     run: F,
-) -> Result<axum::Json<T>, ApiError>
+) -> Result<T, ApiError>
 where
     C: RolloutControl,
     A: Authorizer,
@@ -417,7 +426,7 @@ where
             Err(e) => e.status,
         },
     );
-    outcome.map(axum::Json)
+    outcome
 }
 
 fn bad_request(message: String) -> ApiError {
@@ -498,7 +507,7 @@ async fn list<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<Vec<RolloutView>>, ApiError> {
     let namespace = query.namespace.as_deref();
     let control = state.control.clone();
-    handle(
+    admitted(
         &state,
         &headers,
         namespace,
@@ -507,6 +516,7 @@ async fn list<C: RolloutControl, A: Authorizer>(
         async move { Ok(control.list(namespace).await?) },
     )
     .await
+    .map(axum::Json)
 }
 
 /// One rollout: phase, steps, weights, revisions and its analysis verdicts with their evidence.
@@ -528,10 +538,11 @@ async fn get_one<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<RolloutView>, ApiError> {
     let control = state.control.clone();
     let what = format!("get {ns}/{name}");
-    handle(&state, &headers, Some(&ns), Verb::Get, &what, async {
+    admitted(&state, &headers, Some(&ns), Verb::Get, &what, async {
         Ok(control.get(&ns, &name).await?)
     })
     .await
+    .map(axum::Json)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -568,7 +579,7 @@ async fn wait<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<RolloutView>, ApiError> {
     let control = state.control.clone();
     let what = format!("wait {ns}/{name}");
-    handle(&state, &headers, Some(&ns), Verb::Get, &what, async {
+    admitted(&state, &headers, Some(&ns), Verb::Get, &what, async {
         let phase = query.phase.unwrap_or_else(|| "Healthy".into());
         if !PHASES.contains(&phase.as_str()) {
             return Err(bad_request(format!(
@@ -609,6 +620,7 @@ async fn wait<C: RolloutControl, A: Authorizer>(
         }
     })
     .await
+    .map(axum::Json)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -620,8 +632,9 @@ struct EventsQuery {
 }
 
 /// What the `events` stream is at, between looks.
-struct Watching<C> {
+struct Watching<C, A> {
     control: Arc<C>,
+    allowed: still_allowed::StillAllowed<A>,
     namespace: String,
     name: String,
     last: Option<RolloutView>,
@@ -630,8 +643,9 @@ struct Watching<C> {
 }
 
 /// Server-sent events: a `status` event with the rollout's view at once and on every change,
-/// `error` when the Kubernetes API cannot be read (the stream goes on), and a final `deleted` or
-/// `timeout`.
+/// `error` when the Kubernetes API cannot be read (the stream goes on), and a final `deleted`,
+/// `timeout`, or `error` (`Unauthorized`, `Forbidden`) once the caller, checked again each minute,
+/// may no longer read it.
 #[utoipa::path(
     get,
     path = "/api/v1/namespaces/{ns}/rollouts/{name}/events",
@@ -648,24 +662,21 @@ async fn events<C: RolloutControl, A: Authorizer>(
     Query(query): Query<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let what = format!("events {ns}/{name}");
-    let admitted = admit(&state, &headers, Some(&ns), Verb::Get, &what).await?;
-    let opened = async {
+    let (timeout, first) = admitted(&state, &headers, Some(&ns), Verb::Get, &what, async {
         let timeout = parse_timeout(query.timeout.as_deref(), MAX_WAIT)?;
         // Refuse a stream about a rollout that does not exist, with a status code, not an event.
         let first = state.control.get(&ns, &name).await?;
-        Ok::<_, ApiError>((timeout, first))
-    }
-    .await;
-    let (timeout, first) = match opened {
-        Ok(opened) => opened,
-        Err(e) => {
-            admitted.log(&what, e.status);
-            return Err(e);
-        }
-    };
-    admitted.log(&what, StatusCode::OK);
+        Ok((timeout, first))
+    })
+    .await?;
     let watching = Watching {
         control: state.control.clone(),
+        allowed: still_allowed::StillAllowed::new(
+            state.auth.clone(),
+            &headers,
+            Some(&ns),
+            Verb::Get,
+        ),
         namespace: ns,
         name,
         last: None,
@@ -687,6 +698,10 @@ async fn events<C: RolloutControl, A: Authorizer>(
                 return Some((Event::default().event("timeout").data("{}"), (w, None)));
             }
             tokio::time::sleep(w.control.poll_interval()).await;
+            if let Some(refusal) = w.allowed.refusal().await {
+                w.done = true;
+                return Some((refusal, (w, None)));
+            }
             match w.control.get(&w.namespace, &w.name).await {
                 Ok(view) if w.last.as_ref() == Some(&view) => continue,
                 Ok(view) => {
@@ -769,11 +784,12 @@ async fn act_on_body<C: RolloutControl, A: Authorizer>(
 ) -> Result<axum::Json<RolloutView>, ApiError> {
     let control = state.control.clone();
     let what = format!("{what} {ns}/{name}");
-    handle(&state, &headers, Some(&ns), Verb::Update, &what, async {
+    admitted(&state, &headers, Some(&ns), Verb::Update, &what, async {
         let action = parse(&read_body(body).await?)?;
         Ok(control.act(&ns, &name, action).await?)
     })
     .await
+    .map(axum::Json)
 }
 
 /// Approve the paused step (`fromStep` must be it), or with `full` skip all remaining steps.

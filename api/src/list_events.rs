@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::still_allowed::StillAllowed;
 use crate::{
-    ApiError, AppState, Authorizer, ErrorBody, MAX_WAIT, RolloutControl, RolloutView, Verb, admit,
-    error_event, parse_timeout,
+    ApiError, AppState, Authorizer, ErrorBody, MAX_WAIT, RolloutControl, RolloutView, Verb,
+    admitted, error_event, parse_timeout,
 };
 
 #[derive(Deserialize, IntoParams)]
@@ -73,8 +74,9 @@ fn keyed(views: Vec<RolloutView>) -> BTreeMap<Key, RolloutView> {
 }
 
 /// Where the stream is at, between looks.
-struct Listing<C> {
+struct Listing<C, A> {
     control: Arc<C>,
+    allowed: StillAllowed<A>,
     namespace: Option<String>,
     last: BTreeMap<Key, RolloutView>,
     pending: Vec<Event>,
@@ -85,7 +87,8 @@ struct Listing<C> {
 /// Server-sent events of the list: `list` (every rollout, as `GET /api/v1/rollouts` answers)
 /// at once, then `upsert` with a rollout's view when it is new or changed and `deleted` with its
 /// namespace and name when it is gone; `error` when the Kubernetes API cannot be read (the
-/// stream goes on), and a final `timeout`.
+/// stream goes on), and a final `timeout`, or `error` (`Unauthorized`, `Forbidden`) once the
+/// caller, checked again each minute, may no longer list them.
 #[utoipa::path(
     get,
     path = "/api/v1/rollouts/events",
@@ -106,23 +109,15 @@ pub(crate) async fn list_events<C: RolloutControl, A: Authorizer>(
         "list events {}",
         namespace.as_deref().unwrap_or("(all namespaces)")
     );
-    let admitted = admit(&state, &headers, namespace.as_deref(), Verb::List, &what).await?;
-    let opened = async {
+    let scope = namespace.as_deref();
+    let (timeout, first) = admitted(&state, &headers, scope, Verb::List, &what, async {
         let timeout = parse_timeout(query.timeout.as_deref(), MAX_WAIT)?;
-        let first = state.control.list(namespace.as_deref()).await?;
-        Ok::<_, ApiError>((timeout, first))
-    }
-    .await;
-    let (timeout, first) = match opened {
-        Ok(opened) => opened,
-        Err(e) => {
-            admitted.log(&what, e.status);
-            return Err(e);
-        }
-    };
-    admitted.log(&what, StatusCode::OK);
+        Ok((timeout, state.control.list(scope).await?))
+    })
+    .await?;
     let listing = Listing {
         control: state.control.clone(),
+        allowed: StillAllowed::new(state.auth.clone(), &headers, scope, Verb::List),
         namespace,
         pending: vec![json_event("list", &first)],
         last: keyed(first),
@@ -143,6 +138,10 @@ pub(crate) async fn list_events<C: RolloutControl, A: Authorizer>(
                 return Some((Event::default().event("timeout").data("{}"), l));
             }
             tokio::time::sleep(l.control.poll_interval()).await;
+            if let Some(refusal) = l.allowed.refusal().await {
+                l.done = true;
+                return Some((refusal, l));
+            }
             match l.control.list(l.namespace.as_deref()).await {
                 Ok(views) => {
                     let now = keyed(views);

@@ -227,12 +227,10 @@ async fn check(State(loopback): State<Arc<Loopback>>, request: Request, next: Ne
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
     use axum::routing::{get, post};
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
 
     use super::*;
+    use crate::tests::respond as send;
 
     const ADDR: &str = "127.0.0.1:3100";
 
@@ -245,24 +243,6 @@ mod tests {
             .route("/api/v1/rollouts", get(|| async { "listed" }))
             .route("/api/v1/act", post(|| async { "acted" }));
         (guard(inner, loopback.clone()), loopback)
-    }
-
-    async fn send(
-        app: &Router,
-        request: axum::http::request::Builder,
-    ) -> (StatusCode, HeaderMap, String) {
-        let response = app
-            .clone()
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        let bytes = body.collect().await.unwrap().to_bytes();
-        (
-            parts.status,
-            parts.headers,
-            String::from_utf8_lossy(&bytes).into_owned(),
-        )
     }
 
     fn get_on(host: &str, uri: &str) -> axum::http::request::Builder {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::{
-    ApiError, AppState, AuthError, Authorizer, ErrorBody, RolloutControl, Verb, bearer, handle,
+    ApiError, AppState, AuthError, Authorizer, ErrorBody, RolloutControl, Verb, admitted, bearer,
 };
 
 /// How a dashboard user proves who they are.
@@ -88,7 +88,7 @@ pub(crate) async fn permissions<C: RolloutControl, A: Authorizer>(
     let what = format!("permissions {ns}/{name}");
     let auth = state.auth.clone();
     let token = bearer(&headers);
-    handle(&state, &headers, Some(&ns), Verb::Get, &what, async {
+    admitted(&state, &headers, Some(&ns), Verb::Get, &what, async {
         match auth.authorize(token, Some(&ns), Verb::Update).await {
             Ok(_) => Ok(Permissions { update: true }),
             Err(AuthError::Forbidden(_)) => Ok(Permissions { update: false }),
@@ -96,6 +96,7 @@ pub(crate) async fn permissions<C: RolloutControl, A: Authorizer>(
         }
     })
     .await
+    .map(axum::Json)
 }
 
 /// 401 for a caller who is not signed in, as every API route answers it.

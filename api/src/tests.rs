@@ -605,12 +605,20 @@ async fn a_body_over_the_limit_is_a_413_in_the_documented_error_shape() {
     );
 }
 
-/// A request's status, headers and body as text.
+/// A GET's status, headers and body as text.
 async fn raw(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, HeaderMap, String) {
     let mut request = Request::get(uri);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
+    respond(app, request).await
+}
+
+/// The status, headers and body as text of a request without a body.
+pub(crate) async fn respond(
+    app: &Router,
+    request: axum::http::request::Builder,
+) -> (StatusCode, HeaderMap, String) {
     let response = app
         .clone()
         .oneshot(request.body(Body::empty()).unwrap())
@@ -826,4 +834,76 @@ async fn the_list_stream_sends_the_list_then_each_change_and_each_deletion() {
         events[3].1,
         serde_json::json!({"namespace": "shop", "name": "api"})
     );
+}
+
+/// Allows everyone until revoked, and asks to be asked again often.
+#[derive(Default)]
+struct Revocable {
+    revoked: std::sync::atomic::AtomicBool,
+}
+
+impl Authorizer for Revocable {
+    async fn authorize(
+        &self,
+        _: Option<&str>,
+        _: Option<&str>,
+        _: Verb,
+    ) -> Result<String, AuthError> {
+        if self.revoked.load(Ordering::Relaxed) {
+            Err(AuthError::Forbidden("no longer".into()))
+        } else {
+            Ok("someone".into())
+        }
+    }
+
+    async fn identify(&self, _: Option<&str>) -> Result<Option<String>, AuthError> {
+        Ok(Some("someone".into()))
+    }
+
+    fn mode(&self) -> SessionMode {
+        SessionMode::Token
+    }
+
+    fn recheck_interval(&self) -> Duration {
+        Duration::from_millis(300)
+    }
+}
+
+/// A stream lasts up to an hour: a caller who loses the right to read stops being sent rollouts,
+/// with a final error that says so, on either stream.
+#[tokio::test]
+async fn a_stream_ends_once_its_caller_may_no_longer_read() {
+    for uri in [
+        "/api/v1/rollouts/events?namespace=shop".to_owned(),
+        format!("{WEB}/events"),
+    ] {
+        let memory = Memory::with(paused_at(1));
+        let auth = Arc::new(Revocable::default());
+        let app = router(memory.clone(), auth.clone());
+        let request = Request::get(&uri)
+            .header("authorization", "Bearer t")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let revoke = {
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                auth.revoked.store(true, Ordering::Relaxed);
+                // A change after the refusal must not be sent.
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                memory.update(|v| v.phase = "Healthy".into());
+            })
+        };
+        let events =
+            tokio::time::timeout(Duration::from_secs(5), read_events(response.into_body(), 3))
+                .await
+                .expect("the stream ends by itself");
+        revoke.await.unwrap();
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.len(), 2, "{uri}: {events:?}");
+        assert_eq!(names[1], "error", "{uri}: {events:?}");
+        assert_eq!(events[1].1["error"], "Forbidden", "{uri}");
+    }
 }

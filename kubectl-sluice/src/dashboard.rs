@@ -16,8 +16,8 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use rollout_controller::action::{ACT_TRIES, ActError};
-use rollout_controller::crd::GROUP;
+use rollout_controller::access::{own_verb, refused, rollout_attributes};
+use rollout_controller::action::read_error;
 use serde_json::json;
 
 use crate::Cluster;
@@ -29,16 +29,6 @@ const POLL: Duration = Duration::from_secs(1);
 /// Rollouts read and steered with the user's client.
 struct UserControl {
     client: Client,
-}
-
-fn control_error(e: kube::Error, namespace: &str, name: &str) -> ControlError {
-    match e {
-        kube::Error::Api(status) if status.is_not_found() => ControlError::NotFound {
-            namespace: namespace.into(),
-            name: name.into(),
-        },
-        e => ControlError::Unavailable(e.to_string()),
-    }
 }
 
 impl RolloutControl for UserControl {
@@ -53,7 +43,7 @@ impl RolloutControl for UserControl {
         Cluster::new(self.client.clone(), Some(namespace))
             .view(name)
             .await
-            .map_err(|e| control_error(e, namespace, name))
+            .map_err(|e| read_error(e, namespace, name))
     }
 
     async fn act(
@@ -67,12 +57,8 @@ impl RolloutControl for UserControl {
             Ok(acted) => cluster
                 .view_of(&acted.rollout)
                 .await
-                .map_err(|e| control_error(e, namespace, name)),
-            Err(ActError::Refused(why)) => Err(ControlError::Conflict(why)),
-            Err(ActError::KeptChanging) => Err(ControlError::Conflict(format!(
-                "the rollout changed {ACT_TRIES} times while this request was decided; look again"
-            ))),
-            Err(ActError::Read(e) | ActError::Write(e)) => Err(control_error(e, namespace, name)),
+                .map_err(|e| read_error(e, namespace, name)),
+            Err(e) => Err(e.into_control_error(namespace, name)),
         }
     }
 
@@ -94,13 +80,10 @@ impl Authorizer for UserAuthorizer {
         namespace: Option<&str>,
         verb: Verb,
     ) -> Result<String, AuthError> {
+        // What the apiserver will check of the user's own requests.
+        let verb = own_verb(verb);
         let review: SelfSubjectAccessReview = serde_json::from_value(json!({"spec": {
-            "resourceAttributes": {
-                "namespace": namespace,
-                "verb": verb.as_str(),
-                "group": GROUP,
-                "resource": "rollouts",
-            },
+            "resourceAttributes": rollout_attributes(namespace, verb),
         }}))
         .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let reviews: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
@@ -111,12 +94,7 @@ impl Authorizer for UserAuthorizer {
         if decided.status.is_some_and(|s| s.allowed) {
             Ok(self.user.clone())
         } else {
-            Err(AuthError::Forbidden(format!(
-                "{} may not {} rollouts.{GROUP} in {}",
-                self.user,
-                verb.as_str(),
-                namespace.unwrap_or("all namespaces")
-            )))
+            Err(refused(&self.user, namespace, verb))
         }
     }
 

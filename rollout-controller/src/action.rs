@@ -3,7 +3,7 @@
 //! because the rollout changed since. The REST API and the CLI act through this one loop, so
 //! both retry alike and answer a conflict only when the action no longer applies.
 
-use api::Action;
+use api::{Action, ControlError};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -40,6 +40,32 @@ pub enum ActError {
     /// The write failed, and not because the rollout had changed.
     #[error(transparent)]
     Write(kube::Error),
+}
+
+impl ActError {
+    /// As the REST API answers it about rollout `namespace/name`: a conflict when the action does
+    /// not apply or the rollout kept changing, not found when it is gone.
+    pub fn into_control_error(self, namespace: &str, name: &str) -> ControlError {
+        match self {
+            ActError::Refused(why) => ControlError::Conflict(why),
+            ActError::KeptChanging => ControlError::Conflict(format!(
+                "the rollout changed {ACT_TRIES} times while this request was decided; look again"
+            )),
+            ActError::Read(e) | ActError::Write(e) => read_error(e, namespace, name),
+        }
+    }
+}
+
+/// A failed request about rollout `namespace/name`: not found on a 404, else the Kubernetes
+/// API is unavailable.
+pub fn read_error(e: kube::Error, namespace: &str, name: &str) -> ControlError {
+    match e {
+        kube::Error::Api(status) if status.is_not_found() => ControlError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        },
+        e => ControlError::Unavailable(e.to_string()),
+    }
 }
 
 /// An action written: the rollout as the apiserver answered the write, and the action as it was

@@ -1,6 +1,7 @@
 //! Sluice's rollout controller: the `Rollout` CRD, the pure planning of each strategy, and the
 //! reconciler that carries plans out against the cluster.
 
+pub mod access;
 pub mod action;
 pub mod controller;
 pub mod crd;

@@ -22,6 +22,7 @@ use sluice_tests::browser::{Browser, WINDOW};
 use sluice_tests::tokens::service_account_token;
 
 use crate::cli::{FOUR_STEPS, built_binary};
+use crate::dashboard_server::grant_view_reads;
 use crate::prometheus_analysis::openmetrics;
 use crate::rest_api::web_with_deployer_and_viewer;
 use crate::rollouts::{create_rollout, create_service, rollout_manifest, set_image, status_until};
@@ -375,7 +376,7 @@ async fn the_list_follows_a_canary_viewers_cannot_act_and_a_deployer_promotes_on
     env.in_namespace("dash", |ns: TestNamespace| async move {
         let TestNamespace { name: ns, client } = ns;
         let controller = RunningController::with_api(client.clone(), &ns);
-        let (deployer, viewer) = web_with_deployer_and_viewer(&client, &ns).await?;
+        let (deployer, viewer) = web_with_deployer_and_viewer(&client, &ns, &["get", "list", "update"]).await?;
         create_service(&client, &ns, "worker", "worker").await?;
         create_rollout(&client, &ns, rollout_manifest("worker", 2, "worker:1", serde_json::from_str(FOUR_STEPS)?)).await?;
         status_until(&client, &ns, "worker", "v1 Healthy", |s| s.phase == Phase::Healthy).await?;
@@ -624,7 +625,11 @@ async fn kubectl_sluice_dashboard_acts_with_the_users_own_rights(
     env.in_namespace("dash-local", |ns: TestNamespace| async move {
         let TestNamespace { name: ns, client } = ns;
         let _controller = RunningController::start(client.clone(), &ns);
-        let (deployer, viewer) = web_with_deployer_and_viewer(&client, &ns).await?;
+        // The plugin reads and patches as the user: the deployer needs `patch`, and both read
+        // what a view is built of.
+        let (deployer, viewer) =
+            web_with_deployer_and_viewer(&client, &ns, &["get", "list", "update", "patch"]).await?;
+        grant_view_reads(&client, &ns, &["deployer", "viewer"]).await?;
         set_image(&client, &ns, "web", "web:2").await?;
         status_until(&client, &ns, "web", "paused at step 1", |s| {
             s.current_step_index == Some(1) && s.phase == Phase::Paused

@@ -15,6 +15,7 @@ mod bad_templates;
 mod cli;
 mod cluster_cleanup;
 mod dashboard;
+mod dashboard_server;
 mod decisions;
 mod deploy;
 mod examples;
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
         proxy::trials(),
         traffic::trials(),
         releases::trials(),
+        dashboard_server::trials(),
     ]
     .into_iter()
     .flatten()

@@ -45,14 +45,14 @@ impl Caller {
     }
 }
 
-/// ServiceAccounts `deployer` (get, list, update on rollouts) and `viewer` (get, list) in `ns`,
+/// ServiceAccounts `deployer` (`deployer_verbs` on rollouts) and `viewer` (get, list) in `ns`,
 /// and `web`, a canary of 4 replicas through [`FOUR_STEPS`], Healthy on `web:1`: their tokens.
 pub(crate) async fn web_with_deployer_and_viewer(
     client: &kube::Client,
     ns: &str,
+    deployer_verbs: &[&str],
 ) -> anyhow::Result<(String, String)> {
-    let deployer =
-        service_account_token(client, ns, "deployer", &["get", "list", "update"]).await?;
+    let deployer = service_account_token(client, ns, "deployer", deployer_verbs).await?;
     let viewer = service_account_token(client, ns, "viewer", &["get", "list"]).await?;
     create_service(client, ns, "web", "web").await?;
     let strategy: Value = serde_json::from_str(FOUR_STEPS)?;
@@ -71,7 +71,8 @@ async fn pipelines_promote_wait_and_abort_with_service_account_tokens(
     env.in_namespace("api", |ns: TestNamespace| async move {
         let TestNamespace { name: ns, client } = ns;
         let controller = RunningController::with_api(client.clone(), &ns);
-        let (deployer, viewer) = web_with_deployer_and_viewer(&client, &ns).await?;
+        let (deployer, viewer) =
+            web_with_deployer_and_viewer(&client, &ns, &["get", "list", "update"]).await?;
         let api = Caller {
             http: reqwest::Client::new(),
             base: controller.api_url()?,

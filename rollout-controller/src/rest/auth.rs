@@ -12,7 +12,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use crate::crd::GROUP;
+use crate::access::{refused, rollout_attributes};
 
 /// How long an authorization decision is reused.
 const AUTH_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -67,12 +67,7 @@ impl KubeAuthorizer {
             "groups": user.groups,
             "uid": user.uid,
             "extra": user.extra,
-            "resourceAttributes": {
-                "namespace": namespace,
-                "verb": verb.as_str(),
-                "group": GROUP,
-                "resource": "rollouts",
-            },
+            "resourceAttributes": rollout_attributes(namespace, verb.as_str()),
         }}))
         .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let sars: Api<SubjectAccessReview> = Api::all(self.client.clone());
@@ -83,11 +78,7 @@ impl KubeAuthorizer {
         if decided.status.is_some_and(|s| s.allowed) {
             Ok(username)
         } else {
-            Err(AuthError::Forbidden(format!(
-                "{username} may not {} rollouts.{GROUP} in {}",
-                verb.as_str(),
-                namespace.unwrap_or("all namespaces")
-            )))
+            Err(refused(&username, namespace, verb.as_str()))
         }
     }
 }

@@ -15,7 +15,7 @@ use kube::{Client, Resource, ResourceExt};
 
 pub(crate) use auth::KubeAuthorizer;
 
-use crate::action::{ACT_TRIES, ActError, OwnedReplicaSets, decide_and_write};
+use crate::action::{OwnedReplicaSets, decide_and_write};
 use crate::crd::Rollout;
 use crate::crd::analysis::AnalysisRun;
 use crate::decode::{Registry, Tolerant};
@@ -179,15 +179,7 @@ impl RolloutControl for KubeControl {
                 self.caught_up(&acted.rollout).await;
                 Ok(self.view(&acted.rollout))
             }
-            Err(ActError::Refused(why)) => Err(ControlError::Conflict(why)),
-            Err(ActError::KeptChanging) => Err(ControlError::Conflict(format!(
-                "the rollout changed {ACT_TRIES} times while this request was decided; look again"
-            ))),
-            // As `get_opt` reads a 404.
-            Err(ActError::Read(kube::Error::Api(status))) if status.is_not_found() => {
-                Err(not_found(namespace, name))
-            }
-            Err(ActError::Read(e) | ActError::Write(e)) => Err(unavailable(e)),
+            Err(e) => Err(e.into_control_error(namespace, name)),
         }
     }
 }
@@ -199,6 +191,7 @@ pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::action::ACT_TRIES;
     use crate::decision::tests::{merge, paused_at, rollout};
 
     /// What "the controller" does to the stored rollout between an action's read and its
