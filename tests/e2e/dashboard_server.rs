@@ -57,7 +57,11 @@ async fn first_event(mut response: reqwest::Response) -> anyhow::Result<(String,
 }
 
 /// What building a view reads besides rollouts: the plugin reads as the user.
-async fn grant_view_reads(client: &Client, ns: &str, accounts: &[&str]) -> anyhow::Result<()> {
+pub(crate) async fn grant_view_reads(
+    client: &Client,
+    ns: &str,
+    accounts: &[&str],
+) -> anyhow::Result<()> {
     let metadata = ObjectMeta {
         name: Some("dashboard-reads".into()),
         ..ObjectMeta::default()

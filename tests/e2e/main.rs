@@ -14,6 +14,7 @@ macro_rules! trial {
 mod bad_templates;
 mod cli;
 mod cluster_cleanup;
+mod dashboard;
 mod dashboard_server;
 mod decisions;
 mod deploy;
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
         rollout_analysis::trials(),
         routers::trials(),
         rest_api::trials(),
+        dashboard::trials(),
         cli::trials(),
         decisions::trials(),
         examples::trials(),

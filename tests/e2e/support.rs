@@ -341,11 +341,33 @@ pub(crate) fn watch_step_history(
     ns: &str,
     name: &str,
 ) -> (StepHistory, tokio::task::JoinHandle<()>) {
+    watch_rollout(client, ns, name, |r| {
+        let status = r.status.unwrap_or_default();
+        (status.updated_revision != status.stable_revision).then(|| {
+            (
+                status.current_step_index.unwrap_or(0),
+                status.canary.map_or(0, |c| c.weight),
+            )
+        })
+    })
+}
+
+/// What `pick` makes of rollout `name` each time a watch sees it, each change once, in order;
+/// until the task is aborted.
+pub(crate) fn watch_rollout<T: PartialEq + Send + 'static>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    pick: impl Fn(rollout_controller::crd::Rollout) -> Option<T> + Send + 'static,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<T>>>,
+    tokio::task::JoinHandle<()>,
+) {
     use futures::StreamExt;
     use kube::runtime::watcher;
     use rollout_controller::crd::Rollout;
 
-    let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let rollouts: Api<Rollout> = Api::namespaced(client.clone(), ns);
     let mut stream = watcher(
         rollouts,
@@ -353,24 +375,19 @@ pub(crate) fn watch_step_history(
     )
     .boxed();
     let task = {
-        let history = history.clone();
+        let seen = seen.clone();
         tokio::spawn(async move {
             while let Some(event) = stream.next().await {
-                if let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = event {
-                    let status = r.status.unwrap_or_default();
-                    if status.updated_revision != status.stable_revision {
-                        let step = (
-                            status.current_step_index.unwrap_or(0),
-                            status.canary.map_or(0, |c| c.weight),
-                        );
-                        let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
-                        if history.last() != Some(&step) {
-                            history.push(step);
-                        }
+                if let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = event
+                    && let Some(value) = pick(r)
+                {
+                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    if seen.last() != Some(&value) {
+                        seen.push(value);
                     }
                 }
             }
         })
     };
-    (history, task)
+    (seen, task)
 }

@@ -1,7 +1,7 @@
 //! Real parts for Sluice's end-to-end tests: a Kubernetes control plane (etcd, kube-apiserver,
 //! kube-controller-manager, kube-scheduler, and kwok simulating nodes), Prometheus over a
-//! backfilled TSDB, and Traefik as the proxy in front of the pods ([`traefik`]), all started as
-//! local processes listening on 127.0.0.1.
+//! backfilled TSDB, Traefik as the proxy in front of the pods ([`traefik`]), and headless Chromium
+//! for the dashboard ([`browser`]), all started as local processes listening on 127.0.0.1.
 //!
 //! Pod IPs come from the benchmarking range 198.18.0.0/16, Service and node IPs from
 //! documentation ranges (198.51.100.0/24 for Services, 203.0.113.0/24 for nodes). They exist
@@ -9,6 +9,7 @@
 //! of the network namespaces the pod runner ([`pods`]) made itself.
 
 pub mod binaries;
+pub mod browser;
 pub mod cluster;
 pub mod controller;
 pub mod crds;
