@@ -29,11 +29,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use clap::{Parser, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
@@ -110,6 +111,10 @@ struct Args {
     /// How long all Rollouts may take to become Healthy, in each phase.
     #[arg(long, default_value = "30m")]
     timeout: humantime::Duration,
+    /// Each Rollout's spec.revisionHistoryLimit (default: unset, the controller's default of 10
+    /// old ReplicaSets kept).
+    #[arg(long)]
+    revision_history_limit: Option<u32>,
     /// Requests the bench keeps in flight when it creates or updates Rollouts.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -232,7 +237,7 @@ struct RunResult {
     posting: Duration,
     phases: Vec<Phase>,
     /// The cycles' memory (after settling) and when each ended, since the first update began.
-    cycles: Vec<(Duration, Memory)>,
+    cycles: Vec<Cycle>,
 }
 
 async fn bench(
@@ -273,6 +278,7 @@ async fn bench(
 
     let mut process = start_controller(cluster, args, controller, &kubeconfig).await?;
     let outcome = drive(
+        &client,
         args,
         controller,
         &rollouts,
@@ -295,9 +301,39 @@ async fn bench(
     })
 }
 
-type Driven = (Duration, Vec<Phase>, Vec<(Duration, Memory)>);
+type Driven = (Duration, Vec<Phase>, Vec<Cycle>);
+
+/// After a mass update has settled.
+struct Cycle {
+    /// Since the first update began.
+    at: Duration,
+    memory: Memory,
+    /// The ReplicaSets in the Rollouts' namespace, as the controller's cache holds them.
+    replica_sets: usize,
+    replica_set_json_bytes: usize,
+}
+
+/// How many ReplicaSets the Rollouts' namespace holds and their size as JSON (what a cache of
+/// them is made of, before its own overhead).
+async fn replica_sets_in(client: &Client) -> anyhow::Result<(usize, usize)> {
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), NAMESPACE);
+    let (mut count, mut bytes) = (0, 0);
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        for rs in &page.items {
+            count += 1;
+            bytes += serde_json::to_vec(rs)?.len();
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok((count, bytes)),
+        }
+    }
+}
 
 async fn drive(
+    client: &Client,
     args: &Args,
     controller: Controller,
     rollouts: &Api<DynamicObject>,
@@ -315,7 +351,7 @@ async fn drive(
     let start = Reading::take(pid)?;
     let posting_started = Instant::now();
     let created = for_each_bounded(&names, args.concurrency, |name| {
-        let body = rollout_manifest(controller, name, args.replicas, "bench:1");
+        let body = rollout_manifest(controller, name, args, "bench:1");
         async move {
             let object: DynamicObject = serde_json::from_value(body)?;
             let created = rollouts.create(&PostParams::default(), &object).await?;
@@ -381,9 +417,15 @@ async fn drive(
             .map(|d| d.saturating_sub(PAUSE))
             .collect();
         overrun.sort();
-        cycles.push((first_update.elapsed(), settled));
+        let (replica_sets, replica_set_json_bytes) = replica_sets_in(client).await?;
+        cycles.push(Cycle {
+            at: first_update.elapsed(),
+            memory: settled,
+            replica_sets,
+            replica_set_json_bytes,
+        });
         eprintln!(
-            "[scale-bench] {} cycle {cycle}: all Healthy in {:.1} s, RSS {:.1} MiB",
+            "[scale-bench] {} cycle {cycle}: all Healthy in {:.1} s, RSS {:.1} MiB, {replica_sets} ReplicaSets",
             controller.name(),
             (to.at - from.at).as_secs_f64(),
             mib(settled.rss_kib)
@@ -426,9 +468,10 @@ fn generation(object: &DynamicObject) -> anyhow::Result<i64> {
         .context("the apiserver returned a Rollout without a generation")
 }
 
-fn rollout_manifest(controller: Controller, name: &str, replicas: u32, image: &str) -> Value {
+fn rollout_manifest(controller: Controller, name: &str, args: &Args, image: &str) -> Value {
     let resource = controller.resource();
-    json!({
+    let replicas = args.replicas;
+    let mut manifest = json!({
         "apiVersion": resource.api_version,
         "kind": "Rollout",
         "metadata": {"name": name, "labels": {"bench": "scale"}},
@@ -444,7 +487,11 @@ fn rollout_manifest(controller: Controller, name: &str, replicas: u32, image: &s
                 {"pause": {"duration": "5s"}},
             ]}},
         },
-    })
+    });
+    if let Some(limit) = args.revision_history_limit {
+        manifest["spec"]["revisionHistoryLimit"] = json!(limit);
+    }
+    manifest
 }
 
 /// When each Rollout was first seen Healthy at a generation, as the bench's watch saw it.
@@ -719,13 +766,15 @@ impl Requests {
         self.by_kind.values().sum()
     }
 
+    /// Writes to the cluster's objects; renewing the leader's Lease is not one a Rollout causes.
     fn writes(&self) -> u64 {
         self.by_kind
             .iter()
             .filter(|(kind, _)| {
-                ["create", "update", "patch", "delete"]
+                let write = ["create", "update", "patch", "delete"]
                     .iter()
-                    .any(|verb| kind.starts_with(&format!("{verb} ")))
+                    .any(|verb| kind.starts_with(&format!("{verb} ")));
+                write && !kind.contains(" leases")
             })
             .map(|(_, n)| n)
             .sum()
@@ -795,7 +844,10 @@ impl AuditReader {
                 .as_ref()
                 .and_then(|o| o.subresource.clone());
             match (event.verb.as_str(), event.stage.as_str()) {
-                ("watch", "ResponseStarted") => requests.watches += 1,
+                ("watch", "ResponseStarted") => {
+                    requests.watches += 1;
+                    continue;
+                }
                 ("watch", _) => continue,
                 (_, "ResponseComplete") => {}
                 _ => continue,
@@ -856,12 +908,12 @@ impl RunResult {
 
     /// MiB per cycle and per hour, from the cycles' settled RSS.
     fn slopes(&self) -> (Option<f64>, Option<f64>) {
-        let rss: Vec<f64> = self.cycles.iter().map(|(_, m)| mib(m.rss_kib)).collect();
+        let rss: Vec<f64> = self.cycles.iter().map(|c| mib(c.memory.rss_kib)).collect();
         let index: Vec<f64> = (1..=rss.len()).map(|i| i as f64).collect();
         let hours: Vec<f64> = self
             .cycles
             .iter()
-            .map(|(t, _)| t.as_secs_f64() / 3600.0)
+            .map(|c| c.at.as_secs_f64() / 3600.0)
             .collect();
         (slope(&index, &rss), slope(&hours, &rss))
     }
@@ -939,20 +991,27 @@ impl RunResult {
             let (per_cycle, per_hour) = self.slopes();
             println!();
             println!(
-                "RSS after each cycle (MiB): {}",
-                self.cycles
-                    .iter()
-                    .map(|(_, m)| format!("{:.1}", mib(m.rss_kib)))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                "{:>6} {:>8} {:>8} {:>8} {:>12} {:>14}",
+                "cycle", "min", "RSS MiB", "HWM MiB", "ReplicaSets", "their JSON MiB"
             );
+            for (i, c) in self.cycles.iter().enumerate() {
+                println!(
+                    "{:>6} {:>8.1} {:>8.1} {:>8.1} {:>12} {:>14.1}",
+                    i + 1,
+                    c.at.as_secs_f64() / 60.0,
+                    mib(c.memory.rss_kib),
+                    mib(c.memory.peak_rss_kib),
+                    c.replica_sets,
+                    c.replica_set_json_bytes as f64 / (1024.0 * 1024.0),
+                );
+            }
             println!(
                 "slope: {:+.2} MiB per cycle, {:+.1} MiB per hour over {:.0} min",
                 per_cycle.unwrap_or(0.0),
                 per_hour.unwrap_or(0.0),
                 self.cycles
                     .last()
-                    .map_or(0.0, |(t, _)| t.as_secs_f64() / 60.0)
+                    .map_or(0.0, |c| c.at.as_secs_f64() / 60.0)
             );
         }
     }
@@ -975,7 +1034,13 @@ impl RunResult {
                 "overrun_p50_s": quantile(&p.overrun, 0.5).as_secs_f64(),
                 "overrun_p99_s": quantile(&p.overrun, 0.99).as_secs_f64(),
             })).collect::<Vec<_>>(),
-            "cycles_rss_mib": self.cycles.iter().map(|(_, m)| mib(m.rss_kib)).collect::<Vec<_>>(),
+            "cycles": self.cycles.iter().map(|c| json!({
+                "at_s": c.at.as_secs_f64(),
+                "rss_mib": mib(c.memory.rss_kib),
+                "hwm_mib": mib(c.memory.peak_rss_kib),
+                "replica_sets": c.replica_sets,
+                "replica_set_json_bytes": c.replica_set_json_bytes,
+            })).collect::<Vec<_>>(),
             "slope_mib_per_cycle": per_cycle,
             "slope_mib_per_hour": per_hour,
         })
