@@ -127,6 +127,10 @@ struct Args {
     /// The Argo Rollouts version build-argo-rollouts.sh built.
     #[arg(long, default_value = DEFAULT_ARGO_VERSION)]
     argo_version: String,
+    /// After each cycle has settled, have gdb call glibc's malloc_trim(0) in the controller and
+    /// read its RSS again: the difference is memory the allocator held freed, not live data.
+    #[arg(long)]
+    malloc_trim: bool,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -308,9 +312,34 @@ struct Cycle {
     /// Since the first update began.
     at: Duration,
     memory: Memory,
+    /// RSS after malloc_trim(0), with --malloc-trim.
+    trimmed: Option<Memory>,
     /// The ReplicaSets in the Rollouts' namespace, as the controller's cache holds them.
     replica_sets: usize,
     replica_set_json_bytes: usize,
+}
+
+/// Makes glibc give back the free memory it holds (gdb calls malloc_trim(0) in `pid`), and
+/// reads the memory after it.
+async fn malloc_trim(pid: u32) -> anyhow::Result<Memory> {
+    let output = tokio::process::Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "call (int) malloc_trim(0)",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .context("running gdb (for --malloc-trim)")?;
+    ensure!(
+        output.status.success(),
+        "gdb could not call malloc_trim in {pid}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(Memory::read(pid)?)
 }
 
 /// How many ReplicaSets the Rollouts' namespace holds and their size as JSON (what a cache of
@@ -418,9 +447,15 @@ async fn drive(
             .collect();
         overrun.sort();
         let (replica_sets, replica_set_json_bytes) = replica_sets_in(client).await?;
+        let trimmed = if args.malloc_trim {
+            Some(malloc_trim(pid).await?)
+        } else {
+            None
+        };
         cycles.push(Cycle {
             at: first_update.elapsed(),
             memory: settled,
+            trimmed,
             replica_sets,
             replica_set_json_bytes,
         });
@@ -991,16 +1026,24 @@ impl RunResult {
             let (per_cycle, per_hour) = self.slopes();
             println!();
             println!(
-                "{:>6} {:>8} {:>8} {:>8} {:>12} {:>14}",
-                "cycle", "min", "RSS MiB", "HWM MiB", "ReplicaSets", "their JSON MiB"
+                "{:>6} {:>8} {:>8} {:>8} {:>13} {:>12} {:>14}",
+                "cycle",
+                "min",
+                "RSS MiB",
+                "HWM MiB",
+                "trimmed MiB",
+                "ReplicaSets",
+                "their JSON MiB"
             );
             for (i, c) in self.cycles.iter().enumerate() {
                 println!(
-                    "{:>6} {:>8.1} {:>8.1} {:>8.1} {:>12} {:>14.1}",
+                    "{:>6} {:>8.1} {:>8.1} {:>8.1} {:>13} {:>12} {:>14.1}",
                     i + 1,
                     c.at.as_secs_f64() / 60.0,
                     mib(c.memory.rss_kib),
                     mib(c.memory.peak_rss_kib),
+                    c.trimmed
+                        .map_or("-".into(), |m| format!("{:.1}", mib(m.rss_kib))),
                     c.replica_sets,
                     c.replica_set_json_bytes as f64 / (1024.0 * 1024.0),
                 );
@@ -1038,6 +1081,7 @@ impl RunResult {
                 "at_s": c.at.as_secs_f64(),
                 "rss_mib": mib(c.memory.rss_kib),
                 "hwm_mib": mib(c.memory.peak_rss_kib),
+                "trimmed_rss_mib": c.trimmed.map(|m| mib(m.rss_kib)),
                 "replica_sets": c.replica_sets,
                 "replica_set_json_bytes": c.replica_set_json_bytes,
             })).collect::<Vec<_>>(),
