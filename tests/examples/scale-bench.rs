@@ -33,14 +33,14 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_tests::process::ManagedProcess;
-use sluice_tests::procfs::{Memory, ProcessStat};
+use sluice_tests::procfs::{Memory, Reading};
+use sluice_tests::quantile::quantile;
 use sluice_tests::{AUDITED_NAMESPACE, ClusterOptions, ControlPlane, wait};
 
 const NAMESPACE: &str = "scale";
@@ -187,24 +187,6 @@ fn nodes_for(args: &Args) -> usize {
     (peak + peak / 5).div_ceil(PODS_PER_NODE).max(3)
 }
 
-/// The controller's readings at a phase boundary.
-#[derive(Clone, Copy)]
-struct Reading {
-    at: Instant,
-    stat: ProcessStat,
-    memory: Memory,
-}
-
-impl Reading {
-    fn take(pid: u32) -> anyhow::Result<Self> {
-        Ok(Self {
-            at: Instant::now(),
-            stat: ProcessStat::read(pid).context("the controller is gone")?,
-            memory: Memory::read(pid)?,
-        })
-    }
-}
-
 /// One phase: from one reading to the next, with the controller's requests in between.
 struct Phase {
     name: String,
@@ -256,7 +238,10 @@ async fn bench(
             env!("CARGO_PKG_VERSION").to_owned()
         }
         Controller::Argo => {
-            install_crd_files(&client, &argo_dir(cluster, args).join("crds")).await?;
+            let crds = argo_dir(cluster, args).join("crds");
+            sluice_tests::crds::install_from_dir(&client, "scale-bench", &crds)
+                .await
+                .context("installing Argo Rollouts' CRDs (tests/cluster/build-argo-rollouts.sh)")?;
             args.argo_version.clone()
         }
     };
@@ -733,59 +718,6 @@ async fn start_controller(
     Ok(process)
 }
 
-/// Applies every CustomResourceDefinition of the YAML files in `dir` and waits until each is
-/// Established.
-async fn install_crd_files(client: &Client, dir: &Path) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut names = Vec::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| {
-            format!(
-                "listing {} (run tests/cluster/build-argo-rollouts.sh)",
-                dir.display()
-            )
-        })?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    paths.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
-    paths.sort();
-    for path in paths {
-        let text = std::fs::read_to_string(&path)?;
-        for document in serde_norway::Deserializer::from_str(&text) {
-            let value = Value::deserialize(document)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if value["kind"] != "CustomResourceDefinition" {
-                continue;
-            }
-            let crd: CustomResourceDefinition = serde_json::from_value(value)?;
-            api.patch(
-                &crd.name_any(),
-                &PatchParams::apply("scale-bench").force(),
-                &Patch::Apply(&crd),
-            )
-            .await?;
-            names.push(crd.name_any());
-        }
-    }
-    ensure!(!names.is_empty(), "no CRD in {}", dir.display());
-    for name in names {
-        wait::until::<_, anyhow::Error, _, _>(
-            &format!("CRD {name} to be Established"),
-            Duration::from_secs(60),
-            || async {
-                let crd = api.get(&name).await?;
-                let established = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-                Ok(established.then_some(()))
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 /// The controller's requests, counted from its audit events.
 #[derive(Default)]
 struct Requests {
@@ -908,15 +840,6 @@ impl AuditReader {
             .set_len(0)?;
         Ok(requests)
     }
-}
-
-/// The nearest-rank quantile `q` of `sorted`.
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted
-        .get(rank.max(1) - 1)
-        .copied()
-        .unwrap_or(Duration::ZERO)
 }
 
 fn mib(kib: u64) -> f64 {

@@ -23,6 +23,7 @@ pub mod process_record;
 pub mod procfs;
 pub mod prometheus;
 pub mod prometheus_live;
+pub mod quantile;
 pub mod shares;
 pub mod tokens;
 pub mod traefik;
