@@ -21,7 +21,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use sluice_tests::pods::netns;
-use sluice_tests::procfs::{Memory, ProcessStat};
+use sluice_tests::procfs::Reading;
+use sluice_tests::quantile::quantile;
 use sluice_tests::{ClusterOptions, ControlPlane, wait};
 use tokio::sync::mpsc;
 
@@ -62,23 +63,6 @@ async fn main() -> anyhow::Result<()> {
     let report = outcome?;
     report.print(&args);
     Ok(())
-}
-
-/// The runner's readings at the phase boundaries.
-struct Reading {
-    at: Instant,
-    stat: ProcessStat,
-    memory: Memory,
-}
-
-impl Reading {
-    fn take(pid: u32) -> anyhow::Result<Self> {
-        Ok(Self {
-            at: Instant::now(),
-            stat: ProcessStat::read(pid).context("the pod runner is gone")?,
-            memory: Memory::read(pid)?,
-        })
-    }
 }
 
 struct Report {
@@ -236,15 +220,6 @@ fn is_ready(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The nearest-rank quantile `q` of `sorted`.
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted
-        .get(rank.max(1) - 1)
-        .copied()
-        .unwrap_or(Duration::ZERO)
 }
 
 fn mib(kib: u64) -> f64 {

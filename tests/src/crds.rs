@@ -1,6 +1,7 @@
 //! Installing Sluice's CRDs the way users do: server-side apply, then waiting until each is
 //! Established.
 
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -26,24 +27,7 @@ pub async fn install_gateway_api(client: &Client, field_manager: &str) -> Result
     let mut crds: Vec<CustomResourceDefinition> = Vec::new();
     let mut others: Vec<DynamicObject> = Vec::new();
     for path in crate::binaries::Binaries::locate()?.gateway_api_standard()? {
-        let text = std::fs::read_to_string(&path)
-            .map_err(HarnessError::io(format!("reading {}", path.display())))?;
-        let invalid = |detail: String| HarnessError::Invalid {
-            what: path.display().to_string(),
-            detail,
-        };
-        for document in serde_norway::Deserializer::from_str(&text) {
-            let value =
-                serde_json::Value::deserialize(document).map_err(|e| invalid(e.to_string()))?;
-            if value.is_null() {
-                continue;
-            }
-            if value["kind"] == "CustomResourceDefinition" {
-                crds.push(serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?);
-            } else {
-                others.push(serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?);
-            }
-        }
+        split_documents(&path, &mut crds, Some(&mut others))?;
     }
     apply_and_wait(client, field_manager, &crds).await?;
     for object in &others {
@@ -62,6 +46,59 @@ pub async fn install_gateway_api(client: &Client, field_manager: &str) -> Result
             &Patch::Apply(object),
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// Applies every CustomResourceDefinition in the YAML files of `dir` (another controller's, as
+/// its release ships them: the scale benchmark installs Argo Rollouts' so) and waits until all
+/// are Established. Documents of other kinds are skipped.
+pub async fn install_from_dir(client: &Client, field_manager: &str, dir: &Path) -> Result<()> {
+    let listing = |e: std::io::Error| HarnessError::io(format!("listing {}", dir.display()))(e);
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(listing)? {
+        let path = entry.map_err(listing)?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let mut crds: Vec<CustomResourceDefinition> = Vec::new();
+    for path in paths {
+        split_documents(&path, &mut crds, None)?;
+    }
+    if crds.is_empty() {
+        return Err(HarnessError::Invalid {
+            what: dir.display().to_string(),
+            detail: "holds no CustomResourceDefinition".into(),
+        });
+    }
+    apply_and_wait(client, field_manager, &crds).await
+}
+
+/// The YAML documents of `path`: its CRDs into `crds`, every other object into `others`, or
+/// skipped without it.
+fn split_documents(
+    path: &Path,
+    crds: &mut Vec<CustomResourceDefinition>,
+    mut others: Option<&mut Vec<DynamicObject>>,
+) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .map_err(HarnessError::io(format!("reading {}", path.display())))?;
+    let invalid = |detail: String| HarnessError::Invalid {
+        what: path.display().to_string(),
+        detail,
+    };
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let value = serde_json::Value::deserialize(document).map_err(|e| invalid(e.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        if value["kind"] == "CustomResourceDefinition" {
+            crds.push(serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?);
+        } else if let Some(others) = others.as_deref_mut() {
+            others.push(serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?);
+        }
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ pub mod process_record;
 pub mod procfs;
 pub mod prometheus;
 pub mod prometheus_live;
+pub mod quantile;
 pub mod rollouts;
 pub mod routes;
 pub mod shares;

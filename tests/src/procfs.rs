@@ -2,7 +2,7 @@
 //! of its pid), its CPU time and its memory. Benchmarks measure the harness's processes with it,
 //! and cleanup checks prove that none is left.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{HarnessError, Result};
 
@@ -57,6 +57,27 @@ impl Memory {
         parse_status(&text).ok_or_else(|| HarnessError::Invalid {
             what: path,
             detail: "has no VmRSS or VmHWM".into(),
+        })
+    }
+}
+
+/// A process's CPU time and memory at one instant: benchmarks take one at each phase boundary.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    pub at: Instant,
+    pub stat: ProcessStat,
+    pub memory: Memory,
+}
+
+impl Reading {
+    pub fn take(pid: u32) -> Result<Self> {
+        Ok(Self {
+            at: Instant::now(),
+            stat: ProcessStat::read(pid).ok_or_else(|| HarnessError::Invalid {
+                what: format!("process {pid}"),
+                detail: "is gone".into(),
+            })?,
+            memory: Memory::read(pid)?,
         })
     }
 }
