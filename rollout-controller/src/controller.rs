@@ -157,6 +157,9 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
             Some(Arc::new(log))
         }
     };
+    metrics
+        .shards
+        .set(i64::try_from(count.get()).unwrap_or(i64::MAX));
     let leases = Arc::new(match &options.leader_election {
         Some(election) => ShardLeases::elected(count, &election.lease_name, log),
         None if count == ShardCount::ONE => {
@@ -224,38 +227,38 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         )
     };
     let all = watcher::Config::default;
-    let (rollout_store, rollout_stream) = tolerant_watcher::<Rollout>(
+    let (rollout_store, _, rollout_stream) = tolerant_watcher::<Rollout>(
         api(&client, &options.namespace),
         all(),
         undecodable.rollouts.clone(),
         gauge("Rollout"),
     );
-    let (rs_store, rs_stream) = tolerant_watcher::<ReplicaSet>(
+    let (rs_store, rs_owned, rs_stream) = tolerant_watcher::<ReplicaSet>(
         api(&client, &options.namespace),
         all().labels(POD_TEMPLATE_HASH_LABEL),
         undecodable.replica_sets.clone(),
         gauge("ReplicaSet"),
     );
-    let (svc_store, svc_stream) = tolerant_watcher::<Service>(
+    let (svc_store, _, svc_stream) = tolerant_watcher::<Service>(
         api(&client, &options.namespace),
         all(),
         undecodable.services.clone(),
         gauge("Service"),
     );
     let runs: Api<Tolerant<AnalysisRun>> = api(&client, &options.namespace);
-    let (run_store, run_stream) = tolerant_watcher(
+    let (run_store, run_owned, run_stream) = tolerant_watcher(
         runs.clone(),
         all(),
         undecodable.analysis_runs.clone(),
         gauge("AnalysisRun"),
     );
-    let (template_store, template_stream) = tolerant_watcher::<AnalysisTemplate>(
+    let (template_store, _, template_stream) = tolerant_watcher::<AnalysisTemplate>(
         api(&client, &options.namespace),
         all(),
         undecodable.templates.clone(),
         gauge("AnalysisTemplate"),
     );
-    let (cluster_template_store, cluster_template_stream) =
+    let (cluster_template_store, _, cluster_template_stream) =
         tolerant_watcher::<ClusterAnalysisTemplate>(
             Api::all(client.clone()),
             all(),
@@ -275,8 +278,8 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         let control = Arc::new(KubeControl::new(
             unlimited.clone(),
             rollout_store.clone(),
-            rs_store.clone(),
-            run_store.clone(),
+            rs_owned.clone(),
+            run_owned.clone(),
             undecodable.rollouts.clone(),
         ));
         let app = match options.api_auth {
@@ -304,9 +307,9 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         status_written_over: Default::default(),
         counts_held_since: Default::default(),
         failures: Default::default(),
-        replica_sets: rs_store.clone(),
+        replica_sets: rs_owned.clone(),
         services: svc_store.clone(),
-        analysis_runs: run_store.clone(),
+        analysis_runs: run_owned.clone(),
         templates: template_store.clone(),
         cluster_templates: cluster_template_store.clone(),
         undecodable: undecodable.clone(),
@@ -409,7 +412,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     // The runner's own watch of the runs; the rollouts' registry of undecodable runs is the one
     // reported and planned from, this one only tells when the cache has caught up.
     let runner_registry = Registry::new(Default::default());
-    let (runner_store, runner_stream) =
+    let (runner_store, _, runner_stream) =
         tolerant_watcher(runs, all(), runner_registry.clone(), None);
     let runner_controller = Controller::for_stream(decoded(runner_stream), runner_store.clone())
         .reconcile_all_on(acting_started(started_acting.subscribe()));

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::api::Api;
@@ -22,6 +24,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use tokio::sync::Notify;
+
+use crate::crd::Rollout;
+use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+use crate::owner::OwnedIndex;
 
 /// A watched object: decoded as `K`, or not, with why.
 #[derive(Debug, Clone)]
@@ -42,12 +48,54 @@ pub struct Undecodable {
     pub raw: serde_json::Value,
 }
 
-impl<K: Resource> Tolerant<K> {
+/// A kind the controller caches, and what of it the cache need not hold.
+pub trait Cached: Resource {
+    /// Drops from an object on its way into the cache what no reconcile nor view reads of its
+    /// kind. Every kind drops its managedFields (`Tolerant::strip_for_cache`).
+    fn trim(&mut self) {}
+}
+
+impl Cached for Rollout {}
+impl Cached for Service {}
+impl Cached for AnalysisRun {}
+impl Cached for AnalysisTemplate {}
+impl Cached for ClusterAnalysisTemplate {}
+
+impl Cached for ReplicaSet {
+    /// Of its pod template, a reconcile reads the metadata (`reconcile::observe`) and a view the
+    /// containers' names and images; nothing reads the rest of the pod spec, which is most of
+    /// a cached ReplicaSet's size (k8s-openapi's `PodSpec` and `Container` are wide structs),
+    /// and old revisions stay cached up to the rollout's `revisionHistoryLimit`. An undo reads
+    /// the template the ReplicaSet keeps whole in its `sluice.dev/pod-template` annotation.
+    fn trim(&mut self) {
+        let pod_spec = self.spec.template.as_mut().and_then(|t| t.spec.as_mut());
+        if let Some(pod_spec) = pod_spec {
+            let containers = std::mem::take(&mut pod_spec.containers)
+                .into_iter()
+                .map(|c| Container {
+                    name: c.name,
+                    image: c.image,
+                    ..Container::default()
+                })
+                .collect();
+            *pod_spec = PodSpec {
+                containers,
+                ..PodSpec::default()
+            };
+        }
+    }
+}
+
+impl<K: Cached> Tolerant<K> {
     /// Drops what no reconcile reads and a cache would hold for every object: managedFields,
-    /// often larger than the rest of the object, and written anew with each update.
+    /// often larger than the rest of the object, and written anew with each update; and what
+    /// the kind's [`Cached::trim`] drops.
     pub(crate) fn strip_for_cache(&mut self) {
         match self {
-            Tolerant::Decoded(object) => object.meta_mut().managed_fields = None,
+            Tolerant::Decoded(object) => {
+                object.meta_mut().managed_fields = None;
+                object.trim();
+            }
             Tolerant::Undecodable(u) => {
                 u.metadata.managed_fields = None;
                 if let Some(metadata) = u.raw.get_mut("metadata").and_then(|m| m.as_object_mut()) {
@@ -205,6 +253,8 @@ where
 {
     store: reflector::store::Writer<K>,
     reader: Store<K>,
+    /// The store's objects by the uid of their controller.
+    owned: OwnedIndex<K>,
     registry: Registry<K>,
     /// The registry's contents while a relist is in progress.
     buffer: Option<HashMap<ObjectRef<K>, Arc<Undecodable>>>,
@@ -221,6 +271,7 @@ where
         let reader = store.as_reader();
         Self {
             store,
+            owned: OwnedIndex::new(reader.clone()),
             reader,
             registry,
             buffer: None,
@@ -232,16 +283,22 @@ where
         self.reader.clone()
     }
 
+    pub(crate) fn owned(&self) -> OwnedIndex<K> {
+        self.owned.clone()
+    }
+
     pub(crate) fn apply(&mut self, event: &watcher::Event<Tolerant<K>>) {
         use watcher::Event;
         match event {
             Event::Init => {
                 self.store.apply_watcher_event(&Event::Init);
+                self.owned.relist();
                 self.buffer = Some(HashMap::new());
             }
             Event::InitApply(Tolerant::Decoded(object)) => {
                 self.store
                     .apply_watcher_event(&Event::InitApply(object.clone()));
+                self.owned.listed(object);
             }
             Event::InitApply(Tolerant::Undecodable(bad)) => {
                 let key = object_ref(&bad.metadata);
@@ -251,6 +308,7 @@ where
             }
             Event::InitDone => {
                 self.store.apply_watcher_event(&Event::InitDone);
+                self.owned.relisted();
                 let listed = self.buffer.take().unwrap_or_default();
                 *self.registry.write() = listed;
                 self.changed();
@@ -258,6 +316,7 @@ where
             Event::Apply(Tolerant::Decoded(object)) => {
                 self.store
                     .apply_watcher_event(&Event::Apply(object.clone()));
+                self.owned.applied(object);
                 let key = object_ref(object.meta());
                 if self.registry.write().remove(&key).is_some() {
                     self.changed();
@@ -273,6 +332,7 @@ where
                 self.store
                     .apply_watcher_event(&Event::Delete(object.clone()));
                 let key = object_ref(object.meta());
+                self.owned.deleted(&key);
                 if self.registry.write().remove(&key).is_some() {
                     self.changed();
                 }
@@ -290,6 +350,7 @@ where
     /// Removes the last version of `key` that decoded from the store: the store's writer deletes
     /// by object, so the stored object itself is handed back to it.
     fn forget_decoded(&mut self, key: &ObjectRef<K>) {
+        self.owned.deleted(key);
         if let Some(stale) = self.reader.get(key) {
             self.store
                 .apply_watcher_event(&watcher::Event::Delete((*stale).clone()));
@@ -307,7 +368,7 @@ where
 /// Watches `api` one object at a time: the store of the objects that decode, and the stream
 /// of every object touched (decoded or not, so that what maps an object to the rollouts it
 /// concerns sees undecodable ones too), without their managedFields. The stream must be polled
-/// for the store to fill.
+/// for the store to fill. Beside the store, its objects by the uid of their controller.
 pub(crate) fn tolerant_watcher<K>(
     api: Api<Tolerant<K>>,
     config: watcher::Config,
@@ -315,13 +376,15 @@ pub(crate) fn tolerant_watcher<K>(
     gauge: Option<Gauge>,
 ) -> (
     Store<K>,
+    OwnedIndex<K>,
     impl Stream<Item = Result<Tolerant<K>, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+    K: Cached<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
 {
     let mut writer = TolerantWriter::new(registry, gauge);
     let store = writer.as_reader();
+    let owned = writer.owned();
     let stream = watcher(api, config)
         .default_backoff()
         .modify(Tolerant::strip_for_cache)
@@ -330,7 +393,7 @@ where
             event
         })
         .touched_objects();
-    (store, stream)
+    (store, owned, stream)
 }
 
 /// The objects of a touched stream that decode, for what only takes `K` (a Controller's main
@@ -398,6 +461,85 @@ mod tests {
                 assert_eq!(u.raw["metadata"]["name"], "t");
             }
         }
+    }
+
+    #[test]
+    fn a_cached_replica_set_keeps_what_is_read_of_its_template_and_no_more() {
+        let template = json!({"metadata": {"labels": {"app": "web"}}, "spec": {}});
+        let mut cached: Tolerant<ReplicaSet> = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "namespace": "shop",
+                         "annotations": {"sluice.dev/pod-template": template.to_string()}},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {
+                         "metadata": {"labels": {"app": "web"}, "annotations": {"a": "b"}},
+                         "spec": {"containers": [{
+                             "name": "web", "image": "web:1",
+                             "env": [{"name": "A", "value": "1"}],
+                             "ports": [{"containerPort": 8080}],
+                         }], "volumes": [{"name": "v", "emptyDir": {}}]}}},
+            "status": {"replicas": 3, "readyReplicas": 2, "availableReplicas": 1},
+        }))
+        .unwrap();
+        cached.strip_for_cache();
+        let Tolerant::Decoded(rs) = cached else {
+            panic!("decodes")
+        };
+        let spec = &rs.spec;
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.as_ref().unwrap();
+        let meta = pod.metadata.as_ref().unwrap();
+        assert_eq!(meta.labels.as_ref().unwrap()["app"], "web");
+        assert_eq!(meta.annotations.as_ref().unwrap()["a"], "b");
+        let pod_spec = pod.spec.as_ref().unwrap();
+        assert_eq!(
+            serde_json::to_value(pod_spec).unwrap(),
+            json!({"containers": [{"name": "web", "image": "web:1"}]})
+        );
+        assert_eq!(rs.status.as_ref().unwrap().ready_replicas, Some(2));
+        // What an undo writes back is the template the annotation keeps, whole.
+        assert_eq!(
+            rs.metadata.annotations.as_ref().unwrap()["sluice.dev/pod-template"],
+            template.to_string()
+        );
+    }
+
+    #[test]
+    fn the_owner_index_follows_the_store_through_relists_and_undecodable_versions() {
+        let registry = Registry::new(Arc::new(Notify::new()));
+        let mut writer = TolerantWriter::<ReplicaSet>::new(registry, None);
+        let owned = writer.owned();
+        let rollout: Rollout = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
+            "spec": {"selector": {}, "template": {}, "strategy": {"rollingUpdate": {}}},
+        }))
+        .unwrap();
+        let rs = |name: &str, replicas: serde_json::Value| -> Tolerant<ReplicaSet> {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "shop", "ownerReferences": [{
+                    "apiVersion": "sluice.dev/v1alpha1", "kind": "Rollout", "name": "web",
+                    "uid": "u1", "controller": true}]},
+                "spec": {"replicas": replicas, "selector": {}},
+            }))
+            .unwrap()
+        };
+        let names = || {
+            let mut names: Vec<String> =
+                owned.owned(&rollout).iter().map(|r| r.name_any()).collect();
+            names.sort();
+            names
+        };
+        writer.apply(&Event::Init);
+        writer.apply(&Event::InitApply(rs("web-1", json!(1))));
+        writer.apply(&Event::InitApply(rs("web-2", json!(1))));
+        writer.apply(&Event::InitDone);
+        assert_eq!(names(), ["web-1", "web-2"]);
+        // A version that does not decode leaves the store, and so the index.
+        writer.apply(&Event::Apply(rs("web-2", json!("three"))));
+        assert_eq!(names(), ["web-1"]);
+        writer.apply(&Event::Apply(rs("web-2", json!(3))));
+        assert_eq!(names(), ["web-1", "web-2"]);
+        writer.apply(&Event::Delete(rs("web-1", json!(1))));
+        assert_eq!(names(), ["web-2"]);
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     crds
 }
 
+/// Where the generated CRDs are checked in, from the repository's root: the manifests, and the
+/// Helm chart's copy (Helm installs a chart's `crds/` before its templates, and a chart cannot
+/// reach outside its own directory).
+pub const CRD_DIRS: [&str; 2] = ["deploy/crds", "deploy/helm/sluice/crds"];
+
 /// The CRDs as YAML documents, by file name, as `deploy/crds/` holds them.
 pub fn crd_files() -> Result<Vec<(&'static str, String)>, serde_norway::Error> {
     crds()
@@ -71,15 +76,17 @@ mod tests {
 
     #[test]
     fn checked_in_crds_match_the_code() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
-        for (file, yaml) in crd_files().unwrap() {
-            let path = dir.join(file);
-            let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(
-                checked_in == yaml,
-                "{} is out of date: run `cargo run -p rollout-controller -- crdgen`",
-                path.display()
-            );
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for dir in CRD_DIRS {
+            for (file, yaml) in crd_files().unwrap() {
+                let path = root.join(dir).join(file);
+                let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+                assert!(
+                    checked_in == yaml,
+                    "{} is out of date: run `cargo run -p rollout-controller -- crdgen`",
+                    path.display()
+                );
+            }
         }
     }
 

@@ -103,11 +103,9 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write the CRDs (YAML) to deploy/crds/, or to stdout with `-`.
-    Crdgen {
-        #[arg(default_value = "deploy/crds")]
-        out: PathBuf,
-    },
+    /// Write the CRDs (YAML) to deploy/crds/ and the Helm chart's copy in
+    /// deploy/helm/sluice/crds/, or to one directory, or to stdout with `-`.
+    Crdgen { out: Option<PathBuf> },
 }
 
 #[tokio::main]
@@ -115,13 +113,22 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::Crdgen { out }) = &cli.command {
         let files = rollout_controller::crd_files()?;
-        if out.as_os_str() == "-" {
+        if out.as_deref().is_some_and(|o| o.as_os_str() == "-") {
             let documents: Vec<String> = files.into_iter().map(|(_, yaml)| yaml).collect();
             print!("{}", documents.join("---\n"));
-        } else {
-            std::fs::create_dir_all(out)?;
-            for (file, yaml) in files {
-                let path = out.join(file);
+            return Ok(());
+        }
+        let dirs = match out {
+            Some(dir) => vec![dir.clone()],
+            None => rollout_controller::CRD_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+        };
+        for dir in dirs {
+            std::fs::create_dir_all(&dir)?;
+            for (file, yaml) in &files {
+                let path = dir.join(file);
                 std::fs::write(&path, yaml)
                     .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("wrote {}", path.display());

@@ -66,6 +66,9 @@ pub struct Metrics {
     pub undecodable_objects: Family<KindLabels, Gauge>,
     /// Shard leases this replica holds (with `--shards`).
     pub shards_held: Gauge,
+    /// The shards the rollouts are spread over (`--shards`; 1 without): every replica says the
+    /// same, and an alert compares it with the leases held across the replicas.
+    pub shards: Gauge,
     /// Shard leases this replica acquired or released.
     pub shard_handovers: Family<HandoverLabels, Counter>,
     /// The info series each rollout has now, so that a phase change replaces it.
@@ -90,6 +93,7 @@ impl Default for Metrics {
         let leader = Gauge::default();
         let undecodable_objects = Family::<KindLabels, Gauge>::default();
         let shards_held = Gauge::default();
+        let shards = Gauge::default();
         let shard_handovers = Family::<HandoverLabels, Counter>::default();
         registry.register(
             "rollout_info",
@@ -149,6 +153,11 @@ impl Default for Metrics {
             shards_held.clone(),
         );
         registry.register(
+            "shards",
+            "The shards rollouts are spread over (--shards)",
+            shards.clone(),
+        );
+        registry.register(
             "shard_handovers",
             "Shard leases this replica acquired or released, by transition",
             shard_handovers.clone(),
@@ -168,6 +177,7 @@ impl Default for Metrics {
             leader,
             undecodable_objects,
             shards_held,
+            shards,
             shard_handovers,
             current_info: Mutex::new(HashMap::new()),
         }

@@ -23,6 +23,7 @@ use tracing::warn;
 use crate::crd::Rollout;
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
+use crate::owner::OwnedIndex;
 use crate::plan::refused::{self, Refusal};
 use crate::plan::{plan, restart};
 
@@ -126,9 +127,10 @@ pub(crate) struct Context {
     pub counts_held_since: Mutex<HashMap<String, Timestamp>>,
     /// Failed reconciles in a row, by Rollout uid, for the error policy's backoff.
     pub failures: Mutex<HashMap<String, u32>>,
-    pub replica_sets: Store<ReplicaSet>,
+    /// The cached ReplicaSets by the uid of their controller, as a reconcile finds them.
+    pub replica_sets: OwnedIndex<ReplicaSet>,
     pub services: Store<Service>,
-    pub analysis_runs: Store<AnalysisRun>,
+    pub analysis_runs: OwnedIndex<AnalysisRun>,
     pub templates: Store<AnalysisTemplate>,
     pub cluster_templates: Store<ClusterAnalysisTemplate>,
     /// The objects of each watched kind that do not decode, which the stores do not hold.

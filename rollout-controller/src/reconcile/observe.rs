@@ -15,7 +15,6 @@ use traffic::TrafficError;
 use super::{Context, ReconcileError, kube_err};
 use crate::crd::{POD_TEMPLATE_HASH_LABEL, PodMetadata, Rollout};
 use crate::decision::revision_number;
-use crate::owner::owned_by;
 use crate::plan::restart::ObservedPod;
 use crate::plan::router::{ObservedRouter, RouterObject};
 use crate::plan::runs::{ObservedRun, TemplateKey, referenced_templates};
@@ -27,10 +26,8 @@ use crate::plan::{Observed, ObservedReplicaSet};
 pub(super) fn from_stores(rollout: &Rollout, namespace: &str, ctx: &Context) -> Observed {
     let replica_sets = ctx
         .replica_sets
-        .state()
+        .owned(rollout)
         .iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(namespace))
-        .filter(|rs| owned_by(rollout, &rs.metadata))
         .filter_map(|rs| {
             let hash = rs.labels().get(POD_TEMPLATE_HASH_LABEL)?.clone();
             let status = rs.status.as_ref();
@@ -67,10 +64,8 @@ pub(super) fn from_stores(rollout: &Rollout, namespace: &str, ctx: &Context) -> 
     }
     let analysis_runs = ctx
         .analysis_runs
-        .state()
+        .owned(rollout)
         .iter()
-        .filter(|run| run.namespace().as_deref() == Some(namespace))
-        .filter(|run| owned_by(rollout, &run.metadata))
         .map(|run| {
             let status = run.status.clone().unwrap_or_default();
             let observed = ObservedRun {

@@ -19,7 +19,7 @@ use crate::action::{OwnedReplicaSets, decide_and_write};
 use crate::crd::Rollout;
 use crate::crd::analysis::AnalysisRun;
 use crate::decode::{Registry, Tolerant};
-use crate::owner::owned_by;
+use crate::owner::OwnedIndex;
 use crate::reconcile::FIELD_MANAGER;
 use crate::undecodable::rollout_message;
 use crate::view::{undecodable_view, view};
@@ -30,8 +30,8 @@ const STORE_CATCH_UP: Duration = Duration::from_secs(2);
 pub(crate) struct KubeControl {
     client: Client,
     rollouts: Store<Rollout>,
-    replica_sets: Store<ReplicaSet>,
-    analysis_runs: Store<AnalysisRun>,
+    replica_sets: OwnedIndex<ReplicaSet>,
+    analysis_runs: OwnedIndex<AnalysisRun>,
     /// The Rollouts the controller cannot decode, which the store of `rollouts` leaves out.
     undecodable: Registry<Rollout>,
 }
@@ -40,8 +40,8 @@ impl KubeControl {
     pub(crate) fn new(
         client: Client,
         rollouts: Store<Rollout>,
-        replica_sets: Store<ReplicaSet>,
-        analysis_runs: Store<AnalysisRun>,
+        replica_sets: OwnedIndex<ReplicaSet>,
+        analysis_runs: OwnedIndex<AnalysisRun>,
         undecodable: Registry<Rollout>,
     ) -> Self {
         Self {
@@ -83,16 +83,14 @@ impl KubeControl {
     }
 }
 
-/// The objects of `store` in `rollout`'s namespace that it owns.
-fn owned_in<K>(store: &Store<K>, rollout: &Rollout) -> Vec<K>
+/// The cached objects `rollout` owns, as the pure views take them.
+fn owned_in<K>(cache: &OwnedIndex<K>, rollout: &Rollout) -> Vec<K>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
-    let namespace = rollout.namespace();
-    store
-        .state()
+    cache
+        .owned(rollout)
         .iter()
-        .filter(|o| o.namespace() == namespace && owned_by(rollout, o.meta()))
         .map(|o| o.as_ref().clone())
         .collect()
 }
@@ -243,6 +241,7 @@ pub(crate) mod tests {
             let (rollouts, writer) = kube::runtime::reflector::store();
             let (replica_sets, _) = kube::runtime::reflector::store();
             let (runs, _) = kube::runtime::reflector::store();
+            let (replica_sets, runs) = (OwnedIndex::new(replica_sets), OwnedIndex::new(runs));
             let undecodable = Registry::new(Default::default());
             (
                 KubeControl::new(client, rollouts, replica_sets, runs, undecodable),
@@ -473,6 +472,7 @@ pub(crate) mod tests {
         writer.apply(&Event::Apply(Tolerant::Decoded(other)));
         let (replica_sets, _) = kube::runtime::reflector::store();
         let (runs, _) = kube::runtime::reflector::store();
+        let (replica_sets, runs) = (OwnedIndex::new(replica_sets), OwnedIndex::new(runs));
         let control = KubeControl::new(
             server.client(),
             writer.as_reader(),
