@@ -166,6 +166,18 @@ async fn run_case(
         Some(_) => None,
     };
     last.kill().await;
+    // The history's watch may be a moment behind the read that saw the pause: let it see the
+    // pause too before it stops, or a run that went through every step would seem to skip one.
+    let reached = (
+        paused.current_step_index.unwrap_or(0),
+        paused.canary.as_ref().map_or(0, |c| c.weight),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while history.lock().unwrap_or_else(|p| p.into_inner()).last() != Some(&reached)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     watch.abort();
 
     let canary = paused
