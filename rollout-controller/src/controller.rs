@@ -35,8 +35,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::crd::Rollout;
 use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
-use crate::crd::{POD_TEMPLATE_HASH_LABEL, Rollout};
 use crate::decode::{Registry, Tolerant, decoded, tolerant_watcher};
 use crate::leader::shards::{ShardElector, ShardLeases};
 use crate::leader::{Elector, LeaderElection, LeaderError, WriteLog, leader_only_client};
@@ -235,7 +235,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
     );
     let (rs_store, rs_owned, rs_stream) = tolerant_watcher::<ReplicaSet>(
         api(&client, &options.namespace),
-        all().labels(POD_TEMPLATE_HASH_LABEL),
+        all().labels(&crate::history::watched_selector()),
         undecodable.replica_sets.clone(),
         gauge("ReplicaSet"),
     );
@@ -633,7 +633,7 @@ impl Caches {
             ),
             caught_up(
                 api(client, namespace),
-                all().labels(POD_TEMPLATE_HASH_LABEL),
+                all().labels(&crate::history::watched_selector()),
                 self.replica_sets.clone(),
                 &u.replica_sets
             ),

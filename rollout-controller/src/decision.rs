@@ -338,6 +338,7 @@ pub(crate) mod tests {
             replicas: 1,
             revision: Some(revision),
             create: true,
+            retire: false,
         };
         let change = crate::plan::PodMetadataChange {
             hash: hash.clone(),

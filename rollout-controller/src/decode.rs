@@ -64,9 +64,9 @@ impl Cached for ClusterAnalysisTemplate {}
 impl Cached for ReplicaSet {
     /// Of its pod template, a reconcile reads the metadata (`reconcile::observe`) and a view the
     /// containers' names and images; nothing reads the rest of the pod spec, which is most of
-    /// a cached ReplicaSet's size (k8s-openapi's `PodSpec` and `Container` are wide structs),
-    /// and old revisions stay cached up to the rollout's `revisionHistoryLimit`. An undo reads
-    /// the template the ReplicaSet keeps whole in its `sluice.dev/pod-template` annotation.
+    /// a cached ReplicaSet's size (k8s-openapi's `PodSpec` and `Container` are wide structs).
+    /// An undo reads the template the ReplicaSet keeps whole in its `sluice.dev/pod-template`
+    /// annotation.
     fn trim(&mut self) {
         let pod_spec = self.spec.template.as_mut().and_then(|t| t.spec.as_mut());
         if let Some(pod_spec) = pod_spec {

@@ -8,6 +8,7 @@ pub mod crd;
 pub(crate) mod decision;
 pub mod decode;
 pub mod hash;
+pub(crate) mod history;
 pub mod leader;
 pub mod lint;
 pub mod log_colour;

@@ -10,12 +10,16 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
 use libtest_mimic::Trial;
-use rollout_controller::crd::Phase;
+use rollout_controller::crd::{Phase, RETIRED_LABEL, REVISION_ANNOTATION};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
 use crate::rollouts::{create_rollout, create_service, rollout_manifest, status_until};
+use crate::support::eventually;
 use crate::support::{Env, RunningController, TestNamespace};
 use sluice_tests::tokens::service_account_token;
 
@@ -355,6 +359,37 @@ async fn a_pipeline_drives_a_canary_with_curl_and_gates_on_kubectl_sluice_status
         );
         let gate = sluice(env, &ns, &["status", "web", "--timeout", "30s"]).await?;
         ensure!(code(&gate) == 0, "the pipeline's gate after v2: {gate:?}");
+        // v1 is history now: scaled to zero, labelled retired (so the controller no longer
+        // watches it), and still in the view of the rollout with an undo that applies.
+        let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+        let retired = replica_sets
+            .list(&ListParams::default().labels(&format!("{RETIRED_LABEL}=web")))
+            .await?
+            .items;
+        ensure!(
+            retired.len() == 1
+                && retired[0].spec.replicas == Some(0)
+                && retired[0]
+                    .annotations()
+                    .get(REVISION_ANNOTATION)
+                    .map(String::as_str)
+                    == Some("1"),
+            "v1 retired: {:?}",
+            retired
+                .iter()
+                .map(|rs| (rs.name_any(), rs.labels().clone()))
+                .collect::<Vec<_>>()
+        );
+        let (status, body) = curl(&token, "GET", &api, None).await?;
+        let old = body["revisions"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["revision"] == 1))
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            status == 200 && old["role"] == "old" && old["undo"]["applies"] == true,
+            "revision 1 in the view of web: {status} {body}"
+        );
 
         // The event stream: the view at once, then a timeout event ends it.
         let stream = tokio::process::Command::new("curl")
@@ -412,6 +447,19 @@ async fn a_pipeline_drives_a_canary_with_curl_and_gates_on_kubectl_sluice_status
             status == 200 && canary.is_some_and(|c| c["images"] == json!(["app=web:1"])),
             "after undo to 1: {status} {body}"
         );
+        // Wanted again, v1's ReplicaSet is not history any more; v3, aborted and no longer
+        // the template, is.
+        eventually("v3 retired, v1 brought back", || async {
+            let retired: Vec<Option<String>> = replica_sets
+                .list(&ListParams::default().labels(&format!("{RETIRED_LABEL}=web")))
+                .await?
+                .items
+                .iter()
+                .map(|rs| rs.annotations().get(REVISION_ANNOTATION).cloned())
+                .collect();
+            Ok((retired == [Some("3".to_owned())]).then_some(()))
+        })
+        .await?;
         Ok(())
     })
     .await

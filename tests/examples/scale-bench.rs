@@ -36,6 +36,7 @@ use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
+use rollout_controller::crd::RETIRED_LABEL;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_tests::process::ManagedProcess;
@@ -299,8 +300,10 @@ struct Cycle {
     memory: Memory,
     /// RSS after malloc_trim(0), with --malloc-trim.
     trimmed: Option<Memory>,
-    /// The ReplicaSets in the Rollouts' namespace, as the controller's cache holds them.
+    /// The ReplicaSets in the Rollouts' namespace; of them `retired` are Sluice's history, which
+    /// its controller does not cache.
     replica_sets: usize,
+    retired: usize,
     replica_set_json_bytes: usize,
 }
 
@@ -327,21 +330,25 @@ async fn malloc_trim(pid: u32) -> anyhow::Result<Memory> {
     Ok(Memory::read(pid)?)
 }
 
-/// How many ReplicaSets the Rollouts' namespace holds and their size as JSON (what a cache of
-/// them is made of, before its own overhead).
-async fn replica_sets_in(client: &Client) -> anyhow::Result<(usize, usize)> {
+/// How many ReplicaSets the Rollouts' namespace holds, how many of them are retired, and the
+/// size as JSON of those not retired (what a cache of them is made of, before its own overhead).
+async fn replica_sets_in(client: &Client) -> anyhow::Result<(usize, usize, usize)> {
     let api: Api<ReplicaSet> = Api::namespaced(client.clone(), NAMESPACE);
-    let (mut count, mut bytes) = (0, 0);
+    let (mut count, mut retired, mut bytes) = (0, 0, 0);
     let mut params = ListParams::default().limit(500);
     loop {
         let page = api.list(&params).await?;
         for rs in &page.items {
             count += 1;
-            bytes += serde_json::to_vec(rs)?.len();
+            if rs.labels().contains_key(RETIRED_LABEL) {
+                retired += 1;
+            } else {
+                bytes += serde_json::to_vec(rs)?.len();
+            }
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok((count, bytes)),
+            None => return Ok((count, retired, bytes)),
         }
     }
 }
@@ -431,7 +438,7 @@ async fn drive(
             .map(|d| d.saturating_sub(PAUSE))
             .collect();
         overrun.sort();
-        let (replica_sets, replica_set_json_bytes) = replica_sets_in(client).await?;
+        let (replica_sets, retired, replica_set_json_bytes) = replica_sets_in(client).await?;
         let trimmed = if args.malloc_trim {
             Some(malloc_trim(pid).await?)
         } else {
@@ -442,10 +449,11 @@ async fn drive(
             memory: settled,
             trimmed,
             replica_sets,
+            retired,
             replica_set_json_bytes,
         });
         eprintln!(
-            "[scale-bench] {} cycle {cycle}: all Healthy in {:.1} s, RSS {:.1} MiB, {replica_sets} ReplicaSets",
+            "[scale-bench] {} cycle {cycle}: all Healthy in {:.1} s, RSS {:.1} MiB, {replica_sets} ReplicaSets ({retired} retired)",
             controller.name(),
             (to.at - from.at).as_secs_f64(),
             mib(settled.rss_kib)
@@ -949,18 +957,19 @@ impl RunResult {
             let (per_cycle, per_hour) = self.slopes();
             println!();
             println!(
-                "{:>6} {:>8} {:>8} {:>8} {:>13} {:>12} {:>14}",
+                "{:>6} {:>8} {:>8} {:>8} {:>13} {:>12} {:>8} {:>14}",
                 "cycle",
                 "min",
                 "RSS MiB",
                 "HWM MiB",
                 "trimmed MiB",
                 "ReplicaSets",
-                "their JSON MiB"
+                "retired",
+                "live JSON MiB"
             );
             for (i, c) in self.cycles.iter().enumerate() {
                 println!(
-                    "{:>6} {:>8.1} {:>8.1} {:>8.1} {:>13} {:>12} {:>14.1}",
+                    "{:>6} {:>8.1} {:>8.1} {:>8.1} {:>13} {:>12} {:>8} {:>14.1}",
                     i + 1,
                     c.at.as_secs_f64() / 60.0,
                     mib(c.memory.rss_kib),
@@ -968,6 +977,7 @@ impl RunResult {
                     c.trimmed
                         .map_or("-".into(), |m| format!("{:.1}", mib(m.rss_kib))),
                     c.replica_sets,
+                    c.retired,
                     c.replica_set_json_bytes as f64 / (1024.0 * 1024.0),
                 );
             }
@@ -1006,6 +1016,7 @@ impl RunResult {
                 "hwm_mib": mib(c.memory.peak_rss_kib),
                 "trimmed_rss_mib": c.trimmed.map(|m| mib(m.rss_kib)),
                 "replica_sets": c.replica_sets,
+                "retired_replica_sets": c.retired,
                 "replica_set_json_bytes": c.replica_set_json_bytes,
             })).collect::<Vec<_>>(),
             "slope_mib_per_cycle": per_cycle,

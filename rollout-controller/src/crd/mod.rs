@@ -35,6 +35,11 @@ pub const GROUP: &str = "sluice.dev";
 pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
 /// Annotation on ReplicaSets: the revision number, growing with every new template.
 pub const REVISION_ANNOTATION: &str = "sluice.dev/revision";
+/// Label on a ReplicaSet the controller scaled to zero and keeps only as history: its value is
+/// the Rollout's name. The controller watches only ReplicaSets without it, so that what it
+/// caches is the live revisions, not `revisionHistoryLimit` old ones per Rollout
+/// (`crate::history`).
+pub const RETIRED_LABEL: &str = "sluice.dev/retired";
 /// Annotation on ReplicaSets: the Rollout's pod template as the user wrote it (JSON), which
 /// `undo` puts back. The ReplicaSet's own template cannot serve: the apiserver fills in defaults
 /// (imagePullPolicy, dnsPolicy, ...) that a Rollout's template does not have, so it would hash
@@ -631,6 +636,11 @@ pub struct RolloutStatus {
     /// The `spec.decision.retry` value already acted on, so that a retry happens once.
     #[serde(default)]
     pub retries: i32,
+    /// The highest revision number given to a ReplicaSet of this rollout; the next new template
+    /// gets one more. Kept here because retired ReplicaSets, which may hold the highest, are not
+    /// watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_revision: Option<u64>,
     /// Grows each time a revision starts or is retried; AnalysisRun names end with it, so that
     /// a new attempt never meets an old attempt's runs.
     #[serde(default)]

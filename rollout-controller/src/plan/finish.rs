@@ -74,13 +74,16 @@ impl Planner<'_> {
             bounds,
             self.urgent,
         );
+        // Retired ReplicaSets are not watched, and the highest revision may be one of them.
         let max_revision = self
             .observed
             .replica_sets
             .iter()
             .map(|rs| rs.revision)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(self.status.latest_revision.unwrap_or(0));
+        let stable = self.status.stable_revision.clone();
         let mut scale_up = Vec::new();
         let mut scale_down = Vec::new();
         for (hash, want) in next {
@@ -96,17 +99,28 @@ impl Planner<'_> {
                 continue;
             }
             let current = existing.map_or(-1, |rs| rs.replicas);
+            // An old version scaled to zero is history from now on; never the version rolling
+            // out (an aborted one stays, for a retry) nor stable.
+            let retire = want == 0 && hash != self.new && Some(&hash) != stable.as_ref();
             let target = ReplicaSetTarget {
                 hash,
                 replicas: want,
                 revision,
                 create: existing.is_none(),
+                retire,
             };
             if want > current || target.revision.is_some() {
                 scale_up.push(target);
             } else if want < current {
                 scale_down.push(target);
             }
+        }
+        let latest = scale_up
+            .iter()
+            .filter_map(|t| t.revision)
+            .fold(max_revision, u64::max);
+        if latest > 0 {
+            self.status.latest_revision = Some(latest);
         }
 
         // Counts and conditions for people and the scale subresource.
@@ -216,7 +230,18 @@ impl Planner<'_> {
             generation,
         );
 
-        let delete = self.history_beyond_limit(&scale_up, &scale_down);
+        let (delete, retire) = self.idle_history(&scale_up, &scale_down);
+        scale_down.extend(retire.into_iter().map(|hash| ReplicaSetTarget {
+            hash,
+            replicas: 0,
+            revision: None,
+            create: false,
+            retire: true,
+        }));
+        let prune_history = scale_down
+            .iter()
+            .any(|t| t.retire)
+            .then(|| self.history_limit());
         let pod_metadata = self.role_metadata_changes(&scale_up);
         let (terminate_runs, delete_runs) = self.run_housekeeping();
         let traffic = self.spec.strategy.routed().map(|routed| TrafficPlan {
@@ -239,6 +264,7 @@ impl Planner<'_> {
             selectors: self.selectors,
             scale_down,
             delete,
+            prune_history,
             traffic,
             create_runs: self.create_runs,
             terminate_runs,
@@ -321,17 +347,26 @@ impl Planner<'_> {
         }
     }
 
-    /// Old ReplicaSets with no pods and no role, beyond the newest `revisionHistoryLimit`.
-    pub(super) fn history_beyond_limit(
-        &self,
-        scale_up: &[ReplicaSetTarget],
-        scale_down: &[ReplicaSetTarget],
-    ) -> Vec<String> {
+    /// `revisionHistoryLimit`, or its default.
+    fn history_limit(&self) -> usize {
         let limit = self
             .spec
             .revision_history_limit
             .unwrap_or(DEFAULT_REVISION_HISTORY_LIMIT)
-            .max(0) as usize;
+            .max(0);
+        usize::try_from(limit).unwrap_or(0)
+    }
+
+    /// Old ReplicaSets in the cache with no pods and no role, and not retired yet (scaled to
+    /// zero by someone else, or before the controller retired what it scaled down): by name
+    /// those beyond the newest `revisionHistoryLimit`, to delete, and by hash the rest, to
+    /// retire.
+    pub(super) fn idle_history(
+        &self,
+        scale_up: &[ReplicaSetTarget],
+        scale_down: &[ReplicaSetTarget],
+    ) -> (Vec<String>, Vec<String>) {
+        let limit = self.history_limit();
         let kept_for_a_delay = self
             .status
             .blue_green
@@ -352,10 +387,11 @@ impl Planner<'_> {
             })
             .collect();
         idle.sort_by_key(|rs| std::cmp::Reverse(rs.revision));
-        idle.into_iter()
-            .skip(limit)
-            .map(|rs| rs.name.clone())
-            .collect()
+        let delete = idle.split_off(limit.min(idle.len()));
+        (
+            delete.into_iter().map(|rs| rs.name.clone()).collect(),
+            idle.into_iter().map(|rs| rs.hash.clone()).collect(),
+        )
     }
 
     pub(super) fn bounds(&self) -> Result<Bounds, InvalidSpec> {

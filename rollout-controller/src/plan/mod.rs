@@ -106,6 +106,9 @@ pub struct ReplicaSetTarget {
     /// The ReplicaSet is not in the store: it is created, not patched. (Asking the apiserver
     /// first would cost a GET per write, and one that finds nothing before every create.)
     pub create: bool,
+    /// Scaled to zero as history: labelled retired in the same write, so that the controller
+    /// stops watching it (`crate::history`).
+    pub retire: bool,
 }
 
 /// Labels and annotations to set (`Some`) or remove (`None`) on one version's pod template and
@@ -147,6 +150,9 @@ pub struct Plan {
     pub scale_down: Vec<ReplicaSetTarget>,
     /// Old ReplicaSets beyond revisionHistoryLimit, by name: deleted after the scale-down.
     pub delete: Vec<String>,
+    /// Set when this plan retires a ReplicaSet: the history's limit. The retired ReplicaSets,
+    /// which are not watched, are then listed and those beyond it deleted.
+    pub prune_history: Option<usize>,
     /// The router's state, set after the selectors move and before anything shrinks.
     pub traffic: Option<TrafficPlan>,
     /// AnalysisRuns to create, before the status that names them is written.

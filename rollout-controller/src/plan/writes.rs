@@ -33,6 +33,10 @@ pub(crate) enum Write<'a> {
     ScaleDown(&'a ReplicaSetTarget),
     /// An old ReplicaSet beyond revisionHistoryLimit, by name.
     DeleteReplicaSet(&'a str),
+    /// The retired ReplicaSets listed, and those beyond the newest `limit` deleted.
+    PruneHistory {
+        limit: usize,
+    },
     /// Not a write: the point where traffic is on stable after an abort on a failed analysis
     /// (which failed at this time), where the abort latency is measured.
     TrafficOnStable {
@@ -82,6 +86,10 @@ impl Plan {
         writes.extend(self.traffic.iter().map(Write::Traffic));
         writes.extend(self.scale_down.iter().map(Write::ScaleDown));
         writes.extend(self.delete.iter().map(|name| Write::DeleteReplicaSet(name)));
+        writes.extend(
+            self.prune_history
+                .map(|limit| Write::PruneHistory { limit }),
+        );
         writes.extend(
             self.abort_latency_since
                 .map(|failed_at| Write::TrafficOnStable { failed_at }),
@@ -136,6 +144,7 @@ mod tests {
             replicas,
             revision: None,
             create: false,
+            retire: false,
         }
     }
 

@@ -17,7 +17,8 @@ use traffic::{Applied, ServiceSelectorRouter, TrafficRouter};
 use super::objects::{new_analysis_run, new_replica_set};
 use super::{Context, FIELD_MANAGER, ReconcileError, kube_err, replica_set_err, wrote};
 use crate::crd::analysis::AnalysisRun;
-use crate::crd::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, Rollout};
+use crate::crd::{POD_TEMPLATE_HASH_LABEL, RETIRED_LABEL, REVISION_ANNOTATION, Rollout};
+use crate::history;
 use crate::metrics::reason;
 use crate::plan::refused;
 use crate::plan::restart::PodRestart;
@@ -101,6 +102,7 @@ async fn execute<'a>(
             wrote(ctx, "ReplicaSet");
         }
         Write::DeleteReplicaSet(name) => delete_replica_set(namespace, name, ctx).await?,
+        Write::PruneHistory { limit } => prune_history(rollout, namespace, limit, ctx).await?,
         Write::TrafficOnStable { failed_at } => {
             let latency = Timestamp::now().duration_since(failed_at).as_secs_f64();
             ctx.metrics.abort_latency.observe(latency.max(0.0));
@@ -133,6 +135,23 @@ async fn delete_replica_set(
     }
     wrote(ctx, "ReplicaSet");
     info!(replica_set = %name, "old ReplicaSet beyond revisionHistoryLimit deleted");
+    Ok(())
+}
+
+/// Lists the rollout's retired ReplicaSets, which are not watched, and deletes those beyond the
+/// newest `limit`.
+async fn prune_history(
+    rollout: &Rollout,
+    namespace: &str,
+    limit: usize,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let retired = history::retired(&ctx.client, rollout)
+        .await
+        .map_err(kube_err("listing the retired ReplicaSets"))?;
+    for name in history::beyond_limit(&retired, limit) {
+        delete_replica_set(namespace, &name, ctx).await?;
+    }
     Ok(())
 }
 
@@ -440,20 +459,40 @@ async fn write_replica_set(
         if let Some(revision) = target.revision {
             patch["metadata"] = json!({"annotations": {REVISION_ANNOTATION: revision.to_string()}});
         }
+        if target.retire {
+            patch["metadata"]["labels"] = json!({RETIRED_LABEL: rollout.name_any()});
+        }
         api.patch(&name, &params, &Patch::Merge(&patch))
             .await
             .map_err(kube_err(format!("scaling ReplicaSet {name}")))?;
-        info!(replica_set = %name, replicas = target.replicas, "ReplicaSet scaled");
+        if target.retire {
+            info!(replica_set = %name, "ReplicaSet scaled to 0 and retired to the history");
+        } else {
+            info!(replica_set = %name, replicas = target.replicas, "ReplicaSet scaled");
+        }
         return Ok(false);
     }
     let replica_set = new_replica_set(rollout, target, &name, role)?;
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&replica_set),
-    )
-    .await
-    .map_err(replica_set_err(format!("creating ReplicaSet {name}")))?;
+    let written = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&replica_set),
+        )
+        .await
+        .map_err(replica_set_err(format!("creating ReplicaSet {name}")))?;
+    // Not in the cache, yet there: a retired revision wanted again (an undo, a template changed
+    // back). The apply owns none of the label, which the retiring patch set, so it is removed
+    // here, and the watch sees the ReplicaSet again.
+    if written.labels().contains_key(RETIRED_LABEL) {
+        let patch = json!({"metadata": {"labels": {RETIRED_LABEL: null}}});
+        api.patch(&name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(format!("bringing back ReplicaSet {name}")))?;
+        wrote(ctx, "ReplicaSet");
+        info!(replica_set = %name, replicas = target.replicas, "retired ReplicaSet brought back");
+        return Ok(true);
+    }
     info!(replica_set = %name, replicas = target.replicas, "ReplicaSet created");
     Ok(true)
 }

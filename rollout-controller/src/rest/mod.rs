@@ -5,6 +5,8 @@
 
 mod auth;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::{Action, ControlError, RolloutControl, RolloutView};
@@ -19,6 +21,7 @@ use crate::action::{OwnedReplicaSets, decide_and_write};
 use crate::crd::Rollout;
 use crate::crd::analysis::AnalysisRun;
 use crate::decode::{Registry, Tolerant};
+use crate::history;
 use crate::owner::OwnedIndex;
 use crate::reconcile::FIELD_MANAGER;
 use crate::undecodable::rollout_message;
@@ -34,7 +37,25 @@ pub(crate) struct KubeControl {
     analysis_runs: OwnedIndex<AnalysisRun>,
     /// The Rollouts the controller cannot decode, which the store of `rollouts` leaves out.
     undecodable: Registry<Rollout>,
+    /// The retired ReplicaSets of the rollouts viewed lately, which no watch caches.
+    history: Mutex<HashMap<String, Listed>>,
 }
+
+/// A rollout's retired ReplicaSets as listed, when, and with which live ReplicaSets.
+struct Listed {
+    at: Instant,
+    live: Vec<String>,
+    replica_sets: Arc<Vec<ReplicaSet>>,
+}
+
+/// How long a view of one rollout shows its history as listed while its live ReplicaSets stay
+/// the same: `wait` and the event streams look at a rollout four times a second, and the
+/// controller changes the history only where a ReplicaSet leaves the live ones (retired) or
+/// joins them (brought back). What else changes it (a ReplicaSet deleted by hand) shows within
+/// this.
+const HISTORY_FRESH: Duration = Duration::from_secs(5);
+/// A listed history not looked at for this long is dropped.
+const HISTORY_KEPT: Duration = Duration::from_secs(60);
 
 impl KubeControl {
     pub(crate) fn new(
@@ -50,10 +71,11 @@ impl KubeControl {
             replica_sets,
             analysis_runs,
             undecodable,
+            history: Mutex::default(),
         }
     }
 
-    /// The rollout's ReplicaSets and AnalysisRuns, from the stores.
+    /// The rollout's live ReplicaSets and AnalysisRuns, from the stores.
     fn parts(&self, rollout: &Rollout) -> (Vec<ReplicaSet>, Vec<AnalysisRun>) {
         (
             owned_in(&self.replica_sets, rollout),
@@ -61,9 +83,68 @@ impl KubeControl {
         )
     }
 
+    /// A view of the rollout with its live revisions: what a list of many shows.
     fn view(&self, rollout: &Rollout) -> RolloutView {
         let (replica_sets, runs) = self.parts(rollout);
         view(rollout, &replica_sets, &runs)
+    }
+
+    /// A view of the rollout with its history too (each revision that can be undone to): what a
+    /// look at one rollout shows.
+    async fn full_view(&self, rollout: &Rollout) -> Result<RolloutView, ControlError> {
+        let (mut replica_sets, runs) = self.parts(rollout);
+        let history = self.history_of(rollout, &replica_sets).await?;
+        // The store may hold a ReplicaSet a moment after it was retired.
+        let retired = history
+            .iter()
+            .filter(|rs| {
+                !replica_sets
+                    .iter()
+                    .any(|live| live.name_any() == rs.name_any())
+            })
+            .cloned()
+            .collect::<Vec<_>>();
+        replica_sets.extend(retired);
+        Ok(view(rollout, &replica_sets, &runs))
+    }
+
+    /// The rollout's retired ReplicaSets (`live`: the names of those the store holds), as
+    /// listed at most [`HISTORY_FRESH`] ago with the same live ones.
+    async fn history_of(
+        &self,
+        rollout: &Rollout,
+        live: &[ReplicaSet],
+    ) -> Result<Arc<Vec<ReplicaSet>>, ControlError> {
+        let uid = rollout.uid().unwrap_or_default();
+        let mut live: Vec<String> = live.iter().map(ResourceExt::name_any).collect();
+        live.sort();
+        {
+            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            history.retain(|_, listed| listed.at.elapsed() < HISTORY_KEPT);
+            if let Some(listed) = history.get(&uid)
+                && listed.at.elapsed() < HISTORY_FRESH
+                && listed.live == live
+            {
+                return Ok(listed.replica_sets.clone());
+            }
+        }
+        let replica_sets = Arc::new(
+            history::retired(&self.client, rollout)
+                .await
+                .map_err(unavailable)?,
+        );
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                uid,
+                Listed {
+                    at: Instant::now(),
+                    live,
+                    replica_sets: replica_sets.clone(),
+                },
+            );
+        Ok(replica_sets)
     }
 
     /// Waits, briefly, until the store holds the spec an action just wrote: reads answer from
@@ -107,8 +188,15 @@ fn unavailable(e: kube::Error) -> ControlError {
 }
 
 impl OwnedReplicaSets for KubeControl {
+    /// The live ones from the store, the retired ones from the apiserver as they are now: an
+    /// undo decides on them.
     async fn owned_replica_sets(&self, rollout: &Rollout) -> Result<Vec<ReplicaSet>, kube::Error> {
-        Ok(self.parts(rollout).0)
+        let mut replica_sets = self.parts(rollout).0;
+        // Listed now, the retired ones are newer than a store that may lag behind.
+        let retired = history::retired(&self.client, rollout).await?;
+        replica_sets.retain(|live| !retired.iter().any(|rs| rs.name_any() == live.name_any()));
+        replica_sets.extend(retired);
+        Ok(replica_sets)
     }
 }
 
@@ -136,7 +224,7 @@ impl RolloutControl for KubeControl {
 
     async fn get(&self, namespace: &str, name: &str) -> Result<RolloutView, ControlError> {
         if let Some(rollout) = self.rollouts.get(&ObjectRef::new(name).within(namespace)) {
-            return Ok(self.view(&rollout));
+            return self.full_view(&rollout).await;
         }
         let key = ObjectRef::new(name).within(namespace);
         if let Some(bad) = self.undecodable.get(&key) {
@@ -145,7 +233,7 @@ impl RolloutControl for KubeControl {
         // Not in the store (yet): ask the apiserver, so a rollout created a moment ago is found.
         let rollouts: Api<Tolerant<Rollout>> = Api::namespaced(self.client.clone(), namespace);
         match rollouts.get_opt(name).await.map_err(unavailable)? {
-            Some(Tolerant::Decoded(rollout)) => Ok(self.view(&rollout)),
+            Some(Tolerant::Decoded(rollout)) => self.full_view(&rollout).await,
             Some(Tolerant::Undecodable(bad)) => Ok(undecodable_view(&bad)),
             None => Err(not_found(namespace, name)),
         }
@@ -175,7 +263,7 @@ impl RolloutControl for KubeControl {
         match decide_and_write(&rollouts, name, &params, self, action).await {
             Ok(acted) => {
                 self.caught_up(&acted.rollout).await;
-                Ok(self.view(&acted.rollout))
+                self.full_view(&acted.rollout).await
             }
             Err(e) => Err(e.into_control_error(namespace, name)),
         }
@@ -287,10 +375,16 @@ pub(crate) mod tests {
             let server = self.clone();
             Box::pin(async move {
                 let method = request.method().clone();
+                let request_path = request.uri().path().to_owned();
                 let body = request.into_body().collect_bytes().await?;
                 let mut guard = server.stored();
                 let stored = &mut *guard;
-                let (code, answer) = if method == http::Method::GET {
+                let lists_replica_sets = request_path.ends_with("/replicasets");
+                let (code, answer) = if lists_replica_sets {
+                    let empty = json!({"kind": "ReplicaSetList", "apiVersion": "apps/v1",
+                        "metadata": {}, "items": []});
+                    (200, empty)
+                } else if method == http::Method::GET {
                     let answer = stored.rollout.clone();
                     if stored.races > 0 {
                         stored.races -= 1;

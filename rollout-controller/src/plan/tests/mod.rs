@@ -98,6 +98,8 @@ struct SimReplicaSet {
 struct Sim {
     rollout: Rollout,
     replica_sets: Vec<SimReplicaSet>,
+    /// Scaled to zero and labelled retired: out of the watch, so out of what is observed.
+    retired: Vec<SimReplicaSet>,
     services: BTreeMap<String, BTreeMap<String, String>>,
     now: Timestamp,
     /// API writes, as the controller makes them: a router write only where it differs, a status
@@ -125,6 +127,7 @@ impl Sim {
         Self {
             rollout,
             replica_sets: Vec::new(),
+            retired: Vec::new(),
             services,
             now: Timestamp::from_second(1_800_000_000).unwrap(),
             writes: 0,
@@ -226,6 +229,13 @@ impl Sim {
 
     fn write_replicas(&mut self, target: &ReplicaSetTarget, aborting: bool) {
         self.writes += 1;
+        if target.retire && (target.replicas != 0 || target.create) {
+            self.violate(format!(
+                "ReplicaSet {} retired at {} replicas (create: {})",
+                target.hash, target.replicas, target.create
+            ));
+        }
+
         // The controller creates or patches as the plan says, asking the apiserver nothing.
         if target.create == self.rs(&target.hash).is_some() {
             self.violate(format!(
@@ -238,6 +248,15 @@ impl Sim {
                     "does not exist"
                 }
             ));
+        }
+        // Written as new, a retired one is there again: its revision and replicas as planned.
+        if target.create
+            && let Some(at) = self.retired.iter().position(|rs| rs.hash == target.hash)
+        {
+            let mut back = self.retired.remove(at);
+            back.ready = 0;
+            back.replicas = 0;
+            self.replica_sets.push(back);
         }
         let replicas = self.rollout.spec.replicas;
         let bounds = self.bounds();
@@ -265,6 +284,15 @@ impl Sim {
                     annotations: BTreeMap::new(),
                 },
             }),
+        }
+        if target.retire
+            && let Some(at) = self
+                .replica_sets
+                .iter()
+                .position(|rs| rs.hash == target.hash)
+        {
+            let gone = self.replica_sets.remove(at);
+            self.retired.push(gone);
         }
         let total: i32 = self.replica_sets.iter().map(|rs| rs.replicas).sum();
         self.peak_pods = self.peak_pods.max(total);
@@ -322,6 +350,13 @@ impl Sim {
         for write in plan.writes() {
             match write {
                 Write::ScaleUp { target, .. } | Write::ScaleDown(target) => {
+                    let status = &plan.status;
+                    if target.retire
+                        && (Some(&target.hash) == status.updated_revision.as_ref()
+                            || Some(&target.hash) == status.stable_revision.as_ref())
+                    {
+                        self.violate(format!("ReplicaSet {} retired in use", target.hash));
+                    }
                     self.write_replicas(target, aborting);
                 }
                 Write::PodMetadata(change) => self.write_pod_metadata(change),
@@ -333,6 +368,13 @@ impl Sim {
                     self.writes += 1;
                     self.replica_sets
                         .retain(|rs| format!("web-{}", rs.hash) != name);
+                }
+                Write::PruneHistory { limit } => {
+                    self.retired
+                        .sort_by_key(|rs| std::cmp::Reverse(rs.revision));
+                    let deleted = self.retired.len().saturating_sub(limit);
+                    self.retired.truncate(limit);
+                    self.writes += deleted;
                 }
                 Write::CreateRun(new) => {
                     self.writes += 1;

@@ -86,7 +86,29 @@ fn an_undo_to_an_old_template_reuses_its_replica_set_as_the_newest_revision() {
     sim.settle();
     assert_eq!(sim.status().stable_revision.as_deref(), Some(v1.as_str()));
     assert_eq!(sim.rs(&v1).unwrap().revision, 3);
-    assert_eq!(sim.replica_sets.len(), 2);
+    // v1 was retired when v2 became stable, and came back; v2 is the history now.
+    assert_eq!((sim.replica_sets.len(), sim.retired.len()), (1, 1));
+    assert_eq!(sim.retired[0].revision, 2);
+    sim.assert_ok();
+}
+
+#[test]
+fn a_new_revision_is_numbered_after_the_highest_even_when_that_one_is_retired() {
+    let mut sim = deployed(rolling_rollout(2, 1, 0));
+    // As after revisions 2 to 5 were rolled out, retired, and pruned from the history.
+    let mut status = sim.status();
+    status.latest_revision = Some(5);
+    sim.rollout.status = Some(status);
+    set_image(&mut sim.rollout, "web:6");
+    sim.settle();
+    let v6 = hash_of(&sim.rollout);
+    assert_eq!(sim.rs(&v6).map(|rs| rs.revision), Some(6));
+    assert_eq!(sim.status().latest_revision, Some(6));
+    assert_eq!(
+        sim.retired.iter().map(|rs| rs.revision).collect::<Vec<_>>(),
+        [1]
+    );
+    sim.assert_ok();
 }
 
 #[test]
@@ -99,15 +121,10 @@ fn old_replica_sets_beyond_the_history_limit_are_deleted() {
         sim.settle();
     }
     let current = hash_of(&sim.rollout);
-    let revisions: Vec<u64> = sim.replica_sets.iter().map(|rs| rs.revision).collect();
-    assert_eq!(
-        sim.replica_sets.len(),
-        2,
-        "the current one and one old one: {revisions:?}"
-    );
+    let live: Vec<u64> = sim.replica_sets.iter().map(|rs| rs.revision).collect();
+    let history: Vec<u64> = sim.retired.iter().map(|rs| rs.revision).collect();
+    assert_eq!(live, [4], "only the current one is live");
     assert_eq!(sim.rs(&current).map(|rs| rs.revision), Some(4));
-    assert!(
-        revisions.contains(&3),
-        "the newest old revision is kept: {revisions:?}"
-    );
+    assert_eq!(history, [3], "the newest old revision is kept");
+    sim.assert_ok();
 }
