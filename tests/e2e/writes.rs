@@ -153,6 +153,13 @@ async fn a_step_transition_takes_at_most_three_api_writes(env: &'static Env) -> 
         tokio::time::sleep(QUIET).await;
 
         let (states, watch) = watch_states(&client, &ns);
+        // Each rollout's first state must be the one before the image change: a watch that
+        // starts listing after the first transition would count one transition fewer.
+        crate::support::eventually("the watch lists every rollout", || async {
+            let listed = states.lock().unwrap_or_else(|p| p.into_inner()).len();
+            Ok((listed == ROLLOUTS).then_some(()))
+        })
+        .await?;
         let from = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         for i in 0..ROLLOUTS {
             set_image(&client, &ns, &name(i), "app:2").await?;

@@ -357,10 +357,12 @@ impl Planner<'_> {
         usize::try_from(limit).unwrap_or(0)
     }
 
-    /// Old ReplicaSets in the cache with no pods and no role, and not retired yet (scaled to
-    /// zero by someone else, or before the controller retired what it scaled down): by name
-    /// those beyond the newest `revisionHistoryLimit`, to delete, and by hash the rest, to
-    /// retire.
+    /// Old ReplicaSets in the cache scaled to zero and with no role, not retired yet (scaled to
+    /// zero while they were stable, by someone else, or before the controller retired what it
+    /// scaled down): by name those with no pods left beyond the newest `revisionHistoryLimit`,
+    /// to delete, and by hash the rest, to retire (their pods may still be going: nothing
+    /// watches them for that). A stable version scaled to zero during its canary's step is
+    /// retired in the reconcile that promotes the canary.
     pub(super) fn idle_history(
         &self,
         scale_up: &[ReplicaSetTarget],
@@ -382,15 +384,19 @@ impl Planner<'_> {
                     && Some(rs.hash.as_str()) != self.status.stable_revision.as_deref()
                     && Some(rs.hash.as_str()) != kept_for_a_delay
                     && rs.replicas == 0
-                    && rs.ready == 0
                     && !touched(&rs.hash)
             })
             .collect();
         idle.sort_by_key(|rs| std::cmp::Reverse(rs.revision));
-        let delete = idle.split_off(limit.min(idle.len()));
+        let beyond = idle.split_off(limit.min(idle.len()));
+        let (delete, still_going): (Vec<_>, Vec<_>) =
+            beyond.into_iter().partition(|rs| rs.ready == 0);
         (
             delete.into_iter().map(|rs| rs.name.clone()).collect(),
-            idle.into_iter().map(|rs| rs.hash.clone()).collect(),
+            idle.into_iter()
+                .chain(still_going)
+                .map(|rs| rs.hash.clone())
+                .collect(),
         )
     }
 

@@ -128,3 +128,35 @@ fn old_replica_sets_beyond_the_history_limit_are_deleted() {
     assert_eq!(history, [3], "the newest old revision is kept");
     sim.assert_ok();
 }
+
+#[test]
+fn a_stable_scaled_to_zero_during_its_canary_is_retired_by_the_promotion() {
+    // One replica at weight 50: the canary's pod replaces stable's, which goes to zero while it
+    // is still stable, and its ReplicaSet's status still counts a pod that is going.
+    let steps = json!([{"setWeight": 50}, {"pause": {"duration": "5s"}}]);
+    let mut sim = deployed(canary_rollout(1, steps));
+    let v1 = hash_of(&sim.rollout);
+    set_image(&mut sim.rollout, "web:2");
+    let v2 = hash_of(&sim.rollout);
+    for _ in 0..20 {
+        sim.reconcile();
+        if let Some(rs) = sim.replica_sets.iter_mut().find(|rs| rs.hash == v2) {
+            rs.ready = rs.replicas;
+        }
+        if let Some(rs) = sim.replica_sets.iter_mut().find(|rs| rs.hash == v1)
+            && rs.replicas == 0
+        {
+            rs.ready = 1;
+        }
+        if sim.status().stable_revision.as_deref() == Some(v2.as_str()) {
+            break;
+        }
+        sim.advance(1);
+    }
+    assert_eq!(sim.status().stable_revision.as_deref(), Some(v2.as_str()));
+    assert!(
+        sim.rs(&v1).is_none() && sim.retired.iter().any(|rs| rs.hash == v1),
+        "v1 retired in the reconcile that promoted v2"
+    );
+    sim.assert_ok();
+}
