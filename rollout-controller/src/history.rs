@@ -42,6 +42,15 @@ pub(crate) async fn retired(
         .collect())
 }
 
+/// A rollout's live ReplicaSets (from the watch's store) and its retired ones (listed) as one
+/// set. A name in both is a ReplicaSet the store holds a moment after it was retired: the
+/// listed copy, which carries the label, is the newer.
+pub(crate) fn with_history(mut live: Vec<ReplicaSet>, retired: &[ReplicaSet]) -> Vec<ReplicaSet> {
+    live.retain(|rs| !retired.iter().any(|old| old.name_any() == rs.name_any()));
+    live.extend(retired.iter().cloned());
+    live
+}
+
 /// Of the retired ReplicaSets (name and revision number), those beyond the newest `limit`: the
 /// ones to delete. A ReplicaSet without a revision number counts as the oldest.
 pub(crate) fn beyond_limit(retired: &[ReplicaSet], limit: usize) -> Vec<String> {
@@ -91,6 +100,25 @@ mod tests {
         assert_eq!(beyond_limit(&history, 0).len(), 5);
         assert!(beyond_limit(&history, 5).is_empty());
         assert!(beyond_limit(&[], 0).is_empty());
+    }
+
+    #[test]
+    fn a_replica_set_both_live_and_listed_retired_is_taken_as_listed() {
+        let mut lagging = retired_rs("web-b", Some("2"));
+        lagging.spec.replicas = Some(1);
+        let live = vec![retired_rs("web-c", Some("3")), lagging];
+        let listed = [
+            retired_rs("web-a", Some("1")),
+            retired_rs("web-b", Some("2")),
+        ];
+        let all = with_history(live, &listed);
+        let names: Vec<String> = all.iter().map(ResourceExt::name_any).collect();
+        assert_eq!(names, ["web-c", "web-a", "web-b"]);
+        assert!(
+            all.iter().all(|rs| rs.spec.replicas.is_none()),
+            "the store's copy of web-b was kept"
+        );
+        assert_eq!(with_history(Vec::new(), &[]).len(), 0);
     }
 
     #[test]

@@ -112,6 +112,12 @@ struct Args {
     /// How long all Rollouts may take to become Healthy, in each phase.
     #[arg(long, default_value = "30m")]
     timeout: humantime::Duration,
+    /// Each Rollout's spec.progressDeadlineSeconds. The default 600 s aborts (Sluice) or marks
+    /// Degraded (Argo Rollouts) a Rollout whose pods the apiserver takes longer to bring up, as
+    /// a two-core control plane does for some of 10,000 updated at once; the scenario measures
+    /// the controller's throughput, not that deadline.
+    #[arg(long, default_value = "1h")]
+    progress_deadline: humantime::Duration,
     /// Each Rollout's spec.revisionHistoryLimit (default: unset, the controller's default of 10
     /// old ReplicaSets kept).
     #[arg(long)]
@@ -516,6 +522,8 @@ fn rollout_manifest(controller: Controller, name: &str, args: &Args, image: &str
             ]}},
         },
     });
+    manifest["spec"]["progressDeadlineSeconds"] =
+        json!(Duration::from(args.progress_deadline).as_secs());
     if let Some(limit) = args.revision_history_limit {
         manifest["spec"]["revisionHistoryLimit"] = json!(limit);
     }
@@ -526,6 +534,9 @@ fn rollout_manifest(controller: Controller, name: &str, args: &Args, image: &str
 #[derive(Default)]
 struct Board {
     healthy: Mutex<HashMap<String, (i64, Instant)>>,
+    /// The Rollouts whose status says aborted, and at which generation: they will not become
+    /// Healthy by themselves, so a wait for them fails at once rather than at its timeout.
+    aborted: Mutex<HashMap<String, i64>>,
 }
 
 impl Board {
@@ -534,6 +545,19 @@ impl Board {
         healthy
             .get(name)
             .and_then(|(g, at)| (*g >= generation).then_some(*at))
+    }
+
+    fn aborted_at(&self, name: &str, generation: i64) -> bool {
+        let aborted = self.aborted.lock().unwrap_or_else(|p| p.into_inner());
+        aborted.get(name).is_some_and(|g| *g >= generation)
+    }
+
+    fn record_aborted(&self, name: String, aborted_at: Option<i64>) {
+        let mut aborted = self.aborted.lock().unwrap_or_else(|p| p.into_inner());
+        match aborted_at {
+            Some(generation) => aborted.insert(name, generation),
+            None => aborted.remove(&name),
+        };
     }
 
     fn record(&self, name: String, generation: i64) {
@@ -555,6 +579,7 @@ async fn watch_rollouts(rollouts: Api<DynamicObject>, controller: Controller, bo
         if let Some(generation) = healthy_generation(controller, &object) {
             board.record(object.name_any(), generation);
         }
+        board.record_aborted(object.name_any(), aborted_generation(&object));
     }
 }
 
@@ -580,6 +605,13 @@ fn healthy_generation(controller: Controller, rollout: &DynamicObject) -> Option
     done.then_some(generation)
 }
 
+/// The generation at which `rollout` is aborted, if its status says so (`status.abort`, in
+/// Sluice's status and Argo Rollouts' alike).
+fn aborted_generation(rollout: &DynamicObject) -> Option<i64> {
+    let aborted = rollout.data.get("status")?["abort"] == Value::Bool(true);
+    aborted.then_some(rollout.metadata.generation?)
+}
+
 /// Waits until every Rollout of `targets` is Healthy at its generation; when each became so.
 async fn all_healthy(
     board: &Board,
@@ -592,6 +624,18 @@ async fn all_healthy(
         &format!("all {count} Rollouts {what} to be Healthy"),
         timeout,
         || async {
+            let aborted: Vec<&str> = targets
+                .iter()
+                .filter(|(name, generation, _)| board.aborted_at(name, *generation))
+                .map(|(name, _, _)| name.as_str())
+                .collect();
+            if !aborted.is_empty() {
+                anyhow::bail!(
+                    "{} of {count} Rollouts aborted, which no wait mends (first: {})",
+                    aborted.len(),
+                    aborted[..aborted.len().min(5)].join(", ")
+                );
+            }
             let seen: Option<Vec<Instant>> = targets
                 .iter()
                 .map(|(name, generation, _)| board.healthy_at(name, *generation))

@@ -92,19 +92,9 @@ impl KubeControl {
     /// A view of the rollout with its history too (each revision that can be undone to): what a
     /// look at one rollout shows.
     async fn full_view(&self, rollout: &Rollout) -> Result<RolloutView, ControlError> {
-        let (mut replica_sets, runs) = self.parts(rollout);
-        let history = self.history_of(rollout, &replica_sets).await?;
-        // The store may hold a ReplicaSet a moment after it was retired.
-        let retired = history
-            .iter()
-            .filter(|rs| {
-                !replica_sets
-                    .iter()
-                    .any(|live| live.name_any() == rs.name_any())
-            })
-            .cloned()
-            .collect::<Vec<_>>();
-        replica_sets.extend(retired);
+        let (live, runs) = self.parts(rollout);
+        let history = self.history_of(rollout, &live).await?;
+        let replica_sets = history::with_history(live, &history);
         Ok(view(rollout, &replica_sets, &runs))
     }
 
@@ -191,12 +181,8 @@ impl OwnedReplicaSets for KubeControl {
     /// The live ones from the store, the retired ones from the apiserver as they are now: an
     /// undo decides on them.
     async fn owned_replica_sets(&self, rollout: &Rollout) -> Result<Vec<ReplicaSet>, kube::Error> {
-        let mut replica_sets = self.parts(rollout).0;
-        // Listed now, the retired ones are newer than a store that may lag behind.
         let retired = history::retired(&self.client, rollout).await?;
-        replica_sets.retain(|live| !retired.iter().any(|rs| rs.name_any() == live.name_any()));
-        replica_sets.extend(retired);
-        Ok(replica_sets)
+        Ok(history::with_history(self.parts(rollout).0, &retired))
     }
 }
 
