@@ -84,13 +84,30 @@ impl Planner<'_> {
             .unwrap_or(0)
             .max(self.status.latest_revision.unwrap_or(0));
         let stable = self.status.stable_revision.clone();
+        // An existing ReplicaSet becomes the newest revision in the reconcile that starts
+        // rolling it out (a template changed back to it), not after: the status read back may
+        // already hold the number this rollout gave it while the store still holds the
+        // ReplicaSet from before, and renumbering from that would chase its own number up by one
+        // a reconcile for as long as the status watch beats the ReplicaSet watch.
+        let starts_rolling_out =
+            self.previous.updated_revision.as_deref() != Some(self.new.as_str());
         let mut scale_up = Vec::new();
         let mut scale_down = Vec::new();
         for (hash, want) in next {
             let existing = self.observed.replica_set(&hash);
             let revision = match existing {
+                // The store may not hold yet what this rollout created under the number it
+                // gave it: the same number again, not the next.
+                None if hash == self.new
+                    && !starts_rolling_out
+                    && self.previous.latest_revision == Some(max_revision) =>
+                {
+                    Some(max_revision)
+                }
                 None => Some(max_revision + 1),
-                Some(rs) if hash == self.new && rs.revision < max_revision => {
+                Some(rs)
+                    if hash == self.new && starts_rolling_out && rs.revision < max_revision =>
+                {
                     Some(max_revision + 1)
                 }
                 Some(_) => None,

@@ -160,3 +160,73 @@ fn a_stable_scaled_to_zero_during_its_canary_is_retired_by_the_promotion() {
     );
     sim.assert_ok();
 }
+
+#[test]
+fn a_store_behind_the_status_does_not_renumber_the_revision_rolling_out() {
+    let mut sim = deployed(canary_rollout(1, json!([{"setWeight": 50}, {"pause": {}}])));
+    set_image(&mut sim.rollout, "web:2");
+    let v2 = hash_of(&sim.rollout);
+    sim.reconcile();
+    let numbered = sim.rs(&v2).expect("v2 is created").revision;
+    assert_eq!(sim.status().updated_revision.as_deref(), Some(v2.as_str()));
+    // As when the Rollout's status comes back from the watch with the number the last reconcile
+    // gave v2 before the ReplicaSet does: the store still holds v2 under an older one.
+    let mut status = sim.status();
+    status.latest_revision = Some(numbered + 1);
+    sim.rollout.status = Some(status);
+    for _ in 0..3 {
+        let plan = plan(&sim.rollout, &sim.observed(), sim.now);
+        let renumbered: Vec<u64> = plan
+            .writes()
+            .into_iter()
+            .filter_map(|write| match write {
+                Write::ScaleUp { target, .. } | Write::ScaleDown(target) if target.hash == v2 => {
+                    target.revision
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(renumbered.is_empty(), "v2 renumbered to {renumbered:?}");
+        assert_eq!(plan.status.latest_revision, Some(numbered + 1));
+        sim.rollout.status = Some(plan.status);
+    }
+
+    // Nor does a store that has not caught up with v2's creation number it again.
+    sim.replica_sets.retain(|rs| rs.hash != v2);
+    let mut status = sim.status();
+    status.latest_revision = Some(numbered);
+    sim.rollout.status = Some(status);
+    let plan = plan(&sim.rollout, &sim.observed(), sim.now);
+    let created: Vec<(bool, Option<u64>)> = plan
+        .writes()
+        .into_iter()
+        .filter_map(|write| match write {
+            Write::ScaleUp { target, .. } if target.hash == v2 => {
+                Some((target.create, target.revision))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created, [(true, Some(numbered))]);
+}
+
+#[test]
+fn a_template_changed_back_to_a_live_replica_set_makes_it_the_newest_revision() {
+    let mut sim = deployed(canary_rollout(4, json!([{"setWeight": 50}, {"pause": {}}])));
+    set_image(&mut sim.rollout, "web:2");
+    let v2 = hash_of(&sim.rollout);
+    sim.settle();
+    set_image(&mut sim.rollout, "web:3");
+    sim.reconcile();
+    assert_eq!(sim.status().latest_revision, Some(3));
+    // v2 is still live, on its way down for v3; back to it.
+    assert!(sim.rs(&v2).is_some(), "v2 was retired");
+    set_image(&mut sim.rollout, "web:2");
+    sim.reconcile();
+    assert_eq!(sim.status().updated_revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(sim.rs(&v2).map(|rs| rs.revision), Some(4));
+    assert_eq!(sim.status().latest_revision, Some(4));
+    sim.settle();
+    assert_eq!(sim.rs(&v2).map(|rs| rs.revision), Some(4));
+    sim.assert_ok();
+}
