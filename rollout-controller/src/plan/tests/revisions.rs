@@ -176,15 +176,9 @@ fn a_store_behind_the_status_does_not_renumber_the_revision_rolling_out() {
     sim.rollout.status = Some(status);
     for _ in 0..3 {
         let plan = plan(&sim.rollout, &sim.observed(), sim.now);
-        let renumbered: Vec<u64> = plan
-            .writes()
+        let renumbered: Vec<u64> = replica_set_writes(&plan, &v2)
             .into_iter()
-            .filter_map(|write| match write {
-                Write::ScaleUp { target, .. } | Write::ScaleDown(target) if target.hash == v2 => {
-                    target.revision
-                }
-                _ => None,
-            })
+            .filter_map(|(_, revision)| revision)
             .collect();
         assert!(renumbered.is_empty(), "v2 renumbered to {renumbered:?}");
         assert_eq!(plan.status.latest_revision, Some(numbered + 1));
@@ -197,17 +191,20 @@ fn a_store_behind_the_status_does_not_renumber_the_revision_rolling_out() {
     status.latest_revision = Some(numbered);
     sim.rollout.status = Some(status);
     let plan = plan(&sim.rollout, &sim.observed(), sim.now);
-    let created: Vec<(bool, Option<u64>)> = plan
-        .writes()
+    assert_eq!(replica_set_writes(&plan, &v2), [(true, Some(numbered))]);
+}
+
+/// The writes a plan makes of one version's ReplicaSet: (created, the revision it is given).
+fn replica_set_writes(plan: &Plan, hash: &str) -> Vec<(bool, Option<u64>)> {
+    plan.writes()
         .into_iter()
         .filter_map(|write| match write {
-            Write::ScaleUp { target, .. } if target.hash == v2 => {
+            Write::ScaleUp { target, .. } | Write::ScaleDown(target) if target.hash == hash => {
                 Some((target.create, target.revision))
             }
             _ => None,
         })
-        .collect();
-    assert_eq!(created, [(true, Some(numbered))]);
+        .collect()
 }
 
 #[test]
