@@ -21,7 +21,7 @@
 //! bounded; the control plane is stopped however the run ends.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Seek};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -389,14 +389,25 @@ async fn drive(
     let posting = posting_started.elapsed();
     all_healthy(board, &created, timeout, "created").await?;
     let healthy = Reading::take(pid)?;
-    phases.push(Phase {
+    let phase = Phase {
         name: format!("create {} -> all Healthy", args.rollouts),
         from: start,
         to: healthy,
         settled: None,
         requests: audit.take()?,
         overrun: Vec::new(),
-    });
+    };
+    eprintln!(
+        "[scale-bench] {} created: all Healthy in {:.1} s (posted in {:.1} s), {:.1} CPU-s, \
+         RSS / HWM {:.1} / {:.1} MiB",
+        controller.name(),
+        phase.wall(),
+        posting.as_secs_f64(),
+        phase.cpu(),
+        mib(phase.memory().rss_kib),
+        mib(phase.memory().peak_rss_kib),
+    );
+    phases.push(phase);
 
     tokio::time::sleep(args.idle.into()).await;
     let idle = Reading::take(pid)?;
@@ -458,20 +469,31 @@ async fn drive(
             retired,
             replica_set_json_bytes,
         });
-        eprintln!(
-            "[scale-bench] {} cycle {cycle}: all Healthy in {:.1} s, RSS {:.1} MiB, {replica_sets} ReplicaSets ({retired} retired)",
-            controller.name(),
-            (to.at - from.at).as_secs_f64(),
-            mib(settled.rss_kib)
-        );
-        phases.push(Phase {
+        let phase = Phase {
             name: format!("update {cycle} -> all Healthy"),
             from,
             to,
             settled: Some(settled),
             requests,
             overrun,
-        });
+        };
+        // Whole, so that a long soak stopped before its table still leaves each cycle's figures.
+        eprintln!(
+            "[scale-bench] {} cycle {cycle} at {:.1} min: all Healthy in {:.1} s, {:.1} CPU-s, \
+             RSS / HWM {:.1} / {:.1} MiB, beyond the pause p50 / p99 {:.1} / {:.1} s, \
+             {:.2} requests ({:.2} writes) per update, {replica_sets} ReplicaSets ({retired} retired)",
+            controller.name(),
+            first_update.elapsed().as_secs_f64() / 60.0,
+            phase.wall(),
+            phase.cpu(),
+            mib(settled.rss_kib),
+            mib(settled.peak_rss_kib),
+            quantile(&phase.overrun, 0.5).as_secs_f64(),
+            quantile(&phase.overrun, 0.99).as_secs_f64(),
+            phase.requests.total() as f64 / f64::from(args.rollouts),
+            phase.requests.writes() as f64 / f64::from(args.rollouts),
+        );
+        phases.push(phase);
         from = Reading::take(pid)?;
     }
     Ok((posting, phases, cycles))
@@ -828,7 +850,11 @@ struct AuditCode {
 
 /// Reads the audit log as it grows, and empties it once read: the apiserver appends to it
 /// (O_APPEND), so a truncated file is written from its start again, and a long soak does not
-/// fill the cluster's tmpfs.
+/// fill the cluster's tmpfs. The apiserver's log also rotates, by what it has written since it
+/// opened the file (100 MB by default; the truncation does not reset that count): what it wrote
+/// between a read and a rotation is in the backup beside it (`audit-<time>.log`), read and removed
+/// here too. (Before the backups were read, a run's counts lost every such stretch, which at
+/// 5,000 and 10,000 Rollouts was taken for an audit backend dropping events.)
 struct AuditReader {
     path: PathBuf,
     user: String,
@@ -841,14 +867,52 @@ impl AuditReader {
 
     fn take(&mut self) -> anyhow::Result<Requests> {
         let mut requests = Requests::default();
+        for backup in self.backups()? {
+            let file = std::fs::File::open(&backup)
+                .with_context(|| format!("opening the audit log's backup {backup:?}"))?;
+            self.count(file, &mut requests)?;
+            std::fs::remove_file(&backup)
+                .with_context(|| format!("removing the audit log's backup {backup:?}"))?;
+        }
         let file = match std::fs::File::open(&self.path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(requests),
             Err(e) => return Err(e).context("opening the audit log"),
         };
-        let mut reader = std::io::BufReader::new(file);
-        reader.rewind()?;
-        for line in reader.lines() {
+        self.count(file, &mut requests)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)?
+            .set_len(0)?;
+        Ok(requests)
+    }
+
+    /// The rotated backups of the audit log, oldest first (their names hold the time).
+    fn backups(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let (Some(dir), Some(stem), Some(ext)) = (
+            self.path.parent(),
+            self.path.file_stem().and_then(|s| s.to_str()),
+            self.path.extension().and_then(|s| s.to_str()),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let prefix = format!("{stem}-");
+        let suffix = format!(".{ext}");
+        let mut backups = Vec::new();
+        for entry in std::fs::read_dir(dir).context("listing the audit log's directory")? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(&prefix) && name.ends_with(&suffix) {
+                backups.push(entry.path());
+            }
+        }
+        backups.sort();
+        Ok(backups)
+    }
+
+    fn count(&self, file: std::fs::File, requests: &mut Requests) -> anyhow::Result<()> {
+        for line in std::io::BufReader::new(file).lines() {
             let line = line?;
             // A line the apiserver is writing as we read, or one cut by the truncation.
             let Ok(event) = serde_json::from_str::<AuditLine>(&line) else {
@@ -886,11 +950,7 @@ impl AuditReader {
             }
             *requests.by_kind.entry(kind).or_default() += 1;
         }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&self.path)?
-            .set_len(0)?;
-        Ok(requests)
+        Ok(())
     }
 }
 
