@@ -1233,3 +1233,63 @@ fn print_side_by_side(args: &Args, results: &[RunResult]) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USER: &str = "system:serviceaccount:sluice-system:scale-bench-controller";
+
+    fn line(user: &str, verb: &str, resource: &str, subresource: Option<&str>) -> String {
+        json!({
+            "stage": "ResponseComplete",
+            "verb": verb,
+            "user": {"username": user},
+            "objectRef": {"resource": resource, "subresource": subresource},
+            "responseStatus": {"code": 200},
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn the_rotated_backups_are_counted_with_the_live_log_and_removed() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let live = dir.path().join("audit.log");
+        let backup = dir.path().join("audit-2026-12-03T15-03-43.177.log");
+        let unrelated = dir.path().join("kube-apiserver.log");
+        std::fs::write(
+            &backup,
+            [
+                line(USER, "patch", "rollouts", Some("status")),
+                line(USER, "patch", "replicasets", None),
+                line("system:kube-scheduler", "patch", "pods", None),
+            ]
+            .join("\n"),
+        )?;
+        std::fs::write(
+            &live,
+            line(USER, "patch", "rollouts", Some("status")) + "\n",
+        )?;
+        std::fs::write(&unrelated, line(USER, "patch", "rollouts", Some("status")))?;
+
+        let mut reader = AuditReader::new(live.clone(), USER.into());
+        let requests = reader.take()?;
+        assert_eq!(requests.by_kind.get("patch rollouts/status"), Some(&2));
+        assert_eq!(requests.by_kind.get("patch replicasets"), Some(&1));
+        assert_eq!(requests.total(), 3);
+        assert!(!backup.exists(), "a counted backup is removed");
+        assert!(
+            unrelated.exists(),
+            "only the audit log's own backups are read"
+        );
+        assert_eq!(
+            std::fs::metadata(&live)?.len(),
+            0,
+            "the live log is emptied"
+        );
+
+        // Read again: nothing is counted twice.
+        assert_eq!(reader.take()?.total(), 0);
+        Ok(())
+    }
+}
