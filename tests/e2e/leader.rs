@@ -21,7 +21,9 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::cli::built_binary;
-use crate::rollouts::{create_rollout, create_service, rollout_manifest, set_image, status_until};
+use crate::rollouts::{
+    create_rollout, create_service, rollout_manifest, set_image, status_until, status_until_within,
+};
 use crate::support::{Env, TestNamespace, events_with_reason, eventually, watch_step_history};
 
 pub(crate) fn trials() -> Vec<Trial> {
@@ -49,6 +51,10 @@ pub(crate) struct Timing {
 const LEASE_NAME: &str = "sluice-controller";
 /// The steps: four weights, each followed by a short pause.
 const WEIGHTS: [i32; 4] = [20, 40, 60, 80];
+/// For a wait across the remaining steps of the canary: each moves a pod, which a control plane
+/// loaded by the tests that run beside this one has been seen to take 30 s to make ready (the
+/// failover's own speed is bounded separately, by the Lease).
+const STEPS_DEADLINE: Duration = Duration::from_secs(240);
 
 /// `rollout-controller` as a process of its own, named `identity`; SIGKILLed when dropped.
 pub(crate) struct Replica {
@@ -331,9 +337,14 @@ async fn failover(
         // The frozen leader's caches and timers stopped at step 3; once the new leader is two
         // steps on, wake it: whatever it planned from its stale view must not reach the cluster,
         // and it must notice that its lease lapsed and exit.
-        status_until(client, ns, name, "the new leader at step 6", |s| {
-            s.current_step_index >= Some(5)
-        })
+        status_until_within(
+            client,
+            ns,
+            name,
+            "the new leader at step 6",
+            STEPS_DEADLINE,
+            |s| s.current_step_index >= Some(5),
+        )
         .await?;
         let old = &mut replicas[leader];
         old.signal(Signal::SIGCONT)?;
@@ -368,7 +379,7 @@ async fn failover(
             && s.stable_revision.is_some()
             && s.stable_revision != Some(stable.clone())
     };
-    status_until(client, ns, name, "v2 Healthy", done).await?;
+    status_until_within(client, ns, name, "v2 Healthy", STEPS_DEADLINE, done).await?;
     ensure!(replicas[standby].metric("sluice_leader").await? == 1.0);
     watch.abort();
 

@@ -19,7 +19,7 @@ use serde_json::json;
 
 pub(crate) use sluice_tests::rollouts::{
     create_rollout, create_service, decide, promote_until_stable, rollout_manifest,
-    running_rollout, set_container, status_until,
+    running_rollout, set_container, status_until, status_until_within,
 };
 
 use crate::pods::{served_until, versions_served};

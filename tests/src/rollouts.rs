@@ -121,8 +121,21 @@ pub async fn status_until(
     what: &str,
     check: impl Fn(&RolloutStatus) -> bool,
 ) -> Result<RolloutStatus> {
+    status_until_within(client, ns, name, what, STATUS_DEADLINE, check).await
+}
+
+/// As [`status_until`], waiting up to `deadline`: for a wait that spans many steps, each of which
+/// waits for pods that a loaded control plane may take many seconds to make ready.
+pub async fn status_until_within(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    deadline: Duration,
+    check: impl Fn(&RolloutStatus) -> bool,
+) -> Result<RolloutStatus> {
     let check = &check;
-    wait::until(what, STATUS_DEADLINE, || async move {
+    wait::until(what, deadline, || async move {
         let status = status(client, ns, name).await?;
         Ok::<_, HarnessError>(check(&status).then_some(status))
     })
