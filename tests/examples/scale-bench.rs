@@ -7,7 +7,8 @@
 //!   cargo build --release -p rollout-controller
 //!   cargo run --release -p sluice-tests --example scale-bench -- \
 //!       [--rollouts 1000] [--replicas 1] [--controllers sluice,argo] [--cycles 1] [--soak 1h] \
-//!       [--idle 150s] [--env MALLOC_ARENA_MAX=2] [--json out.json]
+//!       [--idle 150s] [--env MALLOC_ARENA_MAX=2] [--json out.json] \
+//!       [--controller-replicas 3 --shards 6]
 //!
 //! Every Rollout is one spec shape: `replicas` R, canary `setWeight 50`, `pause 5s`. Measured
 //! per phase from /proc: the controller's CPU seconds, resident memory and its high-water mark;
@@ -17,7 +18,9 @@
 //! ServiceAccount of the audited namespace): requests by verb and resource per Rollout update,
 //! and watch and list requests (a relist or a re-watch). The apiserver's own
 //! `apiserver_request_total` cannot say whose requests they are: it has no client label.
-//! Repeated updates (`--cycles`, `--soak`) print RSS per cycle and its slope. Every wait is
+//! Repeated updates (`--cycles`, `--soak`) print RSS per cycle and its slope. With
+//! `--controller-replicas`, Sluice runs as that many processes (sharded with `--shards`): CPU and
+//! memory are their sums, each process's RSS beside them. Every wait is
 //! bounded; the control plane is stopped however the run ends.
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,7 +43,7 @@ use rollout_controller::crd::RETIRED_LABEL;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_tests::process::ManagedProcess;
-use sluice_tests::procfs::{Memory, Reading};
+use sluice_tests::procfs::{Memory, ProcessStat};
 use sluice_tests::quantile::quantile;
 use sluice_tests::{AUDITED_NAMESPACE, ClusterOptions, ControlPlane, wait};
 
@@ -92,6 +95,13 @@ struct Args {
     /// Replicas of each Rollout.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     replicas: u32,
+    /// Sluice only: run this many controller processes (replicas of the controller's Deployment,
+    /// each its own identity); their CPU and memory are summed, and each one's memory is shown.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    controller_replicas: u32,
+    /// Sluice only: the controllers' --shards (default: theirs, one shard: a leader and standbys).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    shards: Option<u16>,
     /// The controllers to measure, one after the other, each on a fresh control plane.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sluice")]
     controllers: Vec<Controller>,
@@ -147,6 +157,12 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     sluice_tests::install_crypto_provider();
     let args = Args::parse();
+    if args.controllers.contains(&Controller::Argo) {
+        ensure!(
+            args.controller_replicas == 1 && args.shards.is_none(),
+            "--controller-replicas and --shards are Sluice's: Argo Rollouts runs one controller"
+        );
+    }
     let mut results = Vec::new();
     for &controller in &args.controllers {
         let nodes = nodes_for(&args);
@@ -178,6 +194,8 @@ async fn main() -> anyhow::Result<()> {
         let value = json!({
             "rollouts": args.rollouts,
             "replicas": args.replicas,
+            "controller_replicas": args.controller_replicas,
+            "shards": args.shards,
             "results": results.iter().map(RunResult::to_json).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&value)?)
@@ -197,10 +215,10 @@ fn nodes_for(args: &Args) -> usize {
 /// One phase: from one reading to the next, with the controller's requests in between.
 struct Phase {
     name: String,
-    from: Reading,
-    to: Reading,
+    from: Sample,
+    to: Sample,
     /// Memory once the phase's work has settled (after --settle), when it differs from `to`.
-    settled: Option<Memory>,
+    settled: Option<Sample>,
     requests: Requests,
     /// Per Rollout, update acknowledged to Healthy seen, beyond the spec's pause.
     overrun: Vec<Duration>,
@@ -212,15 +230,60 @@ impl Phase {
     }
 
     fn cpu(&self) -> f64 {
-        self.to
-            .stat
-            .cpu
-            .saturating_sub(self.from.stat.cpu)
-            .as_secs_f64()
+        self.to.cpu.saturating_sub(self.from.cpu).as_secs_f64()
     }
 
+    /// The controllers' memory, summed.
     fn memory(&self) -> Memory {
-        self.settled.unwrap_or(self.to.memory)
+        self.sample().memory
+    }
+
+    /// Each controller's memory.
+    fn each(&self) -> &[Memory] {
+        &self.sample().each
+    }
+
+    fn sample(&self) -> &Sample {
+        self.settled.as_ref().unwrap_or(&self.to)
+    }
+}
+
+/// The controller's processes at one moment: their CPU time and memory summed, and each one's
+/// memory.
+#[derive(Clone)]
+struct Sample {
+    at: Instant,
+    cpu: Duration,
+    memory: Memory,
+    each: Vec<Memory>,
+}
+
+impl Sample {
+    fn take(pids: &[u32]) -> anyhow::Result<Self> {
+        let at = Instant::now();
+        let mut cpu = Duration::ZERO;
+        let mut each = Vec::with_capacity(pids.len());
+        for &pid in pids {
+            cpu += ProcessStat::read(pid)
+                .with_context(|| format!("controller process {pid} is gone"))?
+                .cpu;
+            each.push(Memory::read(pid)?);
+        }
+        Ok(Self {
+            at,
+            cpu,
+            memory: sum(&each),
+            each,
+        })
+    }
+}
+
+/// Resident memory summed over processes (and their high-water marks, each reached at its own
+/// time: an upper bound of the sum's).
+fn sum(each: &[Memory]) -> Memory {
+    Memory {
+        rss_kib: each.iter().map(|m| m.rss_kib).sum(),
+        peak_rss_kib: each.iter().map(|m| m.peak_rss_kib).sum(),
     }
 }
 
@@ -272,21 +335,32 @@ async fn bench(
     let board = Arc::new(Board::default());
     let watch = tokio::spawn(watch_rollouts(rollouts.clone(), controller, board.clone()));
 
-    let mut process = start_controller(cluster, args, controller, &kubeconfig).await?;
+    let mut processes = Vec::new();
+    for replica in 0..args.controller_replicas {
+        match start_controller(cluster, args, controller, &kubeconfig, replica).await {
+            Ok(process) => processes.push(process),
+            Err(e) => {
+                for process in &mut processes {
+                    process.stop().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    let pids: Vec<u32> = processes.iter().map(ManagedProcess::pid).collect();
     let outcome = drive(
-        &client,
-        args,
-        controller,
-        &rollouts,
-        &board,
-        process.pid(),
-        &mut audit,
+        &client, args, controller, &rollouts, &board, &pids, &mut audit,
     )
     .await;
-    let alive = process.ensure_running();
-    process.stop().await;
+    let alive: Result<Vec<()>, _> = processes
+        .iter()
+        .map(ManagedProcess::ensure_running)
+        .collect();
+    for process in &mut processes {
+        process.stop().await;
+    }
     watch.abort();
-    alive.context("the controller exited during the run")?;
+    alive.context("a controller exited during the run")?;
     let (posting, phases, cycles) = outcome?;
     Ok(RunResult {
         controller,
@@ -303,7 +377,9 @@ type Driven = (Duration, Vec<Phase>, Vec<Cycle>);
 struct Cycle {
     /// Since the first update began.
     at: Duration,
+    /// Summed over the controller's processes; `each` is per process.
     memory: Memory,
+    each: Vec<Memory>,
     /// RSS after malloc_trim(0), with --malloc-trim.
     trimmed: Option<Memory>,
     /// The ReplicaSets in the Rollouts' namespace; of them `retired` are Sluice's history, which
@@ -311,6 +387,15 @@ struct Cycle {
     replica_sets: usize,
     retired: usize,
     replica_set_json_bytes: usize,
+}
+
+/// Makes glibc give back the free memory it holds in each process, and sums their memory after.
+async fn malloc_trim_all(pids: &[u32]) -> anyhow::Result<Memory> {
+    let mut each = Vec::with_capacity(pids.len());
+    for &pid in pids {
+        each.push(malloc_trim(pid).await?);
+    }
+    Ok(sum(&each))
 }
 
 /// Makes glibc give back the free memory it holds (gdb calls malloc_trim(0) in `pid`), and
@@ -365,7 +450,7 @@ async fn drive(
     controller: Controller,
     rollouts: &Api<DynamicObject>,
     board: &Board,
-    pid: u32,
+    pids: &[u32],
     audit: &mut AuditReader,
 ) -> anyhow::Result<Driven> {
     let timeout: Duration = args.timeout.into();
@@ -375,7 +460,7 @@ async fn drive(
     tokio::time::sleep(Duration::from_secs(3)).await;
     audit.take()?;
 
-    let start = Reading::take(pid)?;
+    let start = Sample::take(pids)?;
     let posting_started = Instant::now();
     let created = for_each_bounded(&names, args.concurrency, |name| {
         let body = rollout_manifest(controller, name, args, "bench:1");
@@ -388,33 +473,34 @@ async fn drive(
     .await?;
     let posting = posting_started.elapsed();
     all_healthy(board, &created, timeout, "created").await?;
-    let healthy = Reading::take(pid)?;
+    let healthy = Sample::take(pids)?;
     let phase = Phase {
         name: format!("create {} -> all Healthy", args.rollouts),
         from: start,
-        to: healthy,
+        to: healthy.clone(),
         settled: None,
         requests: audit.take()?,
         overrun: Vec::new(),
     };
     eprintln!(
         "[scale-bench] {} created: all Healthy in {:.1} s (posted in {:.1} s), {:.1} CPU-s, \
-         RSS / HWM {:.1} / {:.1} MiB",
+         RSS / HWM {:.1} / {:.1} MiB{}",
         controller.name(),
         phase.wall(),
         posting.as_secs_f64(),
         phase.cpu(),
         mib(phase.memory().rss_kib),
         mib(phase.memory().peak_rss_kib),
+        each_rss(phase.each()),
     );
     phases.push(phase);
 
     tokio::time::sleep(args.idle.into()).await;
-    let idle = Reading::take(pid)?;
+    let idle = Sample::take(pids)?;
     phases.push(Phase {
         name: format!("idle {}", args.idle),
         from: healthy,
-        to: idle,
+        to: idle.clone(),
         settled: None,
         requests: audit.take()?,
         overrun: Vec::new(),
@@ -443,9 +529,9 @@ async fn drive(
         })
         .await?;
         let done = all_healthy(board, &updated, timeout, &format!("updated to {image}")).await?;
-        let to = Reading::take(pid)?;
+        let to = Sample::take(pids)?;
         tokio::time::sleep(args.settle.into()).await;
-        let settled = Memory::read(pid)?;
+        let settled = Sample::take(pids)?;
         // With what the settling did: scaling the old versions down is part of an update.
         let requests = audit.take()?;
         let mut overrun: Vec<Duration> = updated
@@ -457,13 +543,14 @@ async fn drive(
         overrun.sort();
         let (replica_sets, retired, replica_set_json_bytes) = replica_sets_in(client).await?;
         let trimmed = if args.malloc_trim {
-            Some(malloc_trim(pid).await?)
+            Some(malloc_trim_all(pids).await?)
         } else {
             None
         };
         cycles.push(Cycle {
             at: first_update.elapsed(),
-            memory: settled,
+            memory: settled.memory,
+            each: settled.each.clone(),
             trimmed,
             replica_sets,
             retired,
@@ -480,21 +567,22 @@ async fn drive(
         // Whole, so that a long soak stopped before its table still leaves each cycle's figures.
         eprintln!(
             "[scale-bench] {} cycle {cycle} at {:.1} min: all Healthy in {:.1} s, {:.1} CPU-s, \
-             RSS / HWM {:.1} / {:.1} MiB, beyond the pause p50 / p99 {:.1} / {:.1} s, \
+             RSS / HWM {:.1} / {:.1} MiB{}, beyond the pause p50 / p99 {:.1} / {:.1} s, \
              {:.2} requests ({:.2} writes) per update, {replica_sets} ReplicaSets ({retired} retired)",
             controller.name(),
             first_update.elapsed().as_secs_f64() / 60.0,
             phase.wall(),
             phase.cpu(),
-            mib(settled.rss_kib),
-            mib(settled.peak_rss_kib),
+            mib(phase.memory().rss_kib),
+            mib(phase.memory().peak_rss_kib),
+            each_rss(phase.each()),
             quantile(&phase.overrun, 0.5).as_secs_f64(),
             quantile(&phase.overrun, 0.99).as_secs_f64(),
             phase.requests.total() as f64 / f64::from(args.rollouts),
             phase.requests.writes() as f64 / f64::from(args.rollouts),
         );
         phases.push(phase);
-        from = Reading::take(pid)?;
+        from = Sample::take(pids)?;
     }
     Ok((posting, phases, cycles))
 }
@@ -720,13 +808,14 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Starts the controller with its default flags but for where it listens, and waits until its
-/// health endpoint answers.
+/// Starts the controller's process number `replica` with its default flags but for where it
+/// listens (and --shards), and waits until its health endpoint answers.
 async fn start_controller(
     cluster: &ControlPlane,
     args: &Args,
     controller: Controller,
     kubeconfig: &Path,
+    replica: u32,
 ) -> anyhow::Result<ManagedProcess> {
     let health = free_port()?;
     let (program, mut flags, health_path) = match controller {
@@ -735,10 +824,13 @@ async fn start_controller(
                 Some(path) => path.clone(),
                 None => sluice_tests::pods::cargo_bin_dir()?.join("rollout-controller"),
             };
-            let flags = vec![
+            let mut flags = vec![
                 format!("--health-addr=127.0.0.1:{health}"),
                 format!("--api-addr=127.0.0.1:{}", free_port()?),
             ];
+            if let Some(shards) = args.shards {
+                flags.push(format!("--shards={shards}"));
+            }
             (program, flags, "/readyz")
         }
         Controller::Argo => {
@@ -759,14 +851,21 @@ async fn start_controller(
     flags.push(format!("--kubeconfig={}", kubeconfig.display()));
     // Through env(1), which execs the controller in its place (same pid), so that it gets its
     // own environment: the Lease's namespace, and what --env adds.
-    let mut env_args = vec![format!("POD_NAMESPACE={AUDITED_NAMESPACE}")];
+    let name = match args.controller_replicas {
+        1 => format!("controller-{controller:?}").to_lowercase(),
+        _ => format!("controller-{controller:?}-{replica}").to_lowercase(),
+    };
+    // POD_NAME is the identity each replica holds its Leases as.
+    let mut env_args = vec![
+        format!("POD_NAMESPACE={AUDITED_NAMESPACE}"),
+        format!("POD_NAME={name}"),
+    ];
     for pair in &args.env {
         ensure!(pair.contains('='), "--env {pair:?} is not KEY=VALUE");
         env_args.push(pair.clone());
     }
     env_args.push(program.display().to_string());
     env_args.extend(flags);
-    let name = format!("controller-{controller:?}").to_lowercase();
     let process = ManagedProcess::spawn(
         &name,
         Path::new("/usr/bin/env"),
@@ -958,6 +1057,18 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// Each controller process's RSS, when there is more than one.
+fn each_rss(each: &[Memory]) -> String {
+    if each.len() < 2 {
+        return String::new();
+    }
+    let rss: Vec<String> = each
+        .iter()
+        .map(|m| format!("{:.1}", mib(m.rss_kib)))
+        .collect();
+    format!(" (each: {} MiB)", rss.join(", "))
+}
+
 /// Least-squares slope of `ys` over `xs`; `None` with fewer than two points.
 fn slope(xs: &[f64], ys: &[f64]) -> Option<f64> {
     let n = xs.len() as f64;
@@ -1001,6 +1112,13 @@ impl RunResult {
         if !args.env.is_empty() {
             println!("controller environment: {}", args.env.join(" "));
         }
+        if args.controller_replicas > 1 {
+            println!(
+                "{} controller processes, --shards {}: CPU and memory are their sums",
+                args.controller_replicas,
+                args.shards.map_or("1 (default)".into(), |n| n.to_string())
+            );
+        }
         println!(
             "{:<30} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9} {:>7} {:>6}",
             "phase",
@@ -1015,6 +1133,7 @@ impl RunResult {
         );
         for phase in &self.phases {
             let memory = phase.memory();
+            let each = each_rss(phase.each());
             println!(
                 "{:<30} {:>8.1} {:>8.2} {:>9.1} {:>8.1} {:>8.1} {:>9} {:>7} {:>6}",
                 phase.name,
@@ -1027,6 +1146,9 @@ impl RunResult {
                 phase.requests.watches,
                 phase.requests.lists,
             );
+            if !each.is_empty() {
+                println!("{:<30}{each}", "");
+            }
         }
         println!(
             "(creating: the bench posted the {} Rollouts in {:.1} s of that; an update's memory is \
@@ -1108,6 +1230,7 @@ impl RunResult {
                 "cpu_s": p.cpu(),
                 "rss_mib": mib(p.memory().rss_kib),
                 "hwm_mib": mib(p.memory().peak_rss_kib),
+                "rss_each_mib": p.each().iter().map(|m| mib(m.rss_kib)).collect::<Vec<_>>(),
                 "requests": p.requests.by_kind,
                 "watches": p.requests.watches,
                 "lists": p.requests.lists,
@@ -1118,6 +1241,7 @@ impl RunResult {
                 "at_s": c.at.as_secs_f64(),
                 "rss_mib": mib(c.memory.rss_kib),
                 "hwm_mib": mib(c.memory.peak_rss_kib),
+                "rss_each_mib": c.each.iter().map(|m| mib(m.rss_kib)).collect::<Vec<_>>(),
                 "trimmed_rss_mib": c.trimmed.map(|m| mib(m.rss_kib)),
                 "replica_sets": c.replica_sets,
                 "retired_replica_sets": c.retired,
@@ -1192,6 +1316,14 @@ fn print_side_by_side(args: &Args, results: &[RunResult]) {
             )
         })
     });
+    if args.controller_replicas > 1 {
+        row("RSS of the largest process after the update", &|r| {
+            phase(r, "update 1").map_or("-".into(), |p| {
+                let largest = p.each().iter().map(|m| m.rss_kib).max().unwrap_or(0);
+                format!("{:.0} MiB of {}", mib(largest), p.each().len())
+            })
+        });
+    }
     row("update to Healthy beyond the pause, p50 / p99", &|r| {
         phase(r, "update 1").map_or("-".into(), |p| {
             format!(
@@ -1249,6 +1381,22 @@ mod tests {
             "responseStatus": {"code": 200},
         })
         .to_string()
+    }
+
+    #[test]
+    fn a_sample_of_several_processes_sums_them_and_keeps_each() -> anyhow::Result<()> {
+        let me = std::process::id();
+        let sample = Sample::take(&[me, me])?;
+        assert_eq!(sample.each.len(), 2);
+        assert_eq!(
+            sample.memory.rss_kib,
+            sample.each[0].rss_kib + sample.each[1].rss_kib
+        );
+        assert!(each_rss(&sample.each).starts_with(" (each: "));
+        assert_eq!(each_rss(&sample.each[..1]), "", "one process: no breakdown");
+        // A process that is gone is an error, not a zero.
+        assert!(Sample::take(&[me, u32::MAX]).is_err());
+        Ok(())
     }
 
     #[test]

@@ -523,3 +523,53 @@ fn a_one_replica_canary_update_takes_at_most_three_writes_per_step_transition() 
     );
     sim.assert_ok();
 }
+
+/// The same at ten replicas (maxSurge 25 %, maxUnavailable 0): the canary grows and stable
+/// shrinks a pod at a time as pods become ready, a ReplicaSet write each, while every count
+/// that changes on the way is held for the next transition: writes beyond the transitions' three
+/// are at most one per pod moved.
+#[test]
+fn a_ten_replica_canary_update_adds_at_most_a_write_per_pod_moved() {
+    let replicas = 10;
+    let steps = json!([{"setWeight": 50}, {"pause": {"duration": "5s"}}]);
+    let strategy = json!({"canary": {"steps": steps, "maxSurge": "25%", "maxUnavailable": 0}});
+    let mut sim = deployed(rollout(strategy, replicas));
+    set_image(&mut sim.rollout, "web:2");
+    let canary = hash_of(&sim.rollout);
+    let before = sim.writes;
+    let state = |sim: &Sim| (sim.status().current_step_index, sim.status().phase);
+    let mut states = vec![state(&sim)];
+    for _ in 0..200 {
+        sim.reconcile();
+        if let Some(rs) = sim
+            .replica_sets
+            .iter_mut()
+            .find(|rs| rs.ready < rs.replicas)
+        {
+            rs.ready += 1;
+        }
+        sim.advance(1);
+        if states.last() != Some(&state(&sim)) {
+            states.push(state(&sim));
+        }
+        if sim.status().phase == Phase::Healthy
+            && sim.status().stable_revision.as_deref() == Some(canary.as_str())
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(canary.as_str())
+    );
+    let transitions = states.len() - 1;
+    let writes = sim.writes - before;
+    // Each pod of the new version is created once, and each of the old one removed once.
+    let pods_moved = 2 * usize::try_from(replicas).unwrap();
+    assert!(
+        writes <= 3 * transitions + pods_moved,
+        "{writes} writes over {transitions} transitions and {pods_moved} pods moved: {states:?}"
+    );
+    assert!(sim.peak_pods <= replicas + 3, "peak {} pods", sim.peak_pods);
+    sim.assert_ok();
+}
