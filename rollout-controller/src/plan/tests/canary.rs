@@ -475,19 +475,16 @@ fn the_status_message_describes_the_step_as_the_rest_view_does() {
     assert_eq!(describe_step(&steps[2]), "setCanaryScale 2 replicas");
 }
 
-/// The scale benchmark's rollout: one replica, `setWeight 50`, `pause 5s`, updated. Pods are
-/// created, then become ready a reconcile later, one ReplicaSet at a time, as they do in a
-/// cluster; every count that changes on the way is held for the next transition.
-#[test]
-fn a_one_replica_canary_update_takes_at_most_three_writes_per_step_transition() {
-    let steps = json!([{"setWeight": 50}, {"pause": {"duration": "5s"}}]);
-    let mut sim = deployed(rollout(json!({"canary": {"steps": steps}}), 1));
+/// Updates the deployed `sim` to web:2 and reconciles, one pod becoming ready a reconcile later,
+/// one ReplicaSet at a time, as they do in a cluster, until the canary is stable (at most
+/// `reconciles` times): the (step, phase) states it went through and the writes it made.
+fn update_until_stable(sim: &mut Sim, reconciles: usize) -> (Vec<(Option<i32>, Phase)>, usize) {
     set_image(&mut sim.rollout, "web:2");
     let canary = hash_of(&sim.rollout);
     let before = sim.writes;
     let state = |sim: &Sim| (sim.status().current_step_index, sim.status().phase);
-    let mut states = vec![state(&sim)];
-    for _ in 0..40 {
+    let mut states = vec![state(sim)];
+    for _ in 0..reconciles {
         sim.reconcile();
         if let Some(rs) = sim
             .replica_sets
@@ -497,8 +494,8 @@ fn a_one_replica_canary_update_takes_at_most_three_writes_per_step_transition() 
             rs.ready += 1;
         }
         sim.advance(1);
-        if states.last() != Some(&state(&sim)) {
-            states.push(state(&sim));
+        if states.last() != Some(&state(sim)) {
+            states.push(state(sim));
         }
         if sim.status().phase == Phase::Healthy
             && sim.status().stable_revision.as_deref() == Some(canary.as_str())
@@ -506,8 +503,22 @@ fn a_one_replica_canary_update_takes_at_most_three_writes_per_step_transition() 
             break;
         }
     }
+    assert_eq!(
+        sim.status().stable_revision.as_deref(),
+        Some(canary.as_str()),
+        "not stable after {reconciles} reconciles: {states:?}"
+    );
+    (states, sim.writes - before)
+}
+
+/// The scale benchmark's rollout: one replica, `setWeight 50`, `pause 5s`, updated. Every count
+/// that changes on the way is held for the next transition.
+#[test]
+fn a_one_replica_canary_update_takes_at_most_three_writes_per_step_transition() {
+    let steps = json!([{"setWeight": 50}, {"pause": {"duration": "5s"}}]);
+    let mut sim = deployed(rollout(json!({"canary": {"steps": steps}}), 1));
+    let (states, writes) = update_until_stable(&mut sim, 40);
     let transitions = states.len() - 1;
-    let writes = sim.writes - before;
     assert_eq!(
         states,
         [
@@ -534,36 +545,8 @@ fn a_ten_replica_canary_update_adds_at_most_a_write_per_pod_moved() {
     let steps = json!([{"setWeight": 50}, {"pause": {"duration": "5s"}}]);
     let strategy = json!({"canary": {"steps": steps, "maxSurge": "25%", "maxUnavailable": 0}});
     let mut sim = deployed(rollout(strategy, replicas));
-    set_image(&mut sim.rollout, "web:2");
-    let canary = hash_of(&sim.rollout);
-    let before = sim.writes;
-    let state = |sim: &Sim| (sim.status().current_step_index, sim.status().phase);
-    let mut states = vec![state(&sim)];
-    for _ in 0..200 {
-        sim.reconcile();
-        if let Some(rs) = sim
-            .replica_sets
-            .iter_mut()
-            .find(|rs| rs.ready < rs.replicas)
-        {
-            rs.ready += 1;
-        }
-        sim.advance(1);
-        if states.last() != Some(&state(&sim)) {
-            states.push(state(&sim));
-        }
-        if sim.status().phase == Phase::Healthy
-            && sim.status().stable_revision.as_deref() == Some(canary.as_str())
-        {
-            break;
-        }
-    }
-    assert_eq!(
-        sim.status().stable_revision.as_deref(),
-        Some(canary.as_str())
-    );
+    let (states, writes) = update_until_stable(&mut sim, 200);
     let transitions = states.len() - 1;
-    let writes = sim.writes - before;
     // Each pod of the new version is created once, and each of the old one removed once.
     let pods_moved = 2 * usize::try_from(replicas).unwrap();
     assert!(
