@@ -273,6 +273,11 @@ impl ControlPlane {
                 "--kube-api-burst=400".into(),
                 "--concurrent-replicaset-syncs=10".into(),
                 "--concurrent-service-endpoint-syncs=10".into(),
+                // kwok's nodes never fail, but a saturated apiserver (10,000 Rollouts' pods on two
+                // cores) can delay their lease renewals past the default 50 s; the node
+                // lifecycle controller then marks every pod on the node Ready=False, and kwok's
+                // pod-ready stage (which only takes Pending pods) never makes them Ready again.
+                "--node-monitor-grace-period=15m".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
             ],
