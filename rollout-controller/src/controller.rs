@@ -305,7 +305,7 @@ pub async fn run(client: Client, options: Options) -> Result<(), RunError> {
         writes: Default::default(),
         synced: ready.clone(),
         status_written_over: Default::default(),
-        counts_held_since: Default::default(),
+        counts_holds: Default::default(),
         failures: Default::default(),
         replica_sets: rs_owned.clone(),
         services: svc_store.clone(),

@@ -9,7 +9,11 @@
 //!   Event tells of a status that is there);
 //! - when only the counts changed (replicas, ready, available, updated, the messages that show
 //!   them, the restart of the progress deadline's count that a new ready pod makes), with the
-//!   next transition's write, or [`COUNTS_WRITE_DELAY`] after the controller first held it back.
+//!   next transition's write, or [`COUNTS_WRITE_DELAY`] after the controller first held it back;
+//!   twice that after one such write with no progress since, four times after two, and so on up
+//!   to [`COUNTS_WRITE_DELAY_MAX`] ([`CountsHold`]). Pods that take minutes to come (a loaded
+//!   control plane, a ReplicaSet of ten scaled a few at a time) then cost a handful of writes,
+//!   not one every ten seconds; the first change after a transition still shows within ten.
 //!
 //! Nothing is lost by holding counts: the planner never decides from the counts in the status
 //! but from the ReplicaSets (the progress deadline only restarts its count sooner while they are
@@ -22,8 +26,12 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::RolloutStatus;
 
-/// How long a change of counts alone may wait for a transition to carry it.
+/// How long a change of counts alone may wait for a transition to carry it, when no counts
+/// alone were written since the last progress.
 pub const COUNTS_WRITE_DELAY: Duration = Duration::from_secs(10);
+
+/// The longest a change of counts alone waits, however many went out in a row before it.
+pub const COUNTS_WRITE_DELAY_MAX: Duration = Duration::from_secs(60);
 
 /// How a planned status differs from the one the rollout has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,9 +67,51 @@ pub(crate) fn same(a: &RolloutStatus, b: &RolloutStatus) -> bool {
     a == b || in_order(a) == in_order(b)
 }
 
-/// When a change of counts the controller first held back at `held_since` is written.
-pub(crate) fn counts_due(held_since: Timestamp) -> Timestamp {
-    held_since + SignedDuration::try_from(COUNTS_WRITE_DELAY).unwrap_or(SignedDuration::ZERO)
+/// Where one rollout's changes of counts alone stand in this process: whether one is held back
+/// and since when, and how many went out since its last progress was written. A cache, not
+/// progress: a restarted process starts every rollout from the shortest delay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountsHold {
+    held_since: Option<Timestamp>,
+    written_in_a_row: u32,
+}
+
+impl CountsHold {
+    /// Follows a plan whose status differs from the rollout's by `change`: a status the
+    /// rollout has ends a hold, and progress (written at once) ends the series as well.
+    pub(crate) fn plan(&mut self, change: StatusChange) {
+        match change {
+            StatusChange::None => self.held_since = None,
+            StatusChange::Progress => *self = Self::default(),
+            StatusChange::Counts => {}
+        }
+    }
+
+    /// For a write of counts alone planned at `now`: when it is due, while that is later than
+    /// `now`. The hold starts at `now` if none had.
+    pub(crate) fn due_after(&mut self, now: Timestamp) -> Option<Timestamp> {
+        let since = *self.held_since.get_or_insert(now);
+        let due = since + SignedDuration::try_from(self.delay()).unwrap_or(SignedDuration::ZERO);
+        (now < due).then_some(due)
+    }
+
+    /// The held counts were written.
+    pub(crate) fn written(&mut self) {
+        self.held_since = None;
+        self.written_in_a_row = self.written_in_a_row.saturating_add(1);
+    }
+
+    /// Whether it knows nothing a fresh one would not: its entry can go.
+    pub(crate) fn is_fresh(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn delay(&self) -> Duration {
+        let factor = 1u32.checked_shl(self.written_in_a_row).unwrap_or(u32::MAX);
+        COUNTS_WRITE_DELAY
+            .saturating_mul(factor)
+            .min(COUNTS_WRITE_DELAY_MAX)
+    }
 }
 
 /// The lists keyed by what they are about, sorted by it.
@@ -229,9 +279,62 @@ mod tests {
         assert_eq!(change(None, &waiting(), false), StatusChange::Progress);
     }
 
+    fn second(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
     #[test]
-    fn held_counts_are_due_after_the_delay() {
-        let held = Timestamp::from_second(1_000).unwrap();
-        assert_eq!(counts_due(held), Timestamp::from_second(1_010).unwrap());
+    fn held_counts_are_due_after_the_delay_from_when_they_were_first_held() {
+        let mut hold = CountsHold::default();
+        hold.plan(StatusChange::Counts);
+        assert_eq!(hold.due_after(second(1_000)), Some(second(1_010)));
+        hold.plan(StatusChange::Counts);
+        assert_eq!(hold.due_after(second(1_004)), Some(second(1_010)));
+        hold.plan(StatusChange::Counts);
+        assert_eq!(hold.due_after(second(1_010)), None);
+    }
+
+    /// Pods coming one by one for minutes: each write of counts alone doubles the wait for the
+    /// next, up to the cap, and progress starts the series again from the shortest.
+    #[test]
+    fn counts_written_in_a_row_wait_longer_each_time_until_progress() {
+        let mut hold = CountsHold::default();
+        let mut now = 1_000;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            hold.plan(StatusChange::Counts);
+            let due = hold.due_after(second(now)).unwrap();
+            waits.push(due.as_second() - now);
+            now = due.as_second();
+            hold.plan(StatusChange::Counts);
+            assert_eq!(hold.due_after(second(now)), None);
+            hold.written();
+            // The write is read back: the rollout has the status planned.
+            hold.plan(StatusChange::None);
+        }
+        assert_eq!(waits, [10, 20, 40, 60, 60, 60]);
+        assert!(!hold.is_fresh());
+
+        hold.plan(StatusChange::Progress);
+        assert!(hold.is_fresh());
+        hold.plan(StatusChange::Counts);
+        assert_eq!(hold.due_after(second(now)), Some(second(now + 10)));
+    }
+
+    #[test]
+    fn counts_that_fall_back_to_what_the_rollout_has_end_the_hold_not_the_series() {
+        let mut hold = CountsHold::default();
+        hold.plan(StatusChange::Counts);
+        assert_eq!(hold.due_after(second(1_000)), Some(second(1_010)));
+        hold.plan(StatusChange::Counts);
+        assert_eq!(hold.due_after(second(1_010)), None);
+        hold.written();
+        hold.plan(StatusChange::Counts);
+        assert_eq!(hold.due_after(second(1_015)), Some(second(1_035)));
+        // A pod that went unready and came back: nothing to write, and the next change of
+        // counts is held from when it comes, at the series' delay.
+        hold.plan(StatusChange::None);
+        hold.plan(StatusChange::Counts);
+        assert_eq!(hold.due_after(second(1_050)), Some(second(1_070)));
     }
 }

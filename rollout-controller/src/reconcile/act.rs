@@ -23,15 +23,15 @@ use crate::metrics::reason;
 use crate::plan::refused;
 use crate::plan::restart::PodRestart;
 use crate::plan::runs::NewAnalysisRun;
-use crate::plan::status_write::{self, StatusChange, counts_due};
+use crate::plan::status_write::{self, CountsHold};
 use crate::plan::writes::{Write, transition_event};
 use crate::plan::{
     EventType, Plan, PlannedEvent, PodMetadataChange, ReplicaSetTarget, TrafficPlan,
 };
 
 /// Carries out `plan`, one write at a time in the order [`Plan::writes`] decides. A status whose
-/// counts alone changed is held back until it is due (`status_write::counts_due`, from when it
-/// was first held); then the time it is due is returned, for the requeue.
+/// counts alone changed is held back until it is due ([`CountsHold`]); then the time it is due
+/// is returned, for the requeue.
 pub(super) async fn act(
     rollout: &Rollout,
     namespace: &str,
@@ -40,31 +40,44 @@ pub(super) async fn act(
     ctx: &Context,
 ) -> Result<Option<Timestamp>, ReconcileError> {
     let uid = rollout.uid().unwrap_or_default();
-    if plan.status_change == StatusChange::None {
-        held_counts(ctx).remove(&uid);
+    {
+        let mut holds = counts_holds(ctx);
+        let hold = holds.entry(uid.clone()).or_default();
+        hold.plan(plan.status_change);
+        if hold.is_fresh() {
+            holds.remove(&uid);
+        }
     }
     let mut created = Vec::new();
     let mut held_until = None;
     for write in plan.writes() {
-        if let Write::Status {
-            counts_only: true, ..
-        } = write
-        {
-            let due = counts_due(*held_counts(ctx).entry(uid.clone()).or_insert(now));
-            if now < due {
-                held_until = Some(due);
+        let counts_only = matches!(
+            write,
+            Write::Status {
+                counts_only: true,
+                ..
+            }
+        );
+        if counts_only {
+            let due = counts_holds(ctx)
+                .entry(uid.clone())
+                .or_default()
+                .due_after(now);
+            if due.is_some() {
+                held_until = due;
                 continue;
             }
         }
         execute(rollout, namespace, write, &mut created, ctx).await?;
+        if counts_only && let Some(hold) = counts_holds(ctx).get_mut(&uid) {
+            hold.written();
+        }
     }
     Ok(held_until)
 }
 
-fn held_counts(ctx: &Context) -> std::sync::MutexGuard<'_, HashMap<String, Timestamp>> {
-    ctx.counts_held_since
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+fn counts_holds(ctx: &Context) -> std::sync::MutexGuard<'_, HashMap<String, CountsHold>> {
+    ctx.counts_holds.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Makes one write. `created`: the pod-template hashes of the ReplicaSets this reconcile
@@ -177,9 +190,6 @@ async fn write_status(
         .await
         .map_err(kube_err("writing status"))?;
     wrote(ctx, "RolloutStatus");
-    if let Some(uid) = rollout.uid() {
-        held_counts(ctx).remove(&uid);
-    }
     if let (Some(uid), Some(version)) = (rollout.uid(), rollout.resource_version()) {
         ctx.status_written_over
             .lock()

@@ -25,6 +25,7 @@ use crate::crd::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplat
 use crate::metrics::{InfoLabels, Metrics, kind as kind_label, reason};
 use crate::owner::OwnedIndex;
 use crate::plan::refused::{self, Refusal};
+use crate::plan::status_write::CountsHold;
 use crate::plan::{plan, restart};
 
 #[cfg(test)]
@@ -121,10 +122,11 @@ pub(crate) struct Context {
     /// and planning from it would repeat the step just taken. (A cache of what is in flight,
     /// not progress: a restarted process lists afresh and needs none of it.)
     pub status_written_over: Mutex<HashMap<String, (String, Instant)>>,
-    /// For each Rollout (by uid) whose planned status differs from its own in counts alone:
-    /// since when this process holds that write back (`plan::status_write`). A cache too: a
-    /// restarted process holds such a write back once more, no longer.
-    pub counts_held_since: Mutex<HashMap<String, Timestamp>>,
+    /// For each Rollout (by uid) whose counts alone changed since its last progress: whether
+    /// this process holds that write back and since when, and how many such writes it made in a
+    /// row (`plan::status_write::CountsHold`). A cache too: a restarted process holds such a
+    /// write back once more, from the shortest delay.
+    pub counts_holds: Mutex<HashMap<String, CountsHold>>,
     /// Failed reconciles in a row, by Rollout uid, for the error policy's backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     /// The cached ReplicaSets by the uid of their controller, as a reconcile finds them.
@@ -167,7 +169,7 @@ pub(crate) async fn reconcile(
     }
     if rollout.metadata.deletion_timestamp.is_some() {
         ctx.metrics.forget_rollout(&namespace, &name);
-        ctx.counts_held_since
+        ctx.counts_holds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&uid);
